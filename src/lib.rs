@@ -1,0 +1,30 @@
+//! kitebridge — short-lived GitHub App installation tokens for Buildkite jobs.
+//!
+//! A job presents its Buildkite OIDC token (a JWT). kitebridge verifies it by hand on `ring`
+//! ([`oidc`]), checks the requested profile's match rules ([`profiles`]), and mints a GitHub App
+//! installation token limited to the profile's repositories and permissions ([`github`]),
+//! caching and coalescing mints ([`vend`]). Every token-route request leaves one audit record
+//! ([`audit`]).
+//!
+//! Data flows one way: [`http`] (the edge) → [`oidc`] (verify) → [`profiles`] (authorize) →
+//! [`vend`] (cache, then [`github`] / [`buildkite`] to mint) → the response.
+//!
+//! The specification lives in `shared/spec/`; the README says what was chosen where it is silent.
+#![deny(unsafe_code)] // every module but `systemd` forbids it outright; see each file's first line
+
+pub mod app;
+pub mod audit;
+pub mod buildkite;
+pub mod config;
+pub mod github;
+pub mod http;
+pub mod oidc;
+pub mod profiles;
+pub mod systemd;
+pub mod time;
+pub mod upstream;
+pub mod vend;
+
+
+/// The version reported by `kitebridge --version` and in the upstream `User-Agent`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

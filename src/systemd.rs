@@ -1,0 +1,2 @@
+//! TODO
+#![allow(unsafe_code)]
