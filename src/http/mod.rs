@@ -1,2 +1,28 @@
-//! TODO
+//! The HTTP/1.1 edge: a small strict server on `httparse`.
+//!
+//! Every limit and framing rule of `operations.md` lives here: head size and count (431), URI
+//! length (414), body size enforced while reading (413), head/body/write/idle timeouts, a
+//! connection cap, and refusal of every request-smuggling shape (400 and close). Handlers are plain
+//! functions from a parsed [`Request`] to a [`Response`]; they never touch the socket.
 #![forbid(unsafe_code)]
+
+pub mod chunked;
+pub mod form;
+pub mod head;
+mod message;
+mod router;
+mod server;
+
+pub use head::Method;
+pub use message::{Request, Response, Sent, json_string, reason_phrase};
+pub use router::{ErrorStyle, Handler, Pool, Resolution, Router};
+pub use server::{Limits, Server, ServerHandle, new_request_id};
+
+/// Largest request head (request line and headers), in bytes.
+pub const MAX_HEAD_BYTES: usize = 8192;
+/// Most header fields in one request.
+pub const MAX_HEADERS: usize = 64;
+/// Longest request target, in bytes.
+pub const MAX_URI_BYTES: usize = 2048;
+/// Largest request body on every route, in bytes.
+pub const MAX_BODY_BYTES: usize = 20480;

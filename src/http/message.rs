@@ -1,0 +1,175 @@
+//! What handlers see and return: a parsed [`Request`] and a [`Response`] value. Handlers never
+//! touch the socket.
+#![forbid(unsafe_code)]
+
+use super::form::{FormError, parse_urlencoded};
+use super::head::Method;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A complete request, body included, as handed to a handler.
+#[derive(Debug)]
+pub struct Request {
+    pub method: Method,
+    /// The path with `//` runs collapsed and the base path removed; always starts with `/`.
+    pub path: String,
+    /// The raw query string (after `?`), if any.
+    pub query: Option<String>,
+    /// Header names lowercased, values as received.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub peer: SocketAddr,
+    /// Generated per request; echoed in `X-Request-Id` and the audit record.
+    pub request_id: String,
+    /// Values of the route's `{param}` segments, in order.
+    pub params: Vec<String>,
+    /// When the head was complete.
+    pub received: Instant,
+}
+
+impl Request {
+    /// Every value of header `name` (lowercase), in order.
+    pub fn header_values(&self, name: &str) -> Vec<&[u8]> {
+        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice()).collect()
+    }
+
+    /// The single value of header `name`, or `None` when absent or repeated.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        match self.header_values(name).as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The `i`-th route parameter.
+    pub fn param(&self, i: usize) -> Option<&str> {
+        self.params.get(i).map(String::as_str)
+    }
+
+    /// The query string decoded into pairs (empty when there is none).
+    pub fn query_pairs(&self) -> Result<Vec<(String, String)>, FormError> {
+        parse_urlencoded(self.query.as_deref().unwrap_or_default().as_bytes())
+    }
+}
+
+/// What the server reports to [`Response::on_sent`] once the response has been written (or the
+/// write failed).
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub status: u16,
+    pub duration: Duration,
+    /// Whether every byte reached the socket.
+    pub written: bool,
+}
+
+type SentHook = Box<dyn FnOnce(&Sent) + Send>;
+
+/// A response value. `Cache-Control: no-store`, `Content-Length` and `X-Request-Id` are added by the
+/// server to every response.
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Extra headers. Values containing CR or LF are dropped when written.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// Close the connection after this response.
+    pub close: bool,
+    on_sent: Option<SentHook>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body may hold a token: never print it.
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Response {
+    /// A response with `body` of `content_type`.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        Response { status, content_type, headers: Vec::new(), body: body.into(), close: false, on_sent: None }
+    }
+
+    /// `application/json` from an already serialised body.
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Response::new(status, "application/json", body)
+    }
+
+    /// `text/plain; charset=utf-8`.
+    pub fn text(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Response::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    /// `{"error":"<reason>"}` — `reason` must be a fixed string, never request input.
+    pub fn json_error(status: u16, reason: &'static str) -> Self {
+        Response::json(status, format!("{{\"error\":{}}}", json_string(reason)))
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Registers a hook called once with the outcome when the response has been written.
+    pub fn on_sent(mut self, hook: impl FnOnce(&Sent) + Send + 'static) -> Self {
+        self.on_sent = Some(Box::new(hook));
+        self
+    }
+
+    pub(crate) fn take_on_sent(&mut self) -> Option<SentHook> {
+        self.on_sent.take()
+    }
+
+    /// Serialises status line and headers (the body is written separately).
+    pub(crate) fn head_bytes(&self, request_id: &str, close: bool) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        out.push_str(&format!("Content-Type: {}\r\n", self.content_type));
+        out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        out.push_str("Cache-Control: no-store\r\n");
+        out.push_str(&format!("X-Request-Id: {request_id}\r\n"));
+        if close {
+            out.push_str("Connection: close\r\n");
+        }
+        for (name, value) in &self.headers {
+            if !value.contains(['\r', '\n']) {
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
+    }
+}
+
+/// A JSON string literal for `s` (escaped by serde_json).
+pub fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// The reason phrase for the status codes kitebridge sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}

@@ -1,0 +1,186 @@
+//! Maps (method, path) to a handler. Patterns are `/`-separated literals and `{name}` segments;
+//! a `{name}` segment matches exactly one non-empty segment.
+#![forbid(unsafe_code)]
+
+use super::head::Method;
+use super::message::{Request, Response};
+use std::sync::Arc;
+
+/// A request handler.
+pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+
+/// Where a handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// On the connection's own thread: cheap handlers that must answer even while every worker waits
+    /// on an upstream (`/healthcheck`, `/metrics`).
+    Inline,
+    /// On one of the `SERVER_WORKERS` request-handling threads.
+    Worker,
+}
+
+/// How the edge formats its own errors (413, 408, 400 …) for a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStyle {
+    /// `{"error":"<reason>"}`.
+    Json,
+    /// A one-line `text/plain` reason (the git credential routes).
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+/// One registered route.
+pub struct Route {
+    method: Method,
+    segments: Vec<Segment>,
+    pub pool: Pool,
+    pub errors: ErrorStyle,
+    pub handler: Handler,
+}
+
+/// The outcome of routing one request.
+pub enum Resolution<'a> {
+    Found { route: &'a Route, params: Vec<String> },
+    /// The path exists under other methods; the value is the `Allow` header.
+    MethodNotAllowed { allow: String },
+    NotFound,
+}
+
+/// The route table plus the optional base path every route lives under.
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+    base_path: Option<String>,
+}
+
+impl Router {
+    /// An empty router serving under `base_path` (e.g. `/bridge`; `None` for the root).
+    pub fn new(base_path: Option<String>) -> Self {
+        Router { routes: Vec::new(), base_path }
+    }
+
+    /// Registers a route. `GET` routes also answer `HEAD`.
+    pub fn route(
+        mut self,
+        method: Method,
+        pattern: &str,
+        pool: Pool,
+        errors: ErrorStyle,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Self {
+        let segments = split(pattern)
+            .map(|s| if s.starts_with('{') && s.ends_with('}') { Segment::Param } else { Segment::Literal(s.to_owned()) })
+            .collect();
+        self.routes.push(Route { method, segments, pool, errors, handler: Arc::new(handler) });
+        self
+    }
+
+    /// Normalises a request target's path: `//` runs collapse to `/`, the base path is removed
+    /// (matched at a segment boundary). `None` when the path is outside the base path.
+    pub fn local_path(&self, path: &str) -> Option<String> {
+        let collapsed = format!("/{}", split(path).collect::<Vec<_>>().join("/"));
+        let Some(base) = &self.base_path else { return Some(collapsed) };
+        match collapsed.strip_prefix(base.as_str()) {
+            Some("") => Some("/".to_owned()),
+            Some(rest) if rest.starts_with('/') => Some(rest.to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Finds the route for a normalised local path.
+    pub fn resolve(&self, method: &Method, path: &str) -> Resolution<'_> {
+        let parts: Vec<&str> = split(path).collect();
+        let mut allowed: Vec<&str> = Vec::new();
+        for route in &self.routes {
+            let Some(params) = route.matches(&parts) else { continue };
+            let same = route.method == *method || (route.method == Method::Get && *method == Method::Head);
+            if same {
+                return Resolution::Found { route, params };
+            }
+            allowed.push(route.method.as_str());
+            if route.method == Method::Get {
+                allowed.push("HEAD");
+            }
+        }
+        if allowed.is_empty() {
+            Resolution::NotFound
+        } else {
+            allowed.dedup();
+            Resolution::MethodNotAllowed { allow: allowed.join(", ") }
+        }
+    }
+}
+
+impl Route {
+    fn matches(&self, parts: &[&str]) -> Option<Vec<String>> {
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (segment, part) in self.segments.iter().zip(parts) {
+            match segment {
+                Segment::Literal(lit) if lit == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param => params.push((*part).to_owned()),
+            }
+        }
+        Some(params)
+    }
+}
+
+/// The non-empty segments of a path.
+fn split(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(base: Option<&str>) -> Router {
+        let ok = |_: &Request| Response::text(200, "ok");
+        Router::new(base.map(str::to_owned))
+            .route(Method::Get, "/healthcheck", Pool::Inline, ErrorStyle::Json, ok)
+            .route(Method::Post, "/token", Pool::Worker, ErrorStyle::Json, ok)
+            .route(Method::Post, "/token/{profile}", Pool::Worker, ErrorStyle::Json, ok)
+    }
+
+    fn outcome(r: &Router, method: Method, path: &str) -> String {
+        let Some(local) = r.local_path(path) else { return "outside".into() };
+        match r.resolve(&method, &local) {
+            Resolution::Found { params, .. } => format!("found {params:?}"),
+            Resolution::MethodNotAllowed { allow } => format!("405 {allow}"),
+            Resolution::NotFound => "404".into(),
+        }
+    }
+
+    #[test]
+    fn table() {
+        let root = router(None);
+        let based = router(Some("/bridge"));
+        let cases: &[(&Router, Method, &str, &str)] = &[
+            (&root, Method::Get, "/healthcheck", "found []"),
+            (&root, Method::Head, "/healthcheck", "found []"),
+            (&root, Method::Post, "/healthcheck", "405 GET, HEAD"),
+            (&root, Method::Get, "/token", "405 POST"),
+            (&root, Method::Post, "//token/default", "found [\"default\"]"),
+            (&root, Method::Post, "/token//x", "found [\"x\"]"),
+            (&root, Method::Post, "/token/a/b", "404"),
+            (&root, Method::Post, "/nope", "404"),
+            (&root, Method::Other("BREW".into()), "/token", "405 POST"),
+            (&based, Method::Post, "/bridge/token", "found []"),
+            (&based, Method::Post, "/bridge//token/x", "found [\"x\"]"),
+            (&based, Method::Post, "/bridgetoken", "outside"),
+            (&based, Method::Post, "/token", "outside"),
+            (&based, Method::Get, "/bridge", "404"),
+        ];
+        for (r, method, path, want) in cases {
+            assert_eq!(outcome(r, method.clone(), path), *want, "{method:?} {path}");
+        }
+    }
+}

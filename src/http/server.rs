@@ -1,0 +1,503 @@
+//! The accept loop, one thread per open connection (capped), and the request-handling workers.
+//!
+//! A connection thread reads and parses with timeouts, then hands a complete [`Request`] to a
+//! worker (or runs an [`Pool::Inline`] handler itself) and writes the response. So a slow or idle
+//! client holds a connection slot, never a worker; connection threads are capped by
+//! `max_connections` and workers by `workers`.
+#![forbid(unsafe_code)]
+
+use super::chunked::{ChunkError, ChunkedDecoder};
+use super::head::{Framing, Head, HeadError, Method, parse_head};
+use super::message::{Request, Response, Sent};
+use super::router::{ErrorStyle, Pool, Resolution, Router};
+use super::{MAX_BODY_BYTES, MAX_HEAD_BYTES};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The edge's limits. Defaults are those of `operations.md`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request-handling threads. Default 16.
+    pub workers: usize,
+    /// Open connections; the excess is closed at once. Default 512.
+    pub max_connections: usize,
+    /// Time to receive a request head, from its first byte (from accept for the first request).
+    /// Default 10 s.
+    pub timeout_header: Duration,
+    /// Time to receive a request body. Default 10 s.
+    pub timeout_body: Duration,
+    /// Keep-alive idle time between requests. Default 30 s.
+    pub timeout_idle: Duration,
+    /// Time allowed for each write of the response. Default 10 s.
+    pub timeout_write: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            workers: 16,
+            max_connections: 512,
+            timeout_header: Duration::from_secs(10),
+            timeout_body: Duration::from_secs(10),
+            timeout_idle: Duration::from_secs(30),
+            timeout_write: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Stack size of connection threads: they parse and write, and run only inline handlers.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Shared between the accept loop, connection threads and [`ServerHandle`]s.
+struct Shared {
+    router: Router,
+    limits: Limits,
+    jobs: Mutex<Sender<Job>>,
+    draining: AtomicBool,
+    open: AtomicUsize,
+    in_flight: Mutex<usize>,
+    idle: Condvar,
+    wake_addr: SocketAddr,
+}
+
+/// A cloneable handle to a running [`Server`]: shutdown and a few gauges.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// Stops accepting; responses from now on close their connection. Idempotent.
+    pub fn begin_shutdown(&self) {
+        if self.shared.draining.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the accept loop, which is blocked in accept().
+        let _ = TcpStream::connect_timeout(&self.shared.wake_addr, Duration::from_secs(1));
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Open connections right now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no request is in flight (head received, response not yet written), at most
+    /// `timeout`. Returns whether it got there.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut count = self.shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = match self.shared.idle.wait_timeout(count, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
+}
+
+/// The HTTP/1.1 server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Starts the worker threads; call [`Server::run`] to accept.
+    pub fn new(listener: TcpListener, router: Router, limits: Limits) -> io::Result<Server> {
+        let local = listener.local_addr()?;
+        let wake_ip = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..limits.workers.max(1) {
+            let rx = Arc::clone(&rx);
+            thread::Builder::new().name(format!("worker-{i}")).spawn(move || worker(&rx))?;
+        }
+        let shared = Arc::new(Shared {
+            router,
+            limits,
+            jobs: Mutex::new(tx),
+            draining: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
+            wake_addr: SocketAddr::new(wake_ip, local.port()),
+        });
+        Ok(Server { listener, shared })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle for shutdown and gauges.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { shared: Arc::clone(&self.shared) }
+    }
+
+    /// Accepts until [`ServerHandle::begin_shutdown`]. Errors from `accept()` are logged and survived.
+    pub fn run(self) {
+        let shared = self.shared;
+        loop {
+            let accepted = self.listener.accept();
+            if shared.draining.load(Ordering::SeqCst) {
+                break;
+            }
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    log::warn!("accept failed (continuing): {e}");
+                    // EMFILE and friends persist until a connection closes: do not spin.
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let open = shared.open.fetch_add(1, Ordering::SeqCst);
+            let slot = Slot(Arc::clone(&shared));
+            if open >= shared.limits.max_connections {
+                log::debug!("connection cap reached; closing connection from {peer}");
+                drop((stream, slot));
+                continue;
+            }
+            let conn_shared = Arc::clone(&shared);
+            let spawned = thread::Builder::new()
+                .name("conn".into())
+                .stack_size(CONNECTION_STACK)
+                .spawn(move || {
+                    let _slot = slot;
+                    serve_connection(stream, peer, &conn_shared);
+                });
+            if let Err(e) = spawned {
+                log::warn!("cannot start a connection thread: {e}");
+            }
+        }
+        log::info!("stopped accepting connections");
+    }
+}
+
+/// Holds one connection slot; released on drop, even if the connection thread panics.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts one request in flight while alive.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        *shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut count = self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+fn worker(jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = {
+            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Why reading stopped.
+enum ReadError {
+    /// The deadline passed.
+    Timeout,
+    /// The peer closed or reset the connection.
+    Closed,
+}
+
+/// A connection and its read buffer (at most [`MAX_HEAD_BYTES`] of unparsed bytes).
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads what is available into the buffer (up to `room` more bytes) before `deadline`.
+    fn fill(&mut self, deadline: Instant, room: usize) -> Result<usize, ReadError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Timeout);
+        }
+        self.stream.set_read_timeout(Some(left)).map_err(|_| ReadError::Closed)?;
+        let mut chunk = [0u8; 4096];
+        let want = room.min(chunk.len());
+        let target = chunk.get_mut(..want).ok_or(ReadError::Closed)?;
+        match self.stream.read(target) {
+            Ok(0) => Err(ReadError::Closed),
+            Ok(n) => {
+                self.buf.extend_from_slice(target.get(..n).unwrap_or_default());
+                Ok(n)
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Err(ReadError::Timeout),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(_) => Err(ReadError::Closed),
+        }
+    }
+
+    /// Reads until a whole head is buffered. `Ok(None)`: the connection ended or timed out quietly.
+    fn read_head(&mut self, first_byte_wait: Duration, header_timeout: Duration) -> Result<Option<Head>, HeadError> {
+        if self.buf.is_empty() && self.fill(Instant::now() + first_byte_wait, MAX_HEAD_BYTES).is_err() {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + header_timeout;
+        loop {
+            if let Some((head, used)) = parse_head(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(Some(head));
+            }
+            let room = MAX_HEAD_BYTES.saturating_sub(self.buf.len());
+            if self.fill(deadline, room).is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads the body the head announced, at most [`MAX_BODY_BYTES`], before `deadline`.
+    fn read_body(&mut self, framing: Framing, deadline: Instant) -> Result<Vec<u8>, BodyError> {
+        match framing {
+            Framing::Empty => Ok(Vec::new()),
+            Framing::Length(n) => {
+                let n = usize::try_from(n).ok().filter(|&n| n <= MAX_BODY_BYTES).ok_or(BodyError::TooLarge)?;
+                while self.buf.len() < n {
+                    self.fill(deadline, n - self.buf.len())?;
+                }
+                Ok(self.buf.drain(..n).collect())
+            }
+            Framing::Chunked => {
+                let mut decoder = ChunkedDecoder::new(MAX_BODY_BYTES);
+                let mut body = Vec::new();
+                loop {
+                    let used = decoder.decode(&self.buf, &mut body)?;
+                    self.buf.drain(..used);
+                    if decoder.is_done() {
+                        return Ok(body);
+                    }
+                    self.fill(deadline, MAX_HEAD_BYTES)?;
+                }
+            }
+        }
+    }
+
+    fn write_response(&mut self, response: &Response, request_id: &str, head_only: bool, close: bool) -> bool {
+        let head = response.head_bytes(request_id, close);
+        let ok = self.stream.write_all(&head).is_ok()
+            && (head_only || self.stream.write_all(&response.body).is_ok())
+            && self.stream.flush().is_ok();
+        if close {
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        }
+        ok
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Invalid(&'static str),
+    Closed,
+}
+
+impl From<ReadError> for BodyError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Timeout => BodyError::Timeout,
+            ReadError::Closed => BodyError::Closed,
+        }
+    }
+}
+
+impl From<ChunkError> for BodyError {
+    fn from(e: ChunkError) -> Self {
+        match e {
+            ChunkError::BodyTooLarge { .. } => BodyError::TooLarge,
+            ChunkError::Invalid(what) => BodyError::Invalid(what),
+        }
+    }
+}
+
+/// A generated request id: 16 hex characters from the system RNG.
+pub fn new_request_id() -> String {
+    use ring::rand::SecureRandom;
+    static FALLBACK: AtomicUsize = AtomicUsize::new(0);
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        bytes = (FALLBACK.fetch_add(1, Ordering::Relaxed) as u64).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn edge_error(style: ErrorStyle, status: u16, reason: &'static str) -> Response {
+    let mut response = match style {
+        ErrorStyle::Json => Response::json_error(status, reason),
+        ErrorStyle::Text => Response::text(status, format!("{reason}\n")),
+    };
+    response.close = true;
+    response
+}
+
+fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let limits = &shared.limits;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(limits.timeout_write));
+    let mut conn = Conn { stream, buf: Vec::with_capacity(1024) };
+    let mut first_byte_wait = limits.timeout_header;
+    loop {
+        let head = match conn.read_head(first_byte_wait, limits.timeout_header) {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                let request_id = new_request_id();
+                log::info!("request {request_id} from {peer}: refused at the edge: {e}");
+                let reason = match e.status() {
+                    431 => "request header fields too large",
+                    414 => "uri too long",
+                    _ => "bad request",
+                };
+                conn.write_response(&edge_error(ErrorStyle::Json, e.status(), reason), &request_id, false, true);
+                return;
+            }
+        };
+        let _in_flight = InFlight::new(shared);
+        let keep_alive = serve_request(&mut conn, head, peer, shared);
+        if !keep_alive || shared.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        first_byte_wait = limits.timeout_idle;
+    }
+}
+
+/// Serves one request whose head has been read. Returns whether the connection may continue.
+fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared) -> bool {
+    let received = Instant::now();
+    let request_id = new_request_id();
+    let router = &shared.router;
+    let (raw_path, query) = match head.target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (head.target.as_str(), None),
+    };
+    let local = router.local_path(raw_path);
+    let resolution = match &local {
+        Some(path) => router.resolve(&head.method, path),
+        None => Resolution::NotFound,
+    };
+    let style = match &resolution {
+        Resolution::Found { route, .. } => route.errors,
+        _ => ErrorStyle::Json,
+    };
+    let head_only = head.method == Method::Head;
+
+    if head.expect_continue && head.framing != Framing::Empty && conn.buf.is_empty() {
+        let too_large = matches!(head.framing, Framing::Length(n) if n > MAX_BODY_BYTES as u64);
+        if !too_large && conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return false;
+        }
+    }
+    let body = match conn.read_body(head.framing, received + shared.limits.timeout_body) {
+        Ok(body) => body,
+        Err(e) => {
+            let (status, reason, detail) = match e {
+                BodyError::TooLarge => (413, "request body too large", "over the body limit"),
+                BodyError::Timeout => (408, "request timeout", "body did not arrive in time"),
+                BodyError::Invalid(what) => (400, "bad request", what),
+                BodyError::Closed => return false,
+            };
+            log::info!("request {request_id} from {peer}: body refused at the edge: {status}: {detail}");
+            conn.write_response(&edge_error(style, status, reason), &request_id, head_only, true);
+            return false;
+        }
+    };
+
+    let mut response = match resolution {
+        Resolution::NotFound => Response::json_error(404, "not found"),
+        Resolution::MethodNotAllowed { allow } => Response::json_error(405, "method not allowed").with_header("Allow", allow),
+        Resolution::Found { route, params } => {
+            let request = Request {
+                method: head.method.clone(),
+                path: local.unwrap_or_default(),
+                query,
+                headers: head.headers,
+                body,
+                peer,
+                request_id: request_id.clone(),
+                params,
+                received,
+            };
+            dispatch(shared, route.pool, &route.handler, request)
+        }
+    };
+    let close = !head.keep_alive || response.close || shared.draining.load(Ordering::SeqCst);
+    let written = conn.write_response(&response, &request_id, head_only, close);
+    if let Some(hook) = response.take_on_sent() {
+        hook(&Sent { status: response.status, duration: received.elapsed(), written });
+    }
+    written && !close
+}
+
+fn internal_error() -> Response {
+    Response::json_error(500, "internal error")
+}
+
+/// Runs a handler inline or on a worker, turning a panic into a 500.
+fn dispatch(shared: &Shared, pool: Pool, handler: &super::router::Handler, request: Request) -> Response {
+    let run = |handler: &super::router::Handler, request: &Request| {
+        catch_unwind(AssertUnwindSafe(|| handler(request))).unwrap_or_else(|_| {
+            log::error!("request {}: handler panicked; answered 500", request.request_id);
+            internal_error()
+        })
+    };
+    if pool == Pool::Inline {
+        return run(handler, &request);
+    }
+    let (tx, rx) = sync_channel::<Response>(1);
+    let handler = Arc::clone(handler);
+    let job: Job = Box::new(move || {
+        let _ = tx.send(run(&handler, &request));
+    });
+    let sent = shared.jobs.lock().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
+    if !sent {
+        return internal_error();
+    }
+    rx.recv().unwrap_or_else(|_| internal_error())
+}
