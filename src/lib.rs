@@ -25,6 +25,5 @@ pub mod time;
 pub mod upstream;
 pub mod vend;
 
-
 /// The version reported by `kitebridge --version` and in the upstream `User-Agent`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -7,7 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
 pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Milliseconds since the Unix epoch by the system clock (0 if the clock is before 1970).
@@ -69,7 +72,10 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     if b.len() < 20 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
         return None;
     }
-    if !matches!(b.get(10), Some(b'T' | b't')) || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+    if !matches!(b.get(10), Some(b'T' | b't'))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
         return None;
     }
     let num = |from: usize, to: usize| -> Option<u32> {
@@ -122,7 +128,10 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_763_632_800), "2025-11-20T10:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_millis(1_763_632_800_123), "2025-11-20T10:00:00.123Z");
+        assert_eq!(
+            rfc3339_millis(1_763_632_800_123),
+            "2025-11-20T10:00:00.123Z"
+        );
     }
 
     #[test]
@@ -131,14 +140,25 @@ mod tests {
             assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
         }
         assert_eq!(parse_rfc3339("2025-11-20T10:00:00.5Z"), Some(1_763_632_800));
-        assert_eq!(parse_rfc3339("2025-11-20T11:00:00+01:00"), Some(1_763_632_800));
+        assert_eq!(
+            parse_rfc3339("2025-11-20T11:00:00+01:00"),
+            Some(1_763_632_800)
+        );
     }
 
     #[test]
     fn rejects_malformed_times() {
-        for bad in ["", "2025-11-20", "2025-13-20T10:00:00Z", "2025-11-20T10:00:00", "2025-11-20T1a:00:00Z",
-            "2025-11-20T10:00:00.Z", "2025-11-20T10:00:00+0100", "+025-11-20T10:00:00Z", "1969-12-31T23:59:59Z"]
-        {
+        for bad in [
+            "",
+            "2025-11-20",
+            "2025-13-20T10:00:00Z",
+            "2025-11-20T10:00:00",
+            "2025-11-20T1a:00:00Z",
+            "2025-11-20T10:00:00.Z",
+            "2025-11-20T10:00:00+0100",
+            "+025-11-20T10:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
         }
     }

@@ -62,7 +62,13 @@ pub struct ChunkedDecoder {
 impl ChunkedDecoder {
     /// A decoder that refuses bodies longer than `max_body` bytes.
     pub fn new(max_body: usize) -> Self {
-        ChunkedDecoder { state: State::Size, max_body, body_len: 0, line: Vec::new(), trailer_bytes: 0 }
+        ChunkedDecoder {
+            state: State::Size,
+            max_body,
+            body_len: 0,
+            line: Vec::new(),
+            trailer_bytes: 0,
+        }
     }
 
     /// Whether the whole body, trailers included, has been decoded.
@@ -80,7 +86,13 @@ impl ChunkedDecoder {
                 State::Data { remaining } => {
                     let take = remaining.min(rest.len());
                     out.extend_from_slice(rest.get(..take).unwrap_or_default());
-                    self.state = if take == remaining { State::DataCr } else { State::Data { remaining: remaining - take } };
+                    self.state = if take == remaining {
+                        State::DataCr
+                    } else {
+                        State::Data {
+                            remaining: remaining - take,
+                        }
+                    };
                     take
                 }
                 State::DataCr => self.expect(rest, b'\r', State::DataLf)?,
@@ -103,8 +115,14 @@ impl ChunkedDecoder {
     /// Takes one byte of a size or trailer line; acts on the line when its LF arrives.
     fn line_byte(&mut self, rest: &[u8]) -> Result<usize, ChunkError> {
         let Some(&b) = rest.first() else { return Ok(0) };
-        let limit = if self.state == State::Size { MAX_SIZE_LINE } else { MAX_TRAILER_BYTES };
-        if self.line.len() >= limit || (self.state == State::Trailer && self.trailer_bytes >= MAX_TRAILER_BYTES) {
+        let limit = if self.state == State::Size {
+            MAX_SIZE_LINE
+        } else {
+            MAX_TRAILER_BYTES
+        };
+        if self.line.len() >= limit
+            || (self.state == State::Trailer && self.trailer_bytes >= MAX_TRAILER_BYTES)
+        {
             return Err(ChunkError::Invalid("size line or trailer section too long"));
         }
         self.line.push(b);
@@ -129,7 +147,10 @@ impl ChunkedDecoder {
             self.state = State::Trailer;
             return Ok(1);
         }
-        let total = self.body_len.checked_add(size).filter(|&t| t <= self.max_body);
+        let total = self
+            .body_len
+            .checked_add(size)
+            .filter(|&t| t <= self.max_body);
         let Some(total) = total else {
             return Err(ChunkError::BodyTooLarge { max: self.max_body });
         };
@@ -148,7 +169,9 @@ fn parse_size(content: &[u8]) -> Result<usize, ChunkError> {
     }
     let ext_ok = match ext.trim_ascii_start().split_first() {
         None => ext.is_empty(),
-        Some((b';', rest)) => rest.iter().all(|&c| c == b'\t' || (b' '..=b'~').contains(&c)),
+        Some((b';', rest)) => rest
+            .iter()
+            .all(|&c| c == b'\t' || (b' '..=b'~').contains(&c)),
         Some(_) => false,
     };
     if !ext_ok {
@@ -196,11 +219,24 @@ mod tests {
     fn cap_is_exact() {
         let body_at = |n: usize| format!("{n:x}\r\n{}\r\n0\r\n\r\n", "a".repeat(n));
         assert!(decode_all(body_at(20480).as_bytes(), 20480).unwrap().2);
-        assert_eq!(decode_all(body_at(20481).as_bytes(), 20480), Err(ChunkError::BodyTooLarge { max: 20480 }));
+        assert_eq!(
+            decode_all(body_at(20481).as_bytes(), 20480),
+            Err(ChunkError::BodyTooLarge { max: 20480 })
+        );
         // Two chunks that together pass the cap by one byte.
-        let split = format!("{:x}\r\n{}\r\n1\r\nb\r\n0\r\n\r\n", 20480, "a".repeat(20480));
-        assert_eq!(decode_all(split.as_bytes(), 20480), Err(ChunkError::BodyTooLarge { max: 20480 }));
-        assert_eq!(decode_all(b"ffffffffffffffff\r\n", 20480), Err(ChunkError::BodyTooLarge { max: 20480 }));
+        let split = format!(
+            "{:x}\r\n{}\r\n1\r\nb\r\n0\r\n\r\n",
+            20480,
+            "a".repeat(20480)
+        );
+        assert_eq!(
+            decode_all(split.as_bytes(), 20480),
+            Err(ChunkError::BodyTooLarge { max: 20480 })
+        );
+        assert_eq!(
+            decode_all(b"ffffffffffffffff\r\n", 20480),
+            Err(ChunkError::BodyTooLarge { max: 20480 })
+        );
     }
 
     #[test]
@@ -217,12 +253,21 @@ mod tests {
             ("control byte in extension", b"3;\x01\r\nabc\r\n"),
         ];
         for (name, raw) in cases {
-            assert!(matches!(decode_all(raw, 100), Err(ChunkError::Invalid(_))), "{name}");
+            assert!(
+                matches!(decode_all(raw, 100), Err(ChunkError::Invalid(_))),
+                "{name}"
+            );
         }
         let long_line = format!("3;{}\r\n", "e".repeat(MAX_SIZE_LINE));
-        assert!(matches!(decode_all(long_line.as_bytes(), 100), Err(ChunkError::Invalid(_))));
+        assert!(matches!(
+            decode_all(long_line.as_bytes(), 100),
+            Err(ChunkError::Invalid(_))
+        ));
         let long_trailer = format!("0\r\n{}", "X: y\r\n".repeat(MAX_TRAILER_BYTES / 6 + 1));
-        assert!(matches!(decode_all(long_trailer.as_bytes(), 100), Err(ChunkError::Invalid(_))));
+        assert!(matches!(
+            decode_all(long_trailer.as_bytes(), 100),
+            Err(ChunkError::Invalid(_))
+        ));
     }
 
     #[test]

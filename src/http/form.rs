@@ -32,7 +32,10 @@ pub fn parse_urlencoded(input: &[u8]) -> Result<Vec<(String, String)>, FormError
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = match pair.iter().position(|&b| b == b'=') {
-                Some(i) => (pair.get(..i).unwrap_or_default(), pair.get(i + 1..).unwrap_or_default()),
+                Some(i) => (
+                    pair.get(..i).unwrap_or_default(),
+                    pair.get(i + 1..).unwrap_or_default(),
+                ),
                 None => (pair, &[][..]),
             };
             Ok((decode(name)?, decode(value)?))
@@ -49,7 +52,9 @@ fn decode(input: &[u8]) -> Result<String, FormError> {
             b'%' => {
                 let hi = bytes.next().and_then(|&c| (c as char).to_digit(16));
                 let lo = bytes.next().and_then(|&c| (c as char).to_digit(16));
-                let (Some(hi), Some(lo)) = (hi, lo) else { return Err(FormError::BadPercentEscape) };
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(FormError::BadPercentEscape);
+                };
                 (hi * 16 + lo) as u8
             }
             other => other,
@@ -75,11 +80,18 @@ mod tests {
         ];
         for (input, want) in ok {
             let got = parse_urlencoded(input.as_bytes()).unwrap();
-            let want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
             assert_eq!(got, want, "{input:?}");
         }
         for bad in ["a=%", "a=%4", "a=%zz", "%g1=x"] {
-            assert_eq!(parse_urlencoded(bad.as_bytes()), Err(FormError::BadPercentEscape), "{bad:?}");
+            assert_eq!(
+                parse_urlencoded(bad.as_bytes()),
+                Err(FormError::BadPercentEscape),
+                "{bad:?}"
+            );
         }
         assert_eq!(parse_urlencoded(b"a=%ff"), Err(FormError::NotUtf8));
     }

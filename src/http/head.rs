@@ -5,7 +5,7 @@
 //! ambiguous message (the request-smuggling shapes of RFC 9112 §6.3) ever reaches a handler.
 #![forbid(unsafe_code)]
 
-use super::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_URI_BYTES};
+use super::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES};
 use std::fmt;
 
 /// HTTP request methods kitebridge knows by name; anything else is [`Method::Other`].
@@ -123,14 +123,20 @@ impl fmt::Display for HeadError {
         match self {
             HeadError::HeadTooLarge => write!(f, "request head over {MAX_HEAD_BYTES} bytes"),
             HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
-            HeadError::UriTooLong { len } => write!(f, "request target of {len} bytes, over {MAX_URI_BYTES}"),
+            HeadError::UriTooLong { len } => {
+                write!(f, "request target of {len} bytes, over {MAX_URI_BYTES}")
+            }
             HeadError::Syntax(what) => write!(f, "malformed head: {what}"),
             HeadError::TargetNotOriginForm => write!(f, "request target not in origin form"),
             HeadError::Host => write!(f, "HTTP/1.1 request without exactly one Host header"),
-            HeadError::LengthAndTransferEncoding => write!(f, "both Content-Length and Transfer-Encoding"),
+            HeadError::LengthAndTransferEncoding => {
+                write!(f, "both Content-Length and Transfer-Encoding")
+            }
             HeadError::DuplicateContentLength => write!(f, "more than one Content-Length"),
             HeadError::InvalidContentLength => write!(f, "Content-Length is not a decimal number"),
-            HeadError::UnsupportedTransferEncoding => write!(f, "Transfer-Encoding other than chunked"),
+            HeadError::UnsupportedTransferEncoding => {
+                write!(f, "Transfer-Encoding other than chunked")
+            }
             HeadError::TransferEncodingOnHttp10 => write!(f, "Transfer-Encoding on HTTP/1.0"),
         }
     }
@@ -141,7 +147,9 @@ impl std::error::Error for HeadError {}
 fn syntax(e: httparse::Error) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
-        httparse::Error::HeaderName => HeadError::Syntax("invalid header name (space before colon or obs-fold?)"),
+        httparse::Error::HeaderName => {
+            HeadError::Syntax("invalid header name (space before colon or obs-fold?)")
+        }
         httparse::Error::HeaderValue => HeadError::Syntax("invalid header value"),
         httparse::Error::NewLine => HeadError::Syntax("invalid line ending"),
         httparse::Error::Status => HeadError::Syntax("invalid status"),
@@ -161,7 +169,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let consumed = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() >= MAX_HEAD_BYTES { Err(HeadError::HeadTooLarge) } else { Ok(None) };
+            return if buf.len() >= MAX_HEAD_BYTES {
+                Err(HeadError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
         }
         Err(e) => return Err(syntax(e)),
     };
@@ -178,19 +190,35 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         return Err(HeadError::TargetNotOriginForm);
     }
     let http11 = version == 1;
-    let headers: Vec<(String, Vec<u8>)> =
-        req.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+    let headers: Vec<(String, Vec<u8>)> = req
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .collect();
 
-    let values = |name: &'static str| headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_slice());
+    let values = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    };
     if http11 && values("host").count() != 1 {
         return Err(HeadError::Host);
     }
-    let framing = framing(values("content-length").collect(), values("transfer-encoding").collect(), http11)?;
+    let framing = framing(
+        values("content-length").collect(),
+        values("transfer-encoding").collect(),
+        http11,
+    )?;
     let connection_has = |token: &str| {
-        values("connection").any(|v| v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
+        values("connection").any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
     };
     let keep_alive = http11 && !connection_has("close");
-    let expect_continue = values("expect").any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+    let expect_continue =
+        values("expect").any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
     Ok(Some((
         Head {
             method: Method::from_token(method),
@@ -251,14 +279,23 @@ mod tests {
 
     #[test]
     fn partial_head_needs_more_bytes() {
-        assert!(matches!(parse("GET /healthcheck HTTP/1.1\r\nHost: x\r\n"), Ok(None)));
+        assert!(matches!(
+            parse("GET /healthcheck HTTP/1.1\r\nHost: x\r\n"),
+            Ok(None)
+        ));
         assert!(matches!(parse("GE"), Ok(None)));
     }
 
     #[test]
     fn table_of_refusals() {
-        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_URI_BYTES));
-        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-A: b\r\n".repeat(MAX_HEADERS));
+        let long_uri = format!(
+            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_URI_BYTES)
+        );
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "X-A: b\r\n".repeat(MAX_HEADERS)
+        );
         let cases: Vec<(&str, String, HeadError)> = vec![
             ("cl+te", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n".into(), HeadError::LengthAndTransferEncoding),
             ("dup cl same", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n".into(), HeadError::DuplicateContentLength),
@@ -297,15 +334,26 @@ mod tests {
     #[test]
     fn framing_and_connection_rules() {
         let h = |raw: &str| parse(raw).unwrap().unwrap().0;
-        assert_eq!(h("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n").framing, Framing::Chunked);
-        assert_eq!(h("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").framing, Framing::Empty);
+        assert_eq!(
+            h("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n").framing,
+            Framing::Chunked
+        );
+        assert_eq!(
+            h("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").framing,
+            Framing::Empty
+        );
         assert_eq!(
             h("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000000\r\n\r\n").framing,
             Framing::Length(100_000_000_000_000)
         );
-        assert!(!h("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n").keep_alive);
+        assert!(
+            !h("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n").keep_alive
+        );
         assert!(!h("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(h("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n").expect_continue);
-        assert_eq!(h("BREW / HTTP/1.1\r\nHost: x\r\n\r\n").method, Method::Other("BREW".into()));
+        assert_eq!(
+            h("BREW / HTTP/1.1\r\nHost: x\r\n\r\n").method,
+            Method::Other("BREW".into())
+        );
     }
 }

@@ -30,7 +30,11 @@ pub struct Request {
 impl Request {
     /// Every value of header `name` (lowercase), in order.
     pub fn header_values(&self, name: &str) -> Vec<&[u8]> {
-        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .collect()
     }
 
     /// The single value of header `name`, or `None` when absent or repeated.
@@ -91,7 +95,14 @@ impl std::fmt::Debug for Response {
 impl Response {
     /// A response with `body` of `content_type`.
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
-        Response { status, content_type, headers: Vec::new(), body: body.into(), close: false, on_sent: None }
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: body.into(),
+            close: false,
+            on_sent: None,
+        }
     }
 
     /// `application/json` from an already serialised body.
@@ -127,7 +138,11 @@ impl Response {
 
     /// Serialises status line and headers (the body is written separately).
     pub(crate) fn head_bytes(&self, request_id: &str, close: bool) -> Vec<u8> {
-        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            self.status,
+            reason_phrase(self.status)
+        );
         out.push_str(&format!("Content-Type: {}\r\n", self.content_type));
         out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         out.push_str("Cache-Control: no-store\r\n");

@@ -45,9 +45,14 @@ pub struct Route {
 
 /// The outcome of routing one request.
 pub enum Resolution<'a> {
-    Found { route: &'a Route, params: Vec<String> },
+    Found {
+        route: &'a Route,
+        params: Vec<String>,
+    },
     /// The path exists under other methods; the value is the `Allow` header.
-    MethodNotAllowed { allow: String },
+    MethodNotAllowed {
+        allow: String,
+    },
     NotFound,
 }
 
@@ -61,7 +66,10 @@ pub struct Router {
 impl Router {
     /// An empty router serving under `base_path` (e.g. `/bridge`; `None` for the root).
     pub fn new(base_path: Option<String>) -> Self {
-        Router { routes: Vec::new(), base_path }
+        Router {
+            routes: Vec::new(),
+            base_path,
+        }
     }
 
     /// Registers a route. `GET` routes also answer `HEAD`.
@@ -74,9 +82,21 @@ impl Router {
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Self {
         let segments = split(pattern)
-            .map(|s| if s.starts_with('{') && s.ends_with('}') { Segment::Param } else { Segment::Literal(s.to_owned()) })
+            .map(|s| {
+                if s.starts_with('{') && s.ends_with('}') {
+                    Segment::Param
+                } else {
+                    Segment::Literal(s.to_owned())
+                }
+            })
             .collect();
-        self.routes.push(Route { method, segments, pool, errors, handler: Arc::new(handler) });
+        self.routes.push(Route {
+            method,
+            segments,
+            pool,
+            errors,
+            handler: Arc::new(handler),
+        });
         self
     }
 
@@ -84,7 +104,9 @@ impl Router {
     /// (matched at a segment boundary). `None` when the path is outside the base path.
     pub fn local_path(&self, path: &str) -> Option<String> {
         let collapsed = format!("/{}", split(path).collect::<Vec<_>>().join("/"));
-        let Some(base) = &self.base_path else { return Some(collapsed) };
+        let Some(base) = &self.base_path else {
+            return Some(collapsed);
+        };
         match collapsed.strip_prefix(base.as_str()) {
             Some("") => Some("/".to_owned()),
             Some(rest) if rest.starts_with('/') => Some(rest.to_owned()),
@@ -97,8 +119,11 @@ impl Router {
         let parts: Vec<&str> = split(path).collect();
         let mut allowed: Vec<&str> = Vec::new();
         for route in &self.routes {
-            let Some(params) = route.matches(&parts) else { continue };
-            let same = route.method == *method || (route.method == Method::Get && *method == Method::Head);
+            let Some(params) = route.matches(&parts) else {
+                continue;
+            };
+            let same =
+                route.method == *method || (route.method == Method::Get && *method == Method::Head);
             if same {
                 return Resolution::Found { route, params };
             }
@@ -111,7 +136,9 @@ impl Router {
             Resolution::NotFound
         } else {
             allowed.dedup();
-            Resolution::MethodNotAllowed { allow: allowed.join(", ") }
+            Resolution::MethodNotAllowed {
+                allow: allowed.join(", "),
+            }
         }
     }
 }
@@ -145,13 +172,27 @@ mod tests {
     fn router(base: Option<&str>) -> Router {
         let ok = |_: &Request| Response::text(200, "ok");
         Router::new(base.map(str::to_owned))
-            .route(Method::Get, "/healthcheck", Pool::Inline, ErrorStyle::Json, ok)
+            .route(
+                Method::Get,
+                "/healthcheck",
+                Pool::Inline,
+                ErrorStyle::Json,
+                ok,
+            )
             .route(Method::Post, "/token", Pool::Worker, ErrorStyle::Json, ok)
-            .route(Method::Post, "/token/{profile}", Pool::Worker, ErrorStyle::Json, ok)
+            .route(
+                Method::Post,
+                "/token/{profile}",
+                Pool::Worker,
+                ErrorStyle::Json,
+                ok,
+            )
     }
 
     fn outcome(r: &Router, method: Method, path: &str) -> String {
-        let Some(local) = r.local_path(path) else { return "outside".into() };
+        let Some(local) = r.local_path(path) else {
+            return "outside".into();
+        };
         match r.resolve(&method, &local) {
             Resolution::Found { params, .. } => format!("found {params:?}"),
             Resolution::MethodNotAllowed { allow } => format!("405 {allow}"),
@@ -168,7 +209,12 @@ mod tests {
             (&root, Method::Head, "/healthcheck", "found []"),
             (&root, Method::Post, "/healthcheck", "405 GET, HEAD"),
             (&root, Method::Get, "/token", "405 POST"),
-            (&root, Method::Post, "//token/default", "found [\"default\"]"),
+            (
+                &root,
+                Method::Post,
+                "//token/default",
+                "found [\"default\"]",
+            ),
             (&root, Method::Post, "/token//x", "found [\"x\"]"),
             (&root, Method::Post, "/token/a/b", "404"),
             (&root, Method::Post, "/nope", "404"),

@@ -98,7 +98,11 @@ impl ServerHandle {
     /// `timeout`. Returns whether it got there.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut count = self.shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut count = self
+            .shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while *count > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -132,7 +136,9 @@ impl Server {
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..limits.workers.max(1) {
             let rx = Arc::clone(&rx);
-            thread::Builder::new().name(format!("worker-{i}")).spawn(move || worker(&rx))?;
+            thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker(&rx))?;
         }
         let shared = Arc::new(Shared {
             router,
@@ -154,7 +160,9 @@ impl Server {
 
     /// A handle for shutdown and gauges.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { shared: Arc::clone(&self.shared) }
+        ServerHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Accepts until [`ServerHandle::begin_shutdown`]. Errors from `accept()` are logged and survived.
@@ -260,25 +268,43 @@ impl Conn {
         if left.is_zero() {
             return Err(ReadError::Timeout);
         }
-        self.stream.set_read_timeout(Some(left)).map_err(|_| ReadError::Closed)?;
+        self.stream
+            .set_read_timeout(Some(left))
+            .map_err(|_| ReadError::Closed)?;
         let mut chunk = [0u8; 4096];
         let want = room.min(chunk.len());
         let target = chunk.get_mut(..want).ok_or(ReadError::Closed)?;
         match self.stream.read(target) {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
-                self.buf.extend_from_slice(target.get(..n).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(target.get(..n).unwrap_or_default());
                 Ok(n)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Err(ReadError::Timeout),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(ReadError::Timeout)
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(_) => Err(ReadError::Closed),
         }
     }
 
     /// Reads until a whole head is buffered. `Ok(None)`: the connection ended or timed out quietly.
-    fn read_head(&mut self, first_byte_wait: Duration, header_timeout: Duration) -> Result<Option<Head>, HeadError> {
-        if self.buf.is_empty() && self.fill(Instant::now() + first_byte_wait, MAX_HEAD_BYTES).is_err() {
+    fn read_head(
+        &mut self,
+        first_byte_wait: Duration,
+        header_timeout: Duration,
+    ) -> Result<Option<Head>, HeadError> {
+        if self.buf.is_empty()
+            && self
+                .fill(Instant::now() + first_byte_wait, MAX_HEAD_BYTES)
+                .is_err()
+        {
             return Ok(None);
         }
         let deadline = Instant::now() + header_timeout;
@@ -299,7 +325,10 @@ impl Conn {
         match framing {
             Framing::Empty => Ok(Vec::new()),
             Framing::Length(n) => {
-                let n = usize::try_from(n).ok().filter(|&n| n <= MAX_BODY_BYTES).ok_or(BodyError::TooLarge)?;
+                let n = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= MAX_BODY_BYTES)
+                    .ok_or(BodyError::TooLarge)?;
                 while self.buf.len() < n {
                     self.fill(deadline, n - self.buf.len())?;
                 }
@@ -320,15 +349,42 @@ impl Conn {
         }
     }
 
-    fn write_response(&mut self, response: &Response, request_id: &str, head_only: bool, close: bool) -> bool {
+    /// Writes the response within [`Limits::timeout_write`] in total; `false` if it did not all go out.
+    fn write_response(
+        &mut self,
+        response: &Response,
+        request_id: &str,
+        head_only: bool,
+        close: bool,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
         let head = response.head_bytes(request_id, close);
-        let ok = self.stream.write_all(&head).is_ok()
-            && (head_only || self.stream.write_all(&response.body).is_ok())
-            && self.stream.flush().is_ok();
-        if close {
+        let body: &[u8] = if head_only { &[] } else { &response.body };
+        let ok = self.write_by(&head, deadline) && self.write_by(body, deadline);
+        if !ok {
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        } else if close {
+            // FIN first so the client reads the response before the socket goes away.
             let _ = self.stream.shutdown(std::net::Shutdown::Write);
         }
         ok
+    }
+
+    fn write_by(&mut self, mut bytes: &[u8], deadline: Instant) -> bool {
+        while !bytes.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_write_timeout(Some(left)).is_err() {
+                return false;
+            }
+            match self.stream.write(bytes) {
+                Ok(0) => return false,
+                Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
     }
 }
 
@@ -380,8 +436,10 @@ fn edge_error(style: ErrorStyle, status: u16, reason: &'static str) -> Response 
 fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let limits = &shared.limits;
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(limits.timeout_write));
-    let mut conn = Conn { stream, buf: Vec::with_capacity(1024) };
+    let mut conn = Conn {
+        stream,
+        buf: Vec::with_capacity(1024),
+    };
     let mut first_byte_wait = limits.timeout_header;
     loop {
         let head = match conn.read_head(first_byte_wait, limits.timeout_header) {
@@ -395,7 +453,13 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                     414 => "uri too long",
                     _ => "bad request",
                 };
-                conn.write_response(&edge_error(ErrorStyle::Json, e.status(), reason), &request_id, false, true);
+                conn.write_response(
+                    &edge_error(ErrorStyle::Json, e.status(), reason),
+                    &request_id,
+                    false,
+                    true,
+                    limits.timeout_write,
+                );
                 return;
             }
         };
@@ -430,7 +494,12 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
 
     if head.expect_continue && head.framing != Framing::Empty && conn.buf.is_empty() {
         let too_large = matches!(head.framing, Framing::Length(n) if n > MAX_BODY_BYTES as u64);
-        if !too_large && conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+        if !too_large
+            && conn
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .is_err()
+        {
             return false;
         }
     }
@@ -443,15 +512,25 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
                 BodyError::Invalid(what) => (400, "bad request", what),
                 BodyError::Closed => return false,
             };
-            log::info!("request {request_id} from {peer}: body refused at the edge: {status}: {detail}");
-            conn.write_response(&edge_error(style, status, reason), &request_id, head_only, true);
+            log::info!(
+                "request {request_id} from {peer}: body refused at the edge: {status}: {detail}"
+            );
+            conn.write_response(
+                &edge_error(style, status, reason),
+                &request_id,
+                head_only,
+                true,
+                shared.limits.timeout_write,
+            );
             return false;
         }
     };
 
     let mut response = match resolution {
         Resolution::NotFound => Response::json_error(404, "not found"),
-        Resolution::MethodNotAllowed { allow } => Response::json_error(405, "method not allowed").with_header("Allow", allow),
+        Resolution::MethodNotAllowed { allow } => {
+            Response::json_error(405, "method not allowed").with_header("Allow", allow)
+        }
         Resolution::Found { route, params } => {
             let request = Request {
                 method: head.method.clone(),
@@ -468,9 +547,19 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         }
     };
     let close = !head.keep_alive || response.close || shared.draining.load(Ordering::SeqCst);
-    let written = conn.write_response(&response, &request_id, head_only, close);
+    let written = conn.write_response(
+        &response,
+        &request_id,
+        head_only,
+        close,
+        shared.limits.timeout_write,
+    );
     if let Some(hook) = response.take_on_sent() {
-        hook(&Sent { status: response.status, duration: received.elapsed(), written });
+        hook(&Sent {
+            status: response.status,
+            duration: received.elapsed(),
+            written,
+        });
     }
     written && !close
 }
@@ -480,10 +569,18 @@ fn internal_error() -> Response {
 }
 
 /// Runs a handler inline or on a worker, turning a panic into a 500.
-fn dispatch(shared: &Shared, pool: Pool, handler: &super::router::Handler, request: Request) -> Response {
+fn dispatch(
+    shared: &Shared,
+    pool: Pool,
+    handler: &super::router::Handler,
+    request: Request,
+) -> Response {
     let run = |handler: &super::router::Handler, request: &Request| {
         catch_unwind(AssertUnwindSafe(|| handler(request))).unwrap_or_else(|_| {
-            log::error!("request {}: handler panicked; answered 500", request.request_id);
+            log::error!(
+                "request {}: handler panicked; answered 500",
+                request.request_id
+            );
             internal_error()
         })
     };
@@ -495,7 +592,11 @@ fn dispatch(shared: &Shared, pool: Pool, handler: &super::router::Handler, reque
     let job: Job = Box::new(move || {
         let _ = tx.send(run(&handler, &request));
     });
-    let sent = shared.jobs.lock().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
+    let sent = shared
+        .jobs
+        .lock()
+        .map(|jobs| jobs.send(job).is_ok())
+        .unwrap_or(false);
     if !sent {
         return internal_error();
     }
