@@ -1111,3 +1111,318 @@ fn proxy_url(text: &str) -> Result<String, String> {
         Err(what) => Err(format!("{what}; {EXPECTED}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers() {
+        let cases: &[(&str, Result<u64, &str>)] = &[
+            ("0", Ok(0)),
+            ("60", Ok(60)),
+            ("007", Ok(7)),
+            ("61", Err("out of range")),
+            ("", Err("not a whole number")),
+            ("+5", Err("not a whole number")),
+            ("-1", Err("not a whole number")),
+            (" 5", Err("not a whole number")),
+            ("5 ", Err("not a whole number")),
+            ("5s", Err("not a whole number")),
+            ("1e3", Err("not a whole number")),
+            ("99999999999999999999999", Err("out of range")),
+        ];
+        for (text, expected) in cases {
+            let parsed = whole::<u64>(text, 0, 60);
+            match expected {
+                Ok(n) => assert_eq!(parsed, Ok(*n), "{text:?}"),
+                Err(what) => {
+                    let message = parsed.unwrap_err();
+                    assert!(message.starts_with(what), "{text:?}: {message}");
+                    assert!(
+                        message.ends_with("expected a whole number from 0 to 60"),
+                        "{message}"
+                    );
+                }
+            }
+        }
+        assert!(
+            whole::<u16>("65536", 0, 70_000).is_err(),
+            "does not fit the type"
+        );
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("https://api.github.com", Ok("https://api.github.com")),
+            ("https://api.github.com/", Ok("https://api.github.com")),
+            (
+                "https://ghe.example.com/api/v3/",
+                Ok("https://ghe.example.com/api/v3"),
+            ),
+            (
+                "https://ghe.example.com:8443/api/v3",
+                Ok("https://ghe.example.com:8443/api/v3"),
+            ),
+            ("http://127.0.0.1:8080", Ok("http://127.0.0.1:8080")),
+            ("http://127.1.2.3/x", Ok("http://127.1.2.3/x")),
+            ("http://localhost:9000/", Ok("http://localhost:9000")),
+            ("http://[::1]:9000", Ok("http://[::1]:9000")),
+            ("https://[2001:db8::1]/", Ok("https://[2001:db8::1]")),
+            (
+                "http://api.github.com",
+                Err("plain http:// to a host that is not loopback"),
+            ),
+            (
+                "http://10.0.0.1",
+                Err("plain http:// to a host that is not loopback"),
+            ),
+            (
+                "http://[2001:db8::1]",
+                Err("plain http:// to a host that is not loopback"),
+            ),
+            (
+                "http://localhost.evil.com",
+                Err("plain http:// to a host that is not loopback"),
+            ),
+            ("ftp://api.github.com", Err("scheme is not https")),
+            ("HTTPS://api.github.com", Err("scheme is not https")),
+            ("api.github.com", Err("not a URL")),
+            (
+                "https://user:pw@api.github.com",
+                Err("has user information"),
+            ),
+            (
+                "https://api.github.com/?x=1",
+                Err("has a query or fragment"),
+            ),
+            ("https://api.github.com#top", Err("has a query or fragment")),
+            ("https://", Err("the host is not a host name")),
+            (
+                "https://api..github.com",
+                Err("the host is not a host name"),
+            ),
+            ("https://api_github.com", Err("the host is not a host name")),
+            (
+                "https://api.github.com:0",
+                Err("the port is not a whole number"),
+            ),
+            (
+                "https://api.github.com:x",
+                Err("the port is not a whole number"),
+            ),
+            (
+                "https://api.github.com:",
+                Err("the port is not a whole number"),
+            ),
+            ("https://[::1", Err("unclosed [")),
+            ("https://[nope]", Err("not an IPv6 address")),
+            ("https://[::1]x", Err("junk after ]")),
+            ("https://api.github.com/a b", Err("path has whitespace")),
+        ];
+        for (text, expected) in cases {
+            match (upstream_url(text), expected) {
+                (Ok(url), Ok(want)) => assert_eq!(url, *want, "{text:?}"),
+                (Err(message), Err(what)) => {
+                    assert!(message.starts_with(what), "{text:?}: {message}")
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn base_paths() {
+        let cases: &[(&str, Result<Option<&str>, &str>)] = &[
+            ("/", Ok(None)),
+            ("/bridge", Ok(Some("/bridge"))),
+            ("/bridge/", Ok(Some("/bridge"))),
+            ("bridge", Ok(Some("/bridge"))),
+            ("/a/b-c_d.e~f", Ok(Some("/a/b-c_d.e~f"))),
+            ("/a//b", Err("has an empty segment")),
+            ("/bridge//", Err("has an empty segment")),
+            ("/a/../b", Err("has a . or .. segment")),
+            ("/.", Err("has a . or .. segment")),
+            ("/a b", Err("has characters other than")),
+            ("/a%20b", Err("has characters other than")),
+            ("/a?b", Err("has characters other than")),
+        ];
+        for (text, expected) in cases {
+            match (base_path(text), expected) {
+                (Ok(path), Ok(want)) => assert_eq!(path.as_deref(), *want, "{text:?}"),
+                (Err(message), Err(what)) => {
+                    assert!(message.starts_with(what), "{text:?}: {message}")
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rate_limits() {
+        let limit = |count, window_secs| Ok(RateLimit::Limit { count, window_secs });
+        let cases: &[(&str, Result<RateLimit, &str>)] = &[
+            ("120/60s", limit(120, 60)),
+            ("10/1m", limit(10, 60)),
+            ("1/1s", limit(1, 1)),
+            ("5/2h", limit(5, 7200)),
+            ("4294967295/24h", limit(u32::MAX, 86_400)),
+            ("off", Ok(RateLimit::Off)),
+            ("OFF", Ok(RateLimit::Off)),
+            ("120", Err("not COUNT/WINDOW")),
+            ("", Err("not COUNT/WINDOW")),
+            ("0/60s", Err("COUNT is not")),
+            ("/60s", Err("COUNT is not")),
+            ("4294967296/60s", Err("COUNT is not")),
+            ("x/60s", Err("COUNT is not")),
+            ("120/60", Err("WINDOW has no unit")),
+            ("120/60S", Err("WINDOW has no unit")),
+            ("120/60d", Err("WINDOW has no unit")),
+            ("120/0s", Err("WINDOW is not from 1s to 24h")),
+            ("120/s", Err("WINDOW is not from 1s to 24h")),
+            ("120/25h", Err("WINDOW is not from 1s to 24h")),
+            ("120/86401s", Err("WINDOW is not from 1s to 24h")),
+            ("120/ 60s", Err("WINDOW is not from 1s to 24h")),
+            ("120/1/60s", Err("WINDOW is not from 1s to 24h")),
+        ];
+        for (text, expected) in cases {
+            match (rate_limit(text), expected) {
+                (Ok(limit), Ok(want)) => assert_eq!(limit, *want, "{text:?}"),
+                (Err(message), Err(what)) => {
+                    assert!(message.starts_with(what), "{text:?}: {message}")
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn github_profiles() {
+        let source = |owner: &str, repo: &str, path: &str, git_ref: Option<&str>| {
+            Ok(ProfileSource::GitHub {
+                owner: owner.to_string(),
+                repo: repo.to_string(),
+                path: path.to_string(),
+                git_ref: git_ref.map(str::to_string),
+            })
+        };
+        let cases: &[(&str, Result<ProfileSource, &str>)] = &[
+            (
+                "acme:config:profiles.json",
+                source("acme", "config", "profiles.json", None),
+            ),
+            (
+                "acme-inc:kb.config:.buildkite/profiles.json@release/v1",
+                source(
+                    "acme-inc",
+                    "kb.config",
+                    ".buildkite/profiles.json",
+                    Some("release/v1"),
+                ),
+            ),
+            ("acme:config", Err("not three :-separated parts")),
+            ("acme", Err("not three :-separated parts")),
+            (":config:p.json", Err("OWNER is empty")),
+            ("ac_me:config:p.json", Err("OWNER has characters")),
+            ("acme::p.json", Err("REPO is empty")),
+            ("acme:..:p.json", Err("REPO is . or ..")),
+            ("acme:con fig:p.json", Err("REPO has characters")),
+            ("acme:config:", Err("PATH is empty")),
+            ("acme:config:@main", Err("PATH is empty")),
+            ("acme:config:/etc/p.json", Err("PATH starts with /")),
+            ("acme:config:a//p.json", Err("PATH has an empty segment")),
+            ("acme:config:dir/", Err("PATH has an empty segment")),
+            ("acme:config:../p.json", Err("PATH has a . or .. segment")),
+            ("acme:config:a/./p.json", Err("PATH has a . or .. segment")),
+            ("acme:config:a:b.json", Err("PATH has characters")),
+            ("acme:config:p.json@", Err("REF after @ is empty")),
+            ("acme:config:p.json@a..b", Err("REF has .. or an empty")),
+            ("acme:config:p.json@/main", Err("REF has .. or an empty")),
+            ("acme:config:p.json@main@x", Err("REF has characters")),
+            ("acme:config:p.json@ma in", Err("REF has characters")),
+        ];
+        for (text, expected) in cases {
+            match (github_profile(text), expected) {
+                (Ok(source), Ok(want)) => assert_eq!(source, *want, "{text:?}"),
+                (Err(message), Err(what)) => {
+                    assert!(message.starts_with(what), "{text:?}: {message}")
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_urls() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            (
+                "http://proxy.internal:3128",
+                Ok("http://proxy.internal:3128"),
+            ),
+            (
+                "http://proxy.internal:3128/",
+                Ok("http://proxy.internal:3128"),
+            ),
+            ("http://[::1]:3128", Ok("http://[::1]:3128")),
+            ("proxy.internal:3128", Err("scheme is not http://")),
+            ("https://proxy.internal:3128", Err("scheme is not http://")),
+            ("http://user:pw@proxy.internal:3128", Err("has credentials")),
+            ("http://proxy.internal", Err("has no port")),
+            ("http://proxy.internal:3128/x", Err("the port is not")),
+        ];
+        for (text, expected) in cases {
+            match (proxy_url(text), expected) {
+                (Ok(url), Ok(want)) => assert_eq!(url, *want, "{text:?}"),
+                (Err(message), Err(what)) => {
+                    assert!(message.starts_with(what), "{text:?}: {message}");
+                    assert!(!message.contains("pw"), "{message}");
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive() {
+        assert_eq!(metrics("OFF"), Ok(Metrics::Off));
+        assert_eq!(metrics("On"), Ok(Metrics::On));
+        assert_eq!(audit_target("STDERR"), Ok(AuditTarget::Stderr));
+        assert_eq!(log_level("Debug"), Ok(LevelFilter::Debug));
+        assert!(
+            log_level("off").is_err(),
+            "off is not one of the five levels"
+        );
+    }
+
+    #[test]
+    fn non_utf8_value_is_one_problem() {
+        let vars = BTreeMap::new();
+        let not_utf8 = BTreeSet::from(["JWT_AUDIENCE".to_string(), "SERVER_PORT".to_string()]);
+        let error = Reader::new(&vars, &not_utf8).config().unwrap_err();
+        let about = |name: &str| -> Vec<&Problem> {
+            error
+                .problems()
+                .iter()
+                .filter(|p| p.variable == name)
+                .collect()
+        };
+        assert_eq!(about("JWT_AUDIENCE").len(), 1, "{error}");
+        assert_eq!(
+            about("JWT_AUDIENCE")[0].message,
+            "not valid UTF-8; expected UTF-8 text"
+        );
+        assert_eq!(
+            about("SERVER_PORT")[0].message,
+            "not valid UTF-8; expected UTF-8 text"
+        );
+    }
+
+    #[test]
+    fn secret_is_redacted() {
+        let secret = Secret::new("hunter2".to_string());
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(format!("{secret}"), "[redacted]");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+}
