@@ -304,6 +304,7 @@ impl Config {
 }
 
 /// A variable as found, before parsing.
+#[derive(Clone, Copy)]
 enum Raw<'a> {
     Unset,
     Empty,
@@ -540,8 +541,8 @@ impl<'a> Reader<'a> {
         let inline = self.optional("JWT_JWKS_STATIC", |text| jwks_document(text.as_bytes()));
         let file = self.optional("JWT_JWKS_STATIC_FILE", |text| {
             let path = Path::new(text);
-            let bytes =
-                read_file(path, JWKS_LIMIT).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+            let bytes = read_file(path, JWKS_LIMIT)
+                .map_err(|e| format!("cannot read {path:?}: {e}; expected a readable JWKS file"))?;
             jwks_document(&bytes).map_err(|message| format!("file {path:?}: {message}"))
         });
         if self.is_set("JWT_JWKS_STATIC") && self.is_set("JWT_JWKS_STATIC_FILE") {
@@ -637,13 +638,18 @@ impl<'a> Reader<'a> {
                 };
                 self.secret_text(origin, text)
             }
-            _ => match credentials.map(|dir| dir.join(names.credential)) {
-                Some(path) if path.exists() => self.secret_file("CREDENTIALS_DIRECTORY", &path),
+            (file, value) => match credentials.map(|dir| dir.join(names.credential)) {
+                // Read unless surely absent, so an unreadable credential is reported, not skipped.
+                Some(path) if !matches!(path.try_exists(), Ok(false)) => {
+                    self.secret_file("CREDENTIALS_DIRECTORY", &path)
+                }
                 _ if required => {
+                    let empty = matches!(file, Raw::Empty) || matches!(value, Raw::Empty);
+                    let state = if empty { "set but empty" } else { "not set" };
                     self.problem(
                         names.value,
                         format!(
-                            "required, not set; expected {} (a file), {} or the systemd \
+                            "required, {state}; expected {} (a file), {} or the systemd \
                              credential $CREDENTIALS_DIRECTORY/{}",
                             names.file, names.value, names.credential
                         ),
@@ -672,7 +678,10 @@ impl<'a> Reader<'a> {
                 None
             }
             Err(e) => {
-                self.problem(variable, format!("cannot read {path:?}: {e}"));
+                self.problem(
+                    variable,
+                    format!("cannot read {path:?}: {e}; expected a readable file"),
+                );
                 None
             }
         }
@@ -872,6 +881,9 @@ fn is_loopback(host: &str) -> bool {
 
 /// `GITHUB_HOST`: `HOST[:PORT]`, lowercased.
 fn github_host(text: &str) -> Result<String, String> {
+    if text.contains("://") {
+        return Err("has a URL scheme; expected HOST[:PORT] such as github.com".to_string());
+    }
     host_port(text).map_err(|what| format!("{what}; expected HOST[:PORT] such as github.com"))?;
     Ok(text.to_ascii_lowercase())
 }
@@ -1095,7 +1107,7 @@ fn ca_bundle(text: &str) -> Result<PathBuf, String> {
 /// `HTTPS_PROXY`: `http://HOST:PORT` (a trailing `/` is dropped); credentials are refused, so the
 /// value is never secret.
 fn proxy_url(text: &str) -> Result<String, String> {
-    const EXPECTED: &str = "expected http://HOST:PORT such as http://proxy.internal:3128";
+    const EXPECTED: &str = "expected http://HOST:PORT such as http://proxy.example:3128";
     let Some(rest) = text.strip_prefix("http://") else {
         return Err(format!("scheme is not http://; {EXPECTED}"));
     };
