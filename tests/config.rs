@@ -74,12 +74,27 @@ fn problems(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A fresh, empty directory of this test process.
-fn temp_dir(name: &str) -> PathBuf {
+/// A fresh, empty directory of this test process, removed when dropped.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("kitebridge-config-{}-{name}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn write(dir: &Path, name: &str, content: &str) -> String {
