@@ -4,7 +4,9 @@
 
 use crate::audit::AuditLog;
 use crate::config::{AuditTarget, Config};
-use crate::http::{ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle};
+use crate::http::{
+    ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle,
+};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +29,12 @@ impl App {
             AuditTarget::Stderr => AuditLog::stderr(),
             AuditTarget::File(path) => AuditLog::file(path)?,
         };
-        Ok(App { config, audit, ready: AtomicBool::new(false), server: OnceLock::new() })
+        Ok(App {
+            config,
+            audit,
+            ready: AtomicBool::new(false),
+            server: OnceLock::new(),
+        })
     }
 
     /// Ready to vend: configured, listening, and (once profiles exist) the first generation loaded.
@@ -67,7 +74,11 @@ pub fn router(app: &Arc<App>) -> Router {
 
 /// `GET/HEAD /healthcheck`: 200 `OK` while serving, 503 `not ready` before readiness and while draining.
 fn healthcheck(app: &App) -> Response {
-    if app.is_ready() { Response::text(200, "OK") } else { Response::text(503, "not ready") }
+    if app.is_ready() {
+        Response::text(200, "OK")
+    } else {
+        Response::text(503, "not ready")
+    }
 }
 
 /// A running server: its address and handle, and the thread accepting connections.
@@ -83,7 +94,9 @@ impl Running {
     /// returns whether they all finished.
     pub fn shutdown(self) -> bool {
         self.handle.begin_shutdown();
-        let drained = self.handle.wait_idle(Duration::from_secs(self.app.config.timeout_shutdown_secs));
+        let drained = self
+            .handle
+            .wait_idle(Duration::from_secs(self.app.config.timeout_shutdown_secs));
         let _ = self.accept.join();
         drained
     }
@@ -106,8 +119,15 @@ pub fn start(app: App, listener: TcpListener) -> io::Result<Running> {
     let addr = server.local_addr()?;
     let handle = server.handle();
     let _ = app.server.set(handle.clone());
-    let accept = std::thread::Builder::new().name("accept".into()).spawn(move || server.run())?;
+    let accept = std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || server.run())?;
     app.ready.store(true, Ordering::SeqCst);
     log::info!("kitebridge {} listening on http://{addr}", crate::VERSION);
-    Ok(Running { app, addr, handle, accept })
+    Ok(Running {
+        app,
+        addr,
+        handle,
+        accept,
+    })
 }

@@ -95,7 +95,13 @@ pub struct Record {
 
 impl Record {
     /// A record for a request, before anything about it is known.
-    pub fn new(request_id: &str, method: &str, path: &str, source_ip: String, user_agent: Option<&[u8]>) -> Self {
+    pub fn new(
+        request_id: &str,
+        method: &str,
+        path: &str,
+        source_ip: String,
+        user_agent: Option<&[u8]>,
+    ) -> Self {
         Record {
             kind: "audit",
             time: String::new(),
@@ -128,24 +134,36 @@ pub struct AuditLog {
 impl AuditLog {
     /// Audit lines to stdout.
     pub fn stdout() -> Self {
-        AuditLog { out: Mutex::new(Box::new(io::stdout())) }
+        AuditLog {
+            out: Mutex::new(Box::new(io::stdout())),
+        }
     }
 
     /// Audit lines to stderr.
     pub fn stderr() -> Self {
-        AuditLog { out: Mutex::new(Box::new(io::stderr())) }
+        AuditLog {
+            out: Mutex::new(Box::new(io::stderr())),
+        }
     }
 
     /// Audit lines appended to `path` (created with mode 0600).
     pub fn file(path: &Path) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        Ok(AuditLog { out: Mutex::new(Box::new(file)) })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(AuditLog {
+            out: Mutex::new(Box::new(file)),
+        })
     }
 
     /// Audit lines to any writer (tests).
     pub fn writer(out: impl Write + Send + 'static) -> Self {
-        AuditLog { out: Mutex::new(Box::new(out)) }
+        AuditLog {
+            out: Mutex::new(Box::new(out)),
+        }
     }
 
     /// Writes one record as one line. A failed write is logged, never fatal.
@@ -180,7 +198,13 @@ mod tests {
 
     #[test]
     fn record_serialises_in_the_documented_shape() {
-        let mut r = Record::new("abcd", "POST", "/token", "127.0.0.1".into(), Some(b"curl/8\n\x1b[31m"));
+        let mut r = Record::new(
+            "abcd",
+            "POST",
+            "/token",
+            "127.0.0.1".into(),
+            Some(b"curl/8\n\x1b[31m"),
+        );
         r.status = 401;
         r.error = Some("jwt: expired 42s ago".into());
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
@@ -189,8 +213,14 @@ mod tests {
         assert_eq!(v["userAgent"], "curl/8\n\u{1b}[31m");
         assert_eq!(v["vended"], serde_json::Value::Null);
         let line = serde_json::to_string(&r).unwrap();
-        assert!(!line.contains('\n'), "control characters are escaped: one record is one line");
-        let keys: Vec<&str> = line.split("\":").filter_map(|k| k.rsplit("\"").next()).collect();
+        assert!(
+            !line.contains('\n'),
+            "control characters are escaped: one record is one line"
+        );
+        let keys: Vec<&str> = line
+            .split("\":")
+            .filter_map(|k| k.rsplit("\"").next())
+            .collect();
         assert_eq!(keys.first(), Some(&"type"));
     }
 }

@@ -19,7 +19,12 @@ one with its default. Invalid configuration: every problem is printed at once, e
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         [] => serve(),
         ["--version" | "-V"] => {
             println!("kitebridge {}", kitebridge::VERSION);
@@ -44,14 +49,20 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let logger = simple_logger::SimpleLogger::new().with_level(config.log_level).init();
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(config.log_level)
+        .init();
     if let Err(e) = logger {
         eprintln!("kitebridge: cannot start the log: {e}");
     }
     let listener = match app::bind(&config) {
         Ok(l) => l,
         Err(e) => {
-            log::error!("cannot listen on {}:{}: {e}", config.server_host, config.server_port);
+            log::error!(
+                "cannot listen on {}:{}: {e}",
+                config.server_host,
+                config.server_port
+            );
             return ExitCode::FAILURE;
         }
     };
