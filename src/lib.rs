@@ -15,6 +15,7 @@
 pub mod app;
 pub mod audit;
 pub mod buildkite;
+pub mod cache;
 pub mod config;
 pub mod github;
 pub mod http;

@@ -1,0 +1,324 @@
+//! A bounded cache whose concurrent misses on one key are coalesced into one load.
+//!
+//! Used for minted tokens (N simultaneous identical requests cause exactly one GitHub call) and
+//! for pipeline → repository lookups. Only successful loads are stored; every waiter of a load gets
+//! its result, error included. Eviction: unusable (expired) entries first, then the least recently
+//! used.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// How a value was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// From the cache.
+    Hit,
+    /// Loaded by this caller.
+    Miss,
+    /// Loaded by a concurrent caller that this one waited for.
+    Coalesced,
+}
+
+impl Outcome {
+    /// `hit`, `miss` or `coalesced` (the audit record's `cache` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Coalesced => "coalesced",
+        }
+    }
+}
+
+enum FlightState<V, E> {
+    Running,
+    Done(Result<Arc<V>, E>),
+    /// The loader panicked: waiters start over.
+    Abandoned,
+}
+
+struct Flight<V, E> {
+    state: Mutex<FlightState<V, E>>,
+    done: Condvar,
+}
+
+struct Entry<V> {
+    value: Arc<V>,
+    last_used: u64,
+}
+
+struct State<K, V, E> {
+    entries: HashMap<K, Entry<V>>,
+    flights: HashMap<K, Arc<Flight<V, E>>>,
+    tick: u64,
+}
+
+/// See the module documentation.
+pub struct CoalescingCache<K, V, E> {
+    state: Mutex<State<K, V, E>>,
+    max_entries: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
+    /// A cache of at most `max_entries` values (at least 1).
+    pub fn new(max_entries: usize) -> Self {
+        CoalescingCache {
+            state: Mutex::new(State {
+                entries: HashMap::new(),
+                flights: HashMap::new(),
+                tick: 0,
+            }),
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    /// Number of stored values.
+    pub fn len(&self) -> usize {
+        lock(&self.state).entries.len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Returns the stored value for `key` if `usable` accepts it; otherwise loads it with `load`,
+    /// unless a load for `key` is already running, in which case waits for that one's result.
+    pub fn get_or_load(
+        &self,
+        key: &K,
+        usable: impl Fn(&V) -> bool,
+        load: impl FnOnce() -> Result<V, E>,
+    ) -> (Result<Arc<V>, E>, Outcome) {
+        let mut load = Some(load);
+        loop {
+            let flight = {
+                let mut state = lock(&self.state);
+                state.tick += 1;
+                let tick = state.tick;
+                if let Some(entry) = state.entries.get_mut(key) {
+                    if usable(&entry.value) {
+                        entry.last_used = tick;
+                        return (Ok(Arc::clone(&entry.value)), Outcome::Hit);
+                    }
+                    state.entries.remove(key);
+                }
+                match state.flights.get(key) {
+                    Some(flight) => Some(Arc::clone(flight)),
+                    None => {
+                        let flight = Arc::new(Flight {
+                            state: Mutex::new(FlightState::Running),
+                            done: Condvar::new(),
+                        });
+                        state.flights.insert(key.clone(), Arc::clone(&flight));
+                        drop(state);
+                        let Some(load) = load.take() else { continue };
+                        return (self.lead(key, &flight, &usable, load), Outcome::Miss);
+                    }
+                }
+            };
+            if let Some(flight) = flight {
+                let mut st = lock(&flight.state);
+                while matches!(*st, FlightState::Running) {
+                    st = flight.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                if let FlightState::Done(result) = &*st {
+                    return (result.clone(), Outcome::Coalesced);
+                }
+                // Abandoned: try again (possibly as the new leader).
+            }
+        }
+    }
+
+    /// Runs the load for a flight this caller created, publishes the result, stores a success.
+    fn lead(
+        &self,
+        key: &K,
+        flight: &Arc<Flight<V, E>>,
+        usable: &impl Fn(&V) -> bool,
+        load: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Arc<V>, E> {
+        let guard = AbandonOnPanic {
+            cache: self,
+            key,
+            flight,
+        };
+        let result = load().map(Arc::new);
+        std::mem::forget(guard);
+        let mut state = lock(&self.state);
+        state.flights.remove(key);
+        if let Ok(value) = &result {
+            self.insert(&mut state, key.clone(), Arc::clone(value), usable);
+        }
+        drop(state);
+        *lock(&flight.state) = FlightState::Done(result.clone());
+        flight.done.notify_all();
+        result
+    }
+
+    fn insert(
+        &self,
+        state: &mut State<K, V, E>,
+        key: K,
+        value: Arc<V>,
+        usable: &impl Fn(&V) -> bool,
+    ) {
+        if state.entries.len() >= self.max_entries {
+            state.entries.retain(|_, e| usable(&e.value));
+        }
+        if state.entries.len() >= self.max_entries {
+            let oldest = state
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                state.entries.remove(&oldest);
+            }
+        }
+        state.tick += 1;
+        let last_used = state.tick;
+        state.entries.insert(key, Entry { value, last_used });
+    }
+}
+
+/// Marks a flight abandoned if its loader unwinds, so waiters do not wait forever.
+struct AbandonOnPanic<'a, K: Eq + Hash, V, E> {
+    cache: &'a CoalescingCache<K, V, E>,
+    key: &'a K,
+    flight: &'a Arc<Flight<V, E>>,
+}
+
+impl<K: Eq + Hash, V, E> Drop for AbandonOnPanic<'_, K, V, E> {
+    fn drop(&mut self) {
+        lock(&self.cache.state).flights.remove(self.key);
+        *lock(&self.flight.state) = FlightState::Abandoned;
+        self.flight.done.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+    use std::time::Duration;
+
+    type Cache = CoalescingCache<String, u64, String>;
+
+    #[test]
+    fn fifty_concurrent_misses_cause_one_load() {
+        let cache = Arc::new(Cache::new(10));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(50));
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let (cache, loads, barrier) =
+                    (Arc::clone(&cache), Arc::clone(&loads), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    barrier.wait();
+                    cache.get_or_load(
+                        &"k".to_owned(),
+                        |_| true,
+                        || {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            thread::sleep(Duration::from_millis(200));
+                            Ok(7)
+                        },
+                    )
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert!(outcomes.iter().all(|(r, _)| r.as_deref() == Ok(&7)));
+        assert_eq!(
+            outcomes.iter().filter(|(_, o)| *o == Outcome::Miss).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn hit_after_miss_and_unusable_values_are_reloaded() {
+        let cache = Cache::new(10);
+        let k = "k".to_owned();
+        assert_eq!(cache.get_or_load(&k, |_| true, || Ok(1)).1, Outcome::Miss);
+        assert_eq!(
+            cache.get_or_load(&k, |_| true, || Ok(2)),
+            (Ok(Arc::new(1)), Outcome::Hit)
+        );
+        assert_eq!(
+            cache.get_or_load(&k, |v| *v > 1, || Ok(3)),
+            (Ok(Arc::new(3)), Outcome::Miss)
+        );
+    }
+
+    #[test]
+    fn failures_reach_every_waiter_and_are_not_stored() {
+        let cache = Cache::new(10);
+        let k = "k".to_owned();
+        assert_eq!(
+            cache.get_or_load(&k, |_| true, || Err("down".into())).0,
+            Err("down".to_owned())
+        );
+        assert!(cache.is_empty());
+        assert_eq!(cache.get_or_load(&k, |_| true, || Ok(5)).1, Outcome::Miss);
+    }
+
+    #[test]
+    fn a_panicking_loader_releases_its_waiters() {
+        let cache = Arc::new(Cache::new(10));
+        let k = "k".to_owned();
+        let (c2, k2) = (Arc::clone(&cache), k.clone());
+        let leader = thread::spawn(move || {
+            c2.get_or_load(
+                &k2,
+                |_| true,
+                || {
+                    thread::sleep(Duration::from_millis(100));
+                    panic!("loader bug")
+                },
+            )
+        });
+        thread::sleep(Duration::from_millis(20));
+        let (r, outcome) = cache.get_or_load(&k, |_| true, || Ok(9));
+        assert!(leader.join().is_err());
+        assert_eq!((r, outcome), (Ok(Arc::new(9)), Outcome::Miss));
+    }
+
+    #[test]
+    fn least_recently_used_is_evicted_expired_first() {
+        let cache = Cache::new(2);
+        let key = |s: &str| s.to_owned();
+        cache.get_or_load(&key("a"), |_| true, || Ok(1)).0.unwrap();
+        cache.get_or_load(&key("b"), |_| true, || Ok(2)).0.unwrap();
+        cache.get_or_load(&key("a"), |_| true, || Ok(0)).0.unwrap(); // a is now more recent
+        cache.get_or_load(&key("c"), |_| true, || Ok(3)).0.unwrap(); // evicts b
+        assert_eq!(
+            cache.get_or_load(&key("a"), |_| true, || Ok(0)).1,
+            Outcome::Hit
+        );
+        assert_eq!(
+            cache.get_or_load(&key("b"), |_| true, || Ok(2)).1,
+            Outcome::Miss
+        );
+        // Full again; an insert with a usability rule drops the unusable entries first.
+        cache
+            .get_or_load(&key("d"), |v| *v != 1, || Ok(4))
+            .0
+            .unwrap();
+        assert_eq!(cache.len(), 2);
+        assert_eq!(
+            cache.get_or_load(&key("c"), |_| true, || Ok(0)).1,
+            Outcome::Miss,
+            "c was least recent"
+        );
+    }
+}
