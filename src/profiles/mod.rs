@@ -2,5 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod glob;
+mod json;
 pub mod permissions;
 pub mod rules;
+mod schema;
