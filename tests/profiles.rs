@@ -1169,3 +1169,20 @@ fn explain_an_unavailable_profile() {
          $.organization.profiles[0].repositories: no repositories"
     );
 }
+
+#[test]
+fn pathological_ten_kilobyte_globs_finish() {
+    let value = json!({"build_branch": "a".repeat(256)});
+    let many_stars = format!("{}b", "*a".repeat(5_120));
+    let long_segment = format!("*{}b{}", "a".repeat(127), "*".repeat(10_000));
+    let every_segment = vec!["a"; 256].join(&"*".repeat(39));
+    for (pattern, want) in [
+        (many_stars, false),
+        (long_segment, false),
+        (every_segment, true),
+    ] {
+        assert!(pattern.len() > 10_000);
+        let rule = json!({"claim": "build_branch", "valueGlob": pattern});
+        assert_eq!(admitted(rule, value.clone()), want);
+    }
+}
