@@ -3,7 +3,7 @@
 //! This module is the pure core: bytes in, a [`Generation`] out; claims in, a [`Verdict`] out.
 //! Loading (file, SIGHUP, GitHub contents API) and HTTP routes sit on top of it elsewhere.
 //!
-//! - [`Generation::parse`] reads a profile file: strict JSON ([`json`]: duplicate keys are
+//! - [`Generation::parse`] reads a profile file: strict JSON (`json.rs`: duplicate keys are
 //!   errors), a hand-walked schema (any unknown key, missing key or wrong type fails the whole
 //!   file, every problem named by its JSON path), then per-profile validation (a bad profile is
 //!   quarantined alone and answers "profile unavailable").
