@@ -1,2 +1,38 @@
-//! TODO
+//! Profiles: who may get which token (`shared/spec/profiles.md`).
+//!
+//! This module is the pure core: bytes in, a [`Generation`] out; claims in, a [`Verdict`] out.
+//! Loading (file, SIGHUP, GitHub contents API) and HTTP routes sit on top of it elsewhere.
+//!
+//! - [`Generation::parse`] reads a profile file: strict JSON (`json.rs`: duplicate keys are
+//!   errors), a hand-walked schema (any unknown key, missing key or wrong type fails the whole
+//!   file, every problem named by its JSON path), then per-profile validation (a bad profile is
+//!   quarantined alone and answers "profile unavailable").
+//! - [`Generation::pipeline`] / [`Generation::organization`] / [`Generation::lookup`] find a
+//!   profile; [`Profile::evaluate`] tests its match rules against a [`ClaimSource`].
+//! - [`parse_profile_ref`] applies the routes' prefix rules; [`check`] and [`explain`] are the
+//!   offline tools.
 #![forbid(unsafe_code)]
+
+mod compile;
+mod generation;
+pub mod glob;
+mod json;
+pub mod permissions;
+mod profile;
+pub mod rules;
+mod schema;
+mod tools;
+
+pub use compile::{
+    ALL_REPOSITORIES, ALL_REPOSITORIES_ALIAS, CALLER_SCOPED_REPOSITORY, MAX_REPOSITORY_BYTES,
+    Problem, ProfileProblem, Quarantined, is_repository_name,
+};
+pub use generation::{BUILTIN_DOCUMENT, FileError, Generation, Lookup, MAX_FILE_BYTES};
+pub use permissions::{Level, Permission, PermissionError};
+pub use profile::{
+    DEFAULT_PROFILE, Family, MAX_NAME_BYTES, Profile, ProfileRef, RefError, RepositoryScope,
+    is_valid_name, parse_profile_ref, parse_qualified_profile_ref,
+};
+pub use rules::{ClaimSource, Matcher, Rule, RuleFailure, RuleMatch, Verdict};
+pub use schema::SchemaError;
+pub use tools::{check, explain};

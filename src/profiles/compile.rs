@@ -1,0 +1,462 @@
+//! Validation of a shape-checked document, profile by profile. A problem in a profile quarantines
+//! that profile only (it answers "profile unavailable"); only `pipeline.defaults.permissions` can
+//! fail the whole file here, because the default profile must always exist.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::glob::{Glob, GlobError};
+use super::permissions::{Permission, PermissionError};
+use super::profile::{
+    DEFAULT_PROFILE, Family, MAX_NAME_BYTES, Profile, RepositoryScope, is_valid_name,
+};
+use super::rules::{Matcher, Rule, is_known_claim};
+use super::schema::{RawProfile, RawRule, SchemaError};
+
+/// Longest repository name, in bytes.
+pub const MAX_REPOSITORY_BYTES: usize = 100;
+
+/// `repositories` literal: every repository of the installation.
+pub const ALL_REPOSITORIES: &str = "{{all-repositories}}";
+/// `repositories` literal: an alias of [`ALL_REPOSITORIES`].
+pub const ALL_REPOSITORIES_ALIAS: &str = "*";
+/// `repositories` literal: the one repository the caller names.
+pub const CALLER_SCOPED_REPOSITORY: &str = "{{caller-scoped-repository}}";
+
+/// Why a profile is quarantined. Each is reported with the JSON path it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProfileProblem {
+    /// `name` is empty.
+    NameEmpty,
+    /// `name` is longer than 64 bytes.
+    NameTooLong { len: usize },
+    /// `name` has a character outside `[A-Za-z0-9_-]`.
+    NameCharacters,
+    /// Another profile of the family has the same name (every one of them is quarantined).
+    DuplicateName,
+    /// A pipeline profile named `default` (reserved: use `pipeline.defaults`).
+    ReservedName,
+    /// `permissions` is empty.
+    PermissionsEmpty,
+    /// A `permissions` entry is not a permission.
+    Permission(PermissionError),
+    /// One permission at two levels (counting the implicit `metadata:read`).
+    PermissionLevels { name: &'static str },
+    /// `repositories` is empty.
+    RepositoriesEmpty,
+    /// A repository entry that is empty, has `/`, whitespace or control characters, or is over
+    /// 100 bytes.
+    RepositoryInvalid,
+    /// A `{{…}}` entry that is not a known literal.
+    RepositoryPlaceholder,
+    /// `{{all-repositories}}`, `*` or `{{caller-scoped-repository}}` beside other entries.
+    RepositoryLiteralNotAlone,
+    /// A rule names a claim rules may not name.
+    UnknownClaim,
+    /// A rule has not exactly one of `value`, `valueIn`, `valueGlob`.
+    MatcherCount { found: usize },
+    /// `valueGlob` is not a glob.
+    Glob(GlobError),
+}
+
+impl fmt::Display for ProfileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProfileProblem::NameEmpty => f.write_str("name is empty"),
+            ProfileProblem::NameTooLong { len } => {
+                write!(f, "name is {len} bytes, over {MAX_NAME_BYTES}")
+            }
+            ProfileProblem::NameCharacters => {
+                f.write_str("name has characters outside [A-Za-z0-9_-]")
+            }
+            ProfileProblem::DuplicateName => f.write_str("duplicate name in the family"),
+            ProfileProblem::ReservedName => {
+                f.write_str("\"default\" is reserved (use pipeline.defaults)")
+            }
+            ProfileProblem::PermissionsEmpty => f.write_str("no permissions"),
+            ProfileProblem::Permission(error) => write!(f, "{error}"),
+            ProfileProblem::PermissionLevels { name } => {
+                write!(f, "permission {name:?} given at more than one level")?;
+                if *name == Permission::METADATA_READ.name() {
+                    f.write_str(" (metadata:read is always included)")?;
+                }
+                Ok(())
+            }
+            ProfileProblem::RepositoriesEmpty => f.write_str("no repositories"),
+            ProfileProblem::RepositoryInvalid => write!(
+                f,
+                "not a repository name (empty, '/', whitespace or control characters, or over \
+                 {MAX_REPOSITORY_BYTES} bytes)"
+            ),
+            ProfileProblem::RepositoryPlaceholder => f.write_str("unknown {{...}} placeholder"),
+            ProfileProblem::RepositoryLiteralNotAlone => {
+                f.write_str("this literal must be the only repository entry")
+            }
+            ProfileProblem::UnknownClaim => f.write_str("unknown claim"),
+            ProfileProblem::MatcherCount { found } => {
+                write!(
+                    f,
+                    "needs exactly one of value, valueIn, valueGlob (found {found})"
+                )
+            }
+            ProfileProblem::Glob(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// A quarantine problem and the JSON path it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub problem: ProfileProblem,
+}
+
+/// `$.pipeline.profiles[1].permissions[0]: unknown permission "foo"`
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.problem)
+    }
+}
+
+/// A quarantined (unavailable) profile name of one family, with every problem of every profile
+/// of that name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    family: Family,
+    name: String,
+    problems: Vec<Problem>,
+    reason: String,
+}
+
+impl Quarantined {
+    fn new(family: Family, name: String, problems: Vec<Problem>) -> Quarantined {
+        let reason = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Quarantined {
+            family,
+            name,
+            problems,
+            reason,
+        }
+    }
+
+    /// The family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// The name as written (possibly invalid: show it escaped).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every problem, in file order.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// Every problem joined by `; ` (for the log and the audit record).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// One family's profiles after validation: usable ones and quarantined names, disjoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Compiled {
+    pub profiles: BTreeMap<String, Profile>,
+    pub quarantined: BTreeMap<String, Quarantined>,
+}
+
+/// The default profile without a file: `contents:read` (and `metadata:read`).
+pub(crate) fn builtin_default() -> Profile {
+    pipeline_default(vec![Permission::CONTENTS_READ, Permission::METADATA_READ])
+}
+
+/// The default profile from `pipeline.defaults.permissions` (the built-in one when absent); any
+/// problem fails the whole file.
+pub(crate) fn default_profile(
+    defaults: Option<(String, Vec<String>)>,
+) -> Result<Profile, Vec<SchemaError>> {
+    let Some((path, entries)) = defaults else {
+        return Ok(builtin_default());
+    };
+    let permissions = permission_set(&entries).map_err(|problems| {
+        let located = problems.into_iter().map(|problem| match problem {
+            SetProblem::Empty => SchemaError::DefaultPermissionsEmpty { path: path.clone() },
+            SetProblem::Entry { index, error } => SchemaError::DefaultPermission {
+                path: format!("{path}[{index}]"),
+                error,
+            },
+            SetProblem::Levels { name } => SchemaError::DefaultPermissionLevels {
+                path: path.clone(),
+                name,
+            },
+        });
+        located.collect::<Vec<_>>()
+    })?;
+    Ok(pipeline_default(permissions))
+}
+
+fn pipeline_default(permissions: Vec<Permission>) -> Profile {
+    Profile {
+        family: Family::Pipeline,
+        name: DEFAULT_PROFILE.to_owned(),
+        rules: Vec::new(),
+        permissions,
+        repositories: None,
+    }
+}
+
+/// Validates one family's profiles. Every profile sharing a name with another is quarantined.
+pub(crate) fn compile_family(family: Family, raws: Vec<RawProfile>) -> Compiled {
+    let mut occurrences: BTreeMap<String, usize> = BTreeMap::new();
+    for raw in &raws {
+        *occurrences.entry(raw.name.clone()).or_default() += 1;
+    }
+    let mut compiled = Compiled::default();
+    let mut problems: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
+    for raw in raws {
+        let name = raw.name.clone();
+        let duplicate = occurrences.get(&name).is_some_and(|&count| count > 1);
+        let name_path = format!("{}.name", raw.path);
+        match (profile(family, raw), duplicate) {
+            (Ok(profile), false) => {
+                compiled.profiles.insert(name, profile);
+            }
+            (result, _) => {
+                let found = problems.entry(name).or_default();
+                if duplicate {
+                    found.push(Problem {
+                        path: name_path,
+                        problem: ProfileProblem::DuplicateName,
+                    });
+                }
+                found.extend(result.err().unwrap_or_default());
+            }
+        }
+    }
+    compiled.quarantined = problems
+        .into_iter()
+        .map(|(name, problems)| (name.clone(), Quarantined::new(family, name, problems)))
+        .collect();
+    compiled
+}
+
+/// One profile, or every problem it has.
+fn profile(family: Family, raw: RawProfile) -> Result<Profile, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let at = |suffix: &str| format!("{}.{suffix}", raw.path);
+    if let Some(problem) = name_problem(family, &raw.name) {
+        problems.push(Problem {
+            path: at("name"),
+            problem,
+        });
+    }
+    let permissions = permission_set(&raw.permissions).map_err(|found| {
+        let path = at("permissions");
+        let located = found.into_iter().map(|problem| match problem {
+            SetProblem::Empty => Problem {
+                path: path.clone(),
+                problem: ProfileProblem::PermissionsEmpty,
+            },
+            SetProblem::Entry { index, error } => Problem {
+                path: format!("{path}[{index}]"),
+                problem: ProfileProblem::Permission(error),
+            },
+            SetProblem::Levels { name } => Problem {
+                path: path.clone(),
+                problem: ProfileProblem::PermissionLevels { name },
+            },
+        });
+        problems.extend(located);
+    });
+    let repositories = match raw.repositories {
+        None => Ok(None),
+        Some(entries) => repository_scope(&entries, &at("repositories"))
+            .map(Some)
+            .map_err(|found| problems.extend(found)),
+    };
+    let mut rules = Vec::new();
+    for raw_rule in raw.rules {
+        match rule(raw_rule) {
+            Ok(rule) => rules.push(rule),
+            Err(found) => problems.extend(found),
+        }
+    }
+    match (permissions, repositories) {
+        (Ok(permissions), Ok(repositories)) if problems.is_empty() => Ok(Profile {
+            family,
+            name: raw.name,
+            rules,
+            permissions,
+            repositories,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn name_problem(family: Family, name: &str) -> Option<ProfileProblem> {
+    if name.is_empty() {
+        Some(ProfileProblem::NameEmpty)
+    } else if name.len() > MAX_NAME_BYTES {
+        Some(ProfileProblem::NameTooLong { len: name.len() })
+    } else if !is_valid_name(name) {
+        Some(ProfileProblem::NameCharacters)
+    } else if family == Family::Pipeline && name == DEFAULT_PROFILE {
+        Some(ProfileProblem::ReservedName)
+    } else {
+        None
+    }
+}
+
+/// What is wrong with a `permissions` list.
+enum SetProblem {
+    Empty,
+    Entry {
+        index: usize,
+        error: PermissionError,
+    },
+    Levels {
+        name: &'static str,
+    },
+}
+
+/// Parses `name:level` entries, adds `metadata:read`, sorts and deduplicates.
+fn permission_set(entries: &[String]) -> Result<Vec<Permission>, Vec<SetProblem>> {
+    if entries.is_empty() {
+        return Err(vec![SetProblem::Empty]);
+    }
+    let mut permissions = vec![Permission::METADATA_READ];
+    let mut problems = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        match Permission::parse(entry) {
+            Ok(permission) => permissions.push(permission),
+            Err(error) => problems.push(SetProblem::Entry { index, error }),
+        }
+    }
+    permissions.sort();
+    permissions.dedup();
+    let mut conflicts: Vec<&'static str> = permissions
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [a, b] if a.name() == b.name() => Some(a.name()),
+            _ => None,
+        })
+        .collect();
+    conflicts.dedup();
+    problems.extend(
+        conflicts
+            .into_iter()
+            .map(|name| SetProblem::Levels { name }),
+    );
+    if problems.is_empty() {
+        Ok(permissions)
+    } else {
+        Err(problems)
+    }
+}
+
+/// An organization profile's `repositories`.
+fn repository_scope(entries: &[String], path: &str) -> Result<RepositoryScope, Vec<Problem>> {
+    let literal = |entry: &str| match entry {
+        ALL_REPOSITORIES | ALL_REPOSITORIES_ALIAS => Some(RepositoryScope::All),
+        CALLER_SCOPED_REPOSITORY => Some(RepositoryScope::CallerScoped),
+        _ => None,
+    };
+    match entries {
+        [] => {
+            return Err(vec![Problem {
+                path: path.to_owned(),
+                problem: ProfileProblem::RepositoriesEmpty,
+            }]);
+        }
+        [only] => {
+            if let Some(scope) = literal(only) {
+                return Ok(scope);
+            }
+        }
+        _ => {}
+    }
+    let mut problems = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let problem = if literal(entry).is_some() {
+            ProfileProblem::RepositoryLiteralNotAlone
+        } else if entry.starts_with("{{") {
+            ProfileProblem::RepositoryPlaceholder
+        } else if !is_repository_name(entry) {
+            ProfileProblem::RepositoryInvalid
+        } else {
+            continue;
+        };
+        problems.push(Problem {
+            path: format!("{path}[{index}]"),
+            problem,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut names = entries.to_vec();
+    names.sort();
+    names.dedup();
+    Ok(RepositoryScope::Named(names))
+}
+
+/// A bare repository name: non-empty, at most 100 bytes, no `/`, whitespace or control characters.
+pub fn is_repository_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_REPOSITORY_BYTES
+        && !name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+}
+
+fn rule(raw: RawRule) -> Result<Rule, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if !is_known_claim(&raw.claim) {
+        let path = format!("{}.claim", raw.path);
+        problems.push(Problem {
+            path,
+            problem: ProfileProblem::UnknownClaim,
+        });
+    }
+    let found = [
+        raw.value.is_some(),
+        raw.value_in.is_some(),
+        raw.value_glob.is_some(),
+    ];
+    let found = found.iter().filter(|&&given| given).count();
+    let matcher = match (raw.value, raw.value_in, raw.value_glob) {
+        (Some(value), None, None) => Some(Matcher::Value(value)),
+        (None, Some(values), None) => Some(Matcher::ValueIn(values)),
+        (None, None, Some(pattern)) => match Glob::new(&pattern) {
+            Ok(glob) => Some(Matcher::ValueGlob(glob)),
+            Err(error) => {
+                let path = format!("{}.valueGlob", raw.path);
+                problems.push(Problem {
+                    path,
+                    problem: ProfileProblem::Glob(error),
+                });
+                None
+            }
+        },
+        _ => {
+            let path = raw.path.clone();
+            problems.push(Problem {
+                path,
+                problem: ProfileProblem::MatcherCount { found },
+            });
+            None
+        }
+    };
+    match matcher.and_then(|matcher| Rule::new(&raw.claim, matcher)) {
+        Some(rule) if problems.is_empty() => Ok(rule),
+        _ => Err(problems),
+    }
+}

@@ -1,0 +1,182 @@
+//! A generation: one loaded profile file, compiled, with its digest, its usable profiles and its
+//! quarantined names. A failed load yields a [`FileError`] and the caller keeps the previous
+//! generation.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use ring::digest::{SHA256, digest};
+
+use super::compile::{Compiled, Quarantined, builtin_default, compile_family, default_profile};
+use super::json;
+use super::profile::{DEFAULT_PROFILE, Family, Profile, ProfileRef};
+use super::schema::{self, RawDocument, SchemaError};
+
+/// Largest profile file accepted, in bytes (1 MiB).
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// The document [`Generation::builtin`] stands for: a file holding exactly this has the built-in
+/// generation's meaning and digest.
+pub const BUILTIN_DOCUMENT: &[u8] = b"{}";
+
+/// Why a profile file was rejected as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The file is over [`MAX_FILE_BYTES`].
+    TooLarge { len: usize, max: usize },
+    /// Not JSON (serde_json's message, with line and column).
+    Syntax { message: String },
+    /// JSON, but not a profile file: every problem, each with its JSON path.
+    Invalid { problems: Vec<SchemaError> },
+}
+
+impl FileError {
+    /// One line per problem (paths first where there is one), for `check` and the load log.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            FileError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileError::TooLarge { len, max } => {
+                write!(f, "profile file is {len} bytes, over the {max}-byte limit")
+            }
+            FileError::Syntax { message } => write!(f, "invalid json: {message}"),
+            FileError::Invalid { problems } => {
+                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                write!(f, "invalid profile file: {}", lines.join("; "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// The answer to a profile lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// A usable profile.
+    Found(&'a Profile),
+    /// The name exists but was quarantined; the reason, for the audit record (404 "profile unavailable").
+    Unavailable(&'a str),
+    /// No profile of that name in that family (404 "profile not found").
+    NotFound,
+}
+
+/// One loaded profile file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generation {
+    digest: String,
+    default: Profile,
+    pipeline: Compiled,
+    organization: Compiled,
+}
+
+impl Generation {
+    /// The generation without a file: only the pipeline `default` profile (`contents:read`,
+    /// `metadata:read`). Its digest is that of [`BUILTIN_DOCUMENT`], `{}`, the file that means the
+    /// same, so the digest always names the meaning and never collides with a real file's.
+    pub fn builtin() -> Generation {
+        Generation::assemble(BUILTIN_DOCUMENT, builtin_default(), RawDocument::default())
+    }
+
+    /// Parses and compiles a profile file. Whole-file problems (size, syntax, schema, invalid
+    /// default permissions) fail it with every problem listed; per-profile problems only
+    /// quarantine that profile (see [`Generation::quarantined`]).
+    pub fn parse(bytes: &[u8]) -> Result<Generation, FileError> {
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(FileError::TooLarge {
+                len: bytes.len(),
+                max: MAX_FILE_BYTES,
+            });
+        }
+        let mut duplicates = Vec::new();
+        let value = json::parse(bytes, &mut duplicates).map_err(|error| FileError::Syntax {
+            message: error.to_string(),
+        })?;
+        let mut problems: Vec<SchemaError> = duplicates
+            .into_iter()
+            .map(|path| SchemaError::DuplicateKey { path })
+            .collect();
+        let mut raw = schema::walk(&value, &mut problems);
+        let default = default_profile(raw.default_permissions.take());
+        match default {
+            Ok(default) if problems.is_empty() => Ok(Generation::assemble(bytes, default, raw)),
+            default => {
+                problems.extend(default.err().unwrap_or_default());
+                Err(FileError::Invalid { problems })
+            }
+        }
+    }
+
+    fn assemble(bytes: &[u8], default: Profile, raw: RawDocument) -> Generation {
+        Generation {
+            digest: hex(digest(&SHA256, bytes).as_ref()),
+            default,
+            pipeline: compile_family(Family::Pipeline, raw.pipeline),
+            organization: compile_family(Family::Organization, raw.organization),
+        }
+    }
+
+    /// Hex SHA-256 of the file bytes (lowercase, 64 characters).
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// A pipeline profile; `default` is the built-in default profile.
+    pub fn pipeline(&self, name: &str) -> Lookup<'_> {
+        if name == DEFAULT_PROFILE {
+            return Lookup::Found(&self.default);
+        }
+        find(&self.pipeline, name)
+    }
+
+    /// An organization profile.
+    pub fn organization(&self, name: &str) -> Lookup<'_> {
+        find(&self.organization, name)
+    }
+
+    /// The profile a reference names.
+    pub fn lookup(&self, reference: &ProfileRef) -> Lookup<'_> {
+        match reference.family() {
+            Family::Pipeline => self.pipeline(reference.name()),
+            Family::Organization => self.organization(reference.name()),
+        }
+    }
+
+    /// Every usable profile: the pipeline default, then pipeline profiles, then organization
+    /// profiles, each family by name.
+    pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
+        std::iter::once(&self.default)
+            .chain(self.pipeline.profiles.values())
+            .chain(self.organization.profiles.values())
+    }
+
+    /// Every quarantined name (pipeline family first, each by name), to log once per load.
+    pub fn quarantined(&self) -> impl Iterator<Item = &Quarantined> {
+        self.pipeline
+            .quarantined
+            .values()
+            .chain(self.organization.quarantined.values())
+    }
+}
+
+fn find<'a>(family: &'a Compiled, name: &str) -> Lookup<'a> {
+    if let Some(profile) = family.profiles.get(name) {
+        Lookup::Found(profile)
+    } else if let Some(quarantined) = family.quarantined.get(name) {
+        Lookup::Unavailable(quarantined.reason())
+    } else {
+        Lookup::NotFound
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,207 @@
+//! Strict JSON for the profile file: `serde_json` syntax, plus duplicate object keys reported as
+//! problems with their JSON path, and the [`Path`] type that names a place in the document.
+//!
+//! Why a custom seed: `serde_json::Value` silently keeps the last of two equal keys, so
+//! `{"name": "a", "name": "b"}` would quietly mean `b`. A [`DeserializeSeed`] that builds the
+//! `Value` itself sees every key, and because a seed carries state it also knows *where* it is, so
+//! a duplicate is reported as `$.organization.profiles[0].name: duplicate key` — the same form as
+//! every other whole-file problem — and parsing goes on, so every duplicate is reported at once.
+//! Depth stays bounded by `serde_json`'s recursion limit (128), which the seed does not bypass.
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// A place in the document, as a JSONPath-like string: `$`, `$.pipeline.profiles[1].name`.
+/// Keys that are not plain identifiers are shown quoted: `$["a b"]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    pub(crate) fn key(&'a self, key: &'a str) -> Path<'a> {
+        Path::Key(self, key)
+    }
+
+    pub(crate) fn index(&'a self, index: usize) -> Path<'a> {
+        Path::Index(self, index)
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => f.write_str("$"),
+            Path::Key(parent, key) => {
+                let plain =
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if plain {
+                    write!(f, "{parent}.{key}")
+                } else {
+                    write!(f, "{parent}[{key:?}]")
+                }
+            }
+            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+/// Parses JSON, pushing the path of every duplicate key (the first occurrence is kept) to
+/// `duplicates`. A syntax error stops the parse and is returned.
+pub(crate) fn parse(
+    bytes: &[u8],
+    duplicates: &mut Vec<String>,
+) -> Result<Value, serde_json::Error> {
+    let found = RefCell::new(Vec::new());
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = ValueSeed {
+        path: Path::Root,
+        duplicates: &found,
+    }
+    .deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    duplicates.extend(found.into_inner());
+    Ok(value)
+}
+
+/// Builds a `Value` at `path`, recording duplicate keys.
+struct ValueSeed<'a> {
+    path: Path<'a>,
+    duplicates: &'a RefCell<Vec<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let path = self.path.index(items.len());
+            let seed = ValueSeed {
+                path,
+                duplicates: self.duplicates,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = self.path.key(&key);
+            let value = map.next_value_seed(ValueSeed {
+                path,
+                duplicates: self.duplicates,
+            })?;
+            if object.contains_key(&key) {
+                self.duplicates.borrow_mut().push(path.to_string());
+            } else {
+                object.insert(key, value);
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duplicates_of(text: &str) -> Vec<String> {
+        let mut duplicates = Vec::new();
+        parse(text.as_bytes(), &mut duplicates).unwrap();
+        duplicates
+    }
+
+    #[test]
+    fn reports_every_duplicate_with_its_path() {
+        let text = r#"{"a": [{"x": 1, "x": 2}], "b": {"c d": 1, "c d": 2}, "a": 3}"#;
+        assert_eq!(duplicates_of(text), [r#"$.a[0].x"#, r#"$.b["c d"]"#, "$.a"]);
+    }
+
+    #[test]
+    fn keeps_the_first_of_two_equal_keys_and_parses_every_type() {
+        let mut duplicates = Vec::new();
+        let text = r#"{"k": [null, true, -1, 18446744073709551615, 1.5, "s"], "k": 0}"#;
+        let value = parse(text.as_bytes(), &mut duplicates).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"k": [null, true, -1, 18446744073709551615u64, 1.5, "s"]})
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_trailing_data_fail() {
+        for text in ["{", "{} {}", "[1,]", "{\"a\" 1}", "\u{feff}{}", "nul"] {
+            assert!(parse(text.as_bytes(), &mut Vec::new()).is_err(), "{text:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(
+            parse(deep.as_bytes(), &mut Vec::new()).is_err(),
+            "recursion limit"
+        );
+    }
+
+    #[test]
+    fn paths_render_like_jsonpath() {
+        let root = Path::Root;
+        let pipeline = root.key("pipeline");
+        let profiles = pipeline.key("profiles");
+        let first = profiles.index(1);
+        assert_eq!(
+            first.key("valuePattern").to_string(),
+            "$.pipeline.profiles[1].valuePattern"
+        );
+        assert_eq!(root.key("a\"b").to_string(), r#"$["a\"b"]"#);
+        assert_eq!(root.key("").to_string(), r#"$[""]"#);
+    }
+}

@@ -1,0 +1,397 @@
+//! The profile file's shape, checked by hand over a parsed `serde_json::Value`: every key known,
+//! every required key present, every value of the right JSON type. Any departure is a whole-file
+//! problem naming its JSON path; the walk goes on past each one so that every problem is reported.
+//!
+//! The result is a [`RawDocument`]: the file's strings, in file order, with the path of each
+//! profile and rule, for [`super::compile`] to validate profile by profile.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::json::Path;
+use super::permissions::PermissionError;
+
+/// A whole-file problem. Each names the JSON path it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// A key the schema does not have (`$.organisation`).
+    UnknownKey { path: String },
+    /// A key given twice in one object.
+    DuplicateKey { path: String },
+    /// A required key is absent.
+    MissingKey { path: String },
+    /// A value of the wrong JSON type.
+    WrongType {
+        path: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// `pipeline.defaults.permissions` is empty.
+    DefaultPermissionsEmpty { path: String },
+    /// An entry of `pipeline.defaults.permissions` is not a permission.
+    DefaultPermission {
+        path: String,
+        error: PermissionError,
+    },
+    /// `pipeline.defaults.permissions` names one permission at two levels.
+    DefaultPermissionLevels { path: String, name: &'static str },
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaError::UnknownKey { path } => write!(f, "{path}: unknown key"),
+            SchemaError::DuplicateKey { path } => write!(f, "{path}: duplicate key"),
+            SchemaError::MissingKey { path } => write!(f, "{path}: missing required key"),
+            SchemaError::WrongType {
+                path,
+                expected,
+                found,
+            } => {
+                write!(f, "{path}: expected {expected}, found {found}")
+            }
+            SchemaError::DefaultPermissionsEmpty { path } => {
+                write!(f, "{path}: empty (the default profile needs permissions)")
+            }
+            SchemaError::DefaultPermission { path, error } => write!(f, "{path}: {error}"),
+            SchemaError::DefaultPermissionLevels { path, name } => {
+                write!(
+                    f,
+                    "{path}: permission {name:?} given at more than one level"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+/// The file's content, shape-checked but not yet validated.
+#[derive(Debug, Default)]
+pub(crate) struct RawDocument {
+    /// `pipeline.defaults.permissions` with its path, when given.
+    pub default_permissions: Option<(String, Vec<String>)>,
+    pub pipeline: Vec<RawProfile>,
+    pub organization: Vec<RawProfile>,
+}
+
+/// One profile as written.
+#[derive(Debug)]
+pub(crate) struct RawProfile {
+    /// `$.pipeline.profiles[1]`
+    pub path: String,
+    pub name: String,
+    pub rules: Vec<RawRule>,
+    pub permissions: Vec<String>,
+    /// `Some` on organization profiles only.
+    pub repositories: Option<Vec<String>>,
+}
+
+/// One match rule as written.
+#[derive(Debug)]
+pub(crate) struct RawRule {
+    /// `$.organization.profiles[1].match[0]`
+    pub path: String,
+    pub claim: String,
+    pub value: Option<String>,
+    pub value_in: Option<Vec<String>>,
+    pub value_glob: Option<String>,
+}
+
+/// Which family a profile list belongs to; decides whether `repositories` is allowed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Pipeline,
+    Organization,
+}
+
+/// Walks a parsed document, pushing every shape problem to `problems`.
+pub(crate) fn walk(root: &Value, problems: &mut Vec<SchemaError>) -> RawDocument {
+    let mut walker = Walker { problems };
+    let mut document = RawDocument::default();
+    let path = Path::Root;
+    let Some(root) = walker.object(root, &path, &["pipeline", "organization"]) else {
+        return document;
+    };
+    if let Some(pipeline) = root.get("pipeline") {
+        let path = path.key("pipeline");
+        if let Some(pipeline) = walker.object(pipeline, &path, &["defaults", "profiles"]) {
+            if let Some(defaults) = pipeline.get("defaults") {
+                let path = path.key("defaults");
+                if let Some(defaults) = walker.object(defaults, &path, &["permissions"]) {
+                    let path = path.key("permissions");
+                    document.default_permissions = walker
+                        .required(defaults, &path)
+                        .and_then(|v| walker.strings(v, &path))
+                        .map(|list| (path.to_string(), list));
+                }
+            }
+            document.pipeline = walker.profiles(pipeline, &path, Section::Pipeline);
+        }
+    }
+    if let Some(organization) = root.get("organization") {
+        let path = path.key("organization");
+        if let Some(organization) = walker.object(organization, &path, &["profiles"]) {
+            document.organization = walker.profiles(organization, &path, Section::Organization);
+        }
+    }
+    document
+}
+
+struct Walker<'p> {
+    problems: &'p mut Vec<SchemaError>,
+}
+
+impl Walker<'_> {
+    /// The optional `profiles` list of a section.
+    fn profiles(
+        &mut self,
+        section: &Map<String, Value>,
+        path: &Path,
+        kind: Section,
+    ) -> Vec<RawProfile> {
+        let Some(list) = section.get("profiles") else {
+            return Vec::new();
+        };
+        let path = path.key("profiles");
+        let Some(list) = self.array(list, &path) else {
+            return Vec::new();
+        };
+        let mut profiles = Vec::new();
+        for (i, item) in list.iter().enumerate() {
+            profiles.extend(self.profile(item, &path.index(i), kind));
+        }
+        profiles
+    }
+
+    fn profile(&mut self, value: &Value, path: &Path, kind: Section) -> Option<RawProfile> {
+        let keys: &[&str] = match kind {
+            Section::Pipeline => &["name", "match", "permissions"],
+            Section::Organization => &["name", "match", "repositories", "permissions"],
+        };
+        let object = self.object(value, path, keys)?;
+        let name = self.required_string(object, &path.key("name"));
+        let rules = self.rules(object, path);
+        let permissions = self.required_strings(object, &path.key("permissions"));
+        let repositories = match kind {
+            Section::Pipeline => Some(None),
+            Section::Organization => self
+                .required_strings(object, &path.key("repositories"))
+                .map(Some),
+        };
+        Some(RawProfile {
+            path: path.to_string(),
+            name: name?,
+            rules: rules?,
+            permissions: permissions?,
+            repositories: repositories?,
+        })
+    }
+
+    /// The optional `match` list of a profile; `None` when it or any rule is malformed.
+    fn rules(&mut self, profile: &Map<String, Value>, path: &Path) -> Option<Vec<RawRule>> {
+        let Some(list) = profile.get("match") else {
+            return Some(Vec::new());
+        };
+        let path = path.key("match");
+        let list = self.array(list, &path)?;
+        let rules: Vec<Option<RawRule>> = list
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.rule(item, &path.index(i)))
+            .collect();
+        rules.into_iter().collect()
+    }
+
+    fn rule(&mut self, value: &Value, path: &Path) -> Option<RawRule> {
+        let object = self.object(value, path, &["claim", "value", "valueIn", "valueGlob"])?;
+        let claim = self.required_string(object, &path.key("claim"));
+        let value = self.optional(object, path, "value", Self::string);
+        let value_in = self.optional(object, path, "valueIn", Self::strings);
+        let value_glob = self.optional(object, path, "valueGlob", Self::string);
+        Some(RawRule {
+            path: path.to_string(),
+            claim: claim?,
+            value: value?,
+            value_in: value_in?,
+            value_glob: value_glob?,
+        })
+    }
+
+    /// `Some(None)` when `key` is absent, `Some(Some(_))` when well-typed, `None` when not.
+    fn optional<T>(
+        &mut self,
+        object: &Map<String, Value>,
+        path: &Path,
+        key: &str,
+        read: fn(&mut Self, &Value, &Path) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match object.get(key) {
+            None => Some(None),
+            Some(value) => read(self, value, &path.key(key)).map(Some),
+        }
+    }
+
+    fn required_string(&mut self, object: &Map<String, Value>, path: &Path) -> Option<String> {
+        self.required(object, path)
+            .and_then(|value| self.string(value, path))
+    }
+
+    fn required_strings(
+        &mut self,
+        object: &Map<String, Value>,
+        path: &Path,
+    ) -> Option<Vec<String>> {
+        self.required(object, path)
+            .and_then(|value| self.strings(value, path))
+    }
+
+    /// The value at `path`, whose last step is a key of `object`.
+    fn required<'v>(&mut self, object: &'v Map<String, Value>, path: &Path) -> Option<&'v Value> {
+        let Path::Key(_, key) = path else {
+            return None;
+        };
+        let value = object.get(*key);
+        if value.is_none() {
+            self.problems.push(SchemaError::MissingKey {
+                path: path.to_string(),
+            });
+        }
+        value
+    }
+
+    /// An object whose keys are all in `keys`; unknown keys are reported, the object still returned.
+    fn object<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &Path,
+        keys: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
+        let Value::Object(object) = value else {
+            self.wrong_type(value, path, "an object");
+            return None;
+        };
+        for key in object.keys().filter(|key| !keys.contains(&key.as_str())) {
+            self.problems.push(SchemaError::UnknownKey {
+                path: path.key(key).to_string(),
+            });
+        }
+        Some(object)
+    }
+
+    fn array<'v>(&mut self, value: &'v Value, path: &Path) -> Option<&'v Vec<Value>> {
+        let Value::Array(items) = value else {
+            self.wrong_type(value, path, "an array");
+            return None;
+        };
+        Some(items)
+    }
+
+    fn string(&mut self, value: &Value, path: &Path) -> Option<String> {
+        let Value::String(s) = value else {
+            self.wrong_type(value, path, "a string");
+            return None;
+        };
+        Some(s.clone())
+    }
+
+    /// An array of strings; every non-string element is reported.
+    fn strings(&mut self, value: &Value, path: &Path) -> Option<Vec<String>> {
+        let items = self.array(value, path)?;
+        let strings: Vec<Option<String>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.string(item, &path.index(i)))
+            .collect();
+        strings.into_iter().collect()
+    }
+
+    fn wrong_type(&mut self, value: &Value, path: &Path, expected: &'static str) {
+        let found = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        self.problems.push(SchemaError::WrongType {
+            path: path.to_string(),
+            expected,
+            found,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problems(value: Value) -> Vec<String> {
+        let mut problems = Vec::new();
+        walk(&value, &mut problems);
+        problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let got = problems(json!({
+            "pipeline": {
+                "defaults": {},
+                "profiles": [
+                    {"name": 1, "permissions": "contents:read"},
+                    {"name": "a", "permissions": ["x", 2], "match": [{"value": "v", "claim": null}]}
+                ]
+            },
+            "organization": {"profiles": {}}
+        }));
+        assert_eq!(
+            got,
+            [
+                "$.pipeline.defaults.permissions: missing required key",
+                "$.pipeline.profiles[0].name: expected a string, found a number",
+                "$.pipeline.profiles[0].permissions: expected an array, found a string",
+                "$.pipeline.profiles[1].match[0].claim: expected a string, found null",
+                "$.pipeline.profiles[1].permissions[1]: expected a string, found a number",
+                "$.organization.profiles: expected an array, found an object",
+            ]
+        );
+    }
+
+    #[test]
+    fn walks_a_good_document_in_file_order() {
+        let mut problems = Vec::new();
+        let document = walk(
+            &json!({"organization": {"profiles": [
+                {"name": "b", "repositories": ["r"], "permissions": ["contents:read"],
+                 "match": [{"claim": "build_branch", "valueIn": ["main"]}]},
+                {"name": "a", "repositories": [], "permissions": []}
+            ]}}),
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(document.default_permissions.is_none() && document.pipeline.is_empty());
+        let names: Vec<&str> = document
+            .organization
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["b", "a"]);
+        let rule = &document.organization[0].rules[0];
+        assert_eq!(rule.path, "$.organization.profiles[0].match[0]");
+        assert_eq!(rule.value_in.as_deref(), Some(&["main".to_owned()][..]));
+        assert!(rule.value.is_none() && rule.value_glob.is_none());
+    }
+
+    #[test]
+    fn root_must_be_an_object() {
+        assert_eq!(
+            problems(json!([])),
+            ["$: expected an object, found an array"]
+        );
+    }
+}
