@@ -1,0 +1,98 @@
+//! Token buckets in memory: per source address (before any JWT work) and per pipeline (after
+//! verification, before the cache). Time is passed in.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most keys tracked; past it, buckets that have refilled completely are dropped (they carry no
+/// state), and if none has, the limiter admits rather than grow without bound.
+pub const MAX_KEYS: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// A token bucket per key: `count` requests per `window`, burst `count`.
+pub struct RateLimiter<K> {
+    count: f64,
+    window: Duration,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Eq + Hash + Clone> RateLimiter<K> {
+    /// `count` (≥ 1) requests per `window` (> 0).
+    pub fn new(count: u32, window: Duration) -> Self {
+        RateLimiter {
+            count: f64::from(count.max(1)),
+            window: window.max(Duration::from_millis(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        let rate = self.count / self.window.as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(self.count);
+        bucket.updated = now;
+    }
+
+    /// Takes one token for `key`. `Err(retry_after_secs)` (at least 1) when none is left.
+    pub fn check(&self, key: &K, now: Instant) -> Result<(), u64> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if !buckets.contains_key(key) && buckets.len() >= MAX_KEYS {
+            buckets.retain(|_, b| {
+                self.refill(b, now);
+                b.tokens < self.count
+            });
+            if buckets.len() >= MAX_KEYS {
+                log::warn!("rate limiter full ({MAX_KEYS} keys): admitting without a bucket");
+                return Ok(());
+            }
+        }
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: self.count,
+            updated: now,
+        });
+        self.refill(bucket, now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let rate = self.count / self.window.as_secs_f64();
+        let wait = ((1.0 - bucket.tokens) / rate).ceil();
+        Err((wait as u64).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refusal_then_refill() {
+        let limiter = RateLimiter::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.check(&"a", t0), Ok(()));
+        }
+        assert_eq!(limiter.check(&"a", t0), Err(20), "one token every 20 s");
+        assert_eq!(limiter.check(&"b", t0), Ok(()), "keys are independent");
+        assert_eq!(limiter.check(&"a", t0 + Duration::from_secs(19)), Err(1));
+        assert_eq!(limiter.check(&"a", t0 + Duration::from_secs(20)), Ok(()));
+    }
+
+    #[test]
+    fn retry_after_is_at_least_one_second() {
+        let limiter = RateLimiter::new(1000, Duration::from_secs(1));
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            limiter.check(&1, t0).unwrap();
+        }
+        assert_eq!(limiter.check(&1, t0), Err(1));
+    }
+}
