@@ -267,19 +267,15 @@ impl Client {
         self.request(Method::Get, url, headers, None, self.max_body)
     }
 
-    /// `POST` with the default body cap.
-    pub fn post(
+    /// [`Client::request`] with the default body cap.
+    pub fn send(
         &self,
+        method: Method,
         url: &str,
         headers: &[(&str, &str)],
-        body: &[u8],
+        body: Option<&[u8]>,
     ) -> Result<Response, Error> {
-        self.request(Method::Post, url, headers, Some(body), self.max_body)
-    }
-
-    /// `DELETE` with the default body cap.
-    pub fn delete(&self, url: &str, headers: &[(&str, &str)]) -> Result<Response, Error> {
-        self.request(Method::Delete, url, headers, None, self.max_body)
+        self.request(method, url, headers, body, self.max_body)
     }
 
     /// Fetches a JWKS document: `GET` capped at 64 KiB, anything but 200 is an error. Returns the
@@ -310,6 +306,20 @@ pub fn parse_max_age(cache_control: &str) -> Option<u64> {
         }
         value.parse().ok()
     })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for one path segment or one
+/// query value built from untrusted text.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Refuses anything but `https://`, and `http://` to a loopback host.
@@ -484,6 +494,21 @@ mod tests {
         ];
         for (value, want) in cases {
             assert_eq!(parse_max_age(value), *want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn percent_encoding() {
+        let cases: &[(&str, &str)] = &[
+            ("plain-Name_1.2~", "plain-Name_1.2~"),
+            ("a/b", "a%2Fb"),
+            ("../x", "..%2Fx"),
+            ("a b?c#d&e=f", "a%20b%3Fc%23d%26e%3Df"),
+            ("é", "%C3%A9"),
+            ("%", "%25"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(percent_encode(raw), *want, "{raw:?}");
         }
     }
 

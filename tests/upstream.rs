@@ -48,10 +48,11 @@ fn sends_method_headers_body_and_user_agent() {
         Response::json(200, &echo)
     });
     let response = client()
-        .post(
+        .send(
+            Method::Post,
             &format!("{}/p", server.url()),
             &[("X-Custom", "v")],
-            b"hello",
+            Some(b"hello"),
         )
         .unwrap();
     let echo: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
