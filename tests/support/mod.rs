@@ -4,5 +4,7 @@
 #![forbid(unsafe_code)]
 #![allow(dead_code)]
 
+pub mod buildkite;
+pub mod github;
 pub mod jwks;
 pub mod server;
