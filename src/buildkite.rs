@@ -1,2 +1,641 @@
-//! TODO
+//! The pipeline's repository: the Buildkite REST API lookup (cached, coalesced, behind a
+//! rate-limit circuit) and the normalisation of clone URLs to a GitHub `owner/name`.
+//!
+//! `GET {api}/v2/organizations/{org}/pipelines/{slug}` with the `read_pipelines` API token;
+//! the `repository` field is parsed by [`parse_repository_url`]. Results are cached per
+//! (organization, pipeline) for [`Settings::cache_secs`]; concurrent misses on one key make one
+//! upstream call whose result (or error) every waiter receives. Failures are not cached.
 #![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::github::{is_valid_owner, is_valid_repo_name};
+use crate::upstream::{self, RateCircuit, Response, percent_encode};
+
+/// `BUILDKITE_API_URL`'s default.
+pub const DEFAULT_API_URL: &str = "https://api.buildkite.com";
+/// The longest back-off honoured from one rate-limit answer.
+pub const MAX_BACKOFF_SECS: u64 = 3600;
+/// The back-off when Buildkite rate limits without saying for how long.
+const DEFAULT_BACKOFF_SECS: u64 = 60;
+/// Cached pipelines beyond which expired entries are dropped on insert.
+const PRUNE_AT_ENTRIES: usize = 4096;
+
+/// A GitHub repository as named by a pipeline. Compare with [`RepoRef::same_repo`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoRef {
+    /// The GitHub host, lowercased (the configured `GITHUB_HOST`).
+    pub host: String,
+    /// The owner as written in the URL.
+    pub owner: String,
+    /// The name as written, without `.git`.
+    pub name: String,
+}
+
+impl RepoRef {
+    /// Same host, owner and name, ignoring ASCII case.
+    pub fn same_repo(&self, other: &RepoRef) -> bool {
+        self.host.eq_ignore_ascii_case(&other.host)
+            && self.owner.eq_ignore_ascii_case(&other.owner)
+            && self.name.eq_ignore_ascii_case(&other.name)
+    }
+
+    /// `https://{host}/{owner}/{name}` (no `.git`).
+    pub fn https_url(&self) -> String {
+        format!("https://{}/{}/{}", self.host, self.owner, self.name)
+    }
+
+    /// `owner/name`.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+}
+
+/// Why a clone URL is not a usable GitHub repository. Never echoes the URL (it may carry
+/// credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RepoUrlError {
+    /// The host is not the configured GitHub host.
+    NotGitHub,
+    /// A scheme other than `https`, `http`, `ssh`, `git`, `git+ssh`.
+    UnsupportedScheme,
+    /// Whitespace, control or non-ASCII characters.
+    BadCharacter,
+    /// Not exactly `owner/name` after the host (missing, empty or extra segments, query).
+    BadPath,
+    /// The owner is outside GitHub's login charset.
+    BadOwner,
+    /// The name is outside GitHub's repository-name charset.
+    BadName,
+}
+
+impl fmt::Display for RepoUrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RepoUrlError::NotGitHub => "pipeline repository is not on GitHub",
+            RepoUrlError::UnsupportedScheme => "pipeline repository url has an unsupported scheme",
+            RepoUrlError::BadCharacter => {
+                "pipeline repository url has whitespace, control or non-ascii characters"
+            }
+            RepoUrlError::BadPath => "pipeline repository url is not host/owner/name",
+            RepoUrlError::BadOwner => "pipeline repository owner is not a github login",
+            RepoUrlError::BadName => "pipeline repository name is not a github repository name",
+        })
+    }
+}
+
+impl std::error::Error for RepoUrlError {}
+
+/// Normalises a clone URL (`git@github.com:acme/widgets.git`, `https://github.com/acme/widgets`,
+/// `ssh://git@github.com:22/acme/widgets.git`, `git://…`) to a [`RepoRef`] on `github_host`.
+pub fn parse_repository_url(url: &str, github_host: &str) -> Result<RepoRef, RepoUrlError> {
+    if url.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(RepoUrlError::BadCharacter);
+    }
+    let (authority, path) = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let known = ["https", "http", "ssh", "git", "git+ssh"];
+            if !known.iter().any(|k| scheme.eq_ignore_ascii_case(k)) {
+                return Err(RepoUrlError::UnsupportedScheme);
+            }
+            rest.split_once('/').ok_or(RepoUrlError::BadPath)?
+        }
+        None => url.split_once(':').ok_or(RepoUrlError::BadPath)?, // scp-like: [user@]host:path
+    };
+    let host = host_of(authority).ok_or(RepoUrlError::BadPath)?;
+    if !host.eq_ignore_ascii_case(github_host) {
+        return Err(RepoUrlError::NotGitHub);
+    }
+    let (owner, name) = owner_and_name(path)?;
+    Ok(RepoRef {
+        host: host.to_ascii_lowercase(),
+        owner: owner.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// The host of `[user[:password]@]host[:port]`; `None` if empty or the port is not numeric.
+fn host_of(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.split_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some(_) => return None,
+        None => host_port,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// `owner/name[.git][/]` → (owner, name).
+fn owner_and_name(path: &str) -> Result<(&str, &str), RepoUrlError> {
+    if path.contains(['?', '#']) {
+        return Err(RepoUrlError::BadPath);
+    }
+    let path = path.strip_prefix('/').unwrap_or(path); // scp-like `host:/owner/name`
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let (owner, name) = path.split_once('/').ok_or(RepoUrlError::BadPath)?;
+    if name.contains('/') || owner.is_empty() || name.is_empty() {
+        return Err(RepoUrlError::BadPath);
+    }
+    let name = strip_git_suffix(name);
+    if !is_valid_owner(owner) {
+        return Err(RepoUrlError::BadOwner);
+    }
+    if !is_valid_repo_name(name) {
+        return Err(RepoUrlError::BadName);
+    }
+    Ok((owner, name))
+}
+
+fn strip_git_suffix(name: &str) -> &str {
+    let cut = name.len().saturating_sub(4);
+    match (name.get(..cut), name.get(cut..)) {
+        (Some(stem), Some(suffix)) if suffix.eq_ignore_ascii_case(".git") => stem,
+        _ => name,
+    }
+}
+
+/// The Buildkite REST API token. `Debug` prints `[redacted]`.
+#[derive(Clone)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps a token; `None` when empty or not visible ASCII.
+    pub fn new(value: String) -> Option<ApiToken> {
+        let usable = !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
+        usable.then_some(ApiToken(value))
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken([redacted])")
+    }
+}
+
+/// Where to look pipelines up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// API base. Default [`DEFAULT_API_URL`]; a trailing `/` is ignored.
+    pub api_url: String,
+    /// How long a pipeline → repository answer is reused (`PIPELINE_CACHE_SECS`). Default 600.
+    pub cache_secs: u64,
+    /// The GitHub host repositories must be on (`GITHUB_HOST`). Default `github.com`.
+    pub github_host: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            api_url: DEFAULT_API_URL.to_owned(),
+            cache_secs: 600,
+            github_host: "github.com".to_owned(),
+        }
+    }
+}
+
+/// A failed lookup, classified by what kitebridge answers ([`Error::status_hint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// 404: the pipeline is unknown to our API token (wrong organization or no access) → 500.
+    PipelineNotFound,
+    /// 429 (or the circuit is still open) → 503 with `Retry-After`.
+    RateLimited {
+        /// Seconds until calling again (at least 1).
+        retry_after_secs: u64,
+    },
+    /// Timeout, connection failure, 5xx → 503.
+    Transient(String),
+    /// An answer that cannot be used (unparseable, no `repository`, unexpected status) → 502.
+    Unusable(String),
+    /// The pipeline's repository is not a GitHub repository on our host → 500.
+    NotGitHub(RepoUrlError),
+    /// 401/403: our API token is refused (misconfiguration) → 500.
+    Unauthorized,
+    /// The organization or pipeline slug cannot be a Buildkite slug → 500.
+    InvalidSlug,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::PipelineNotFound => write!(
+                f,
+                "buildkite: pipeline not found (check the api token's access)"
+            ),
+            Error::RateLimited { retry_after_secs } => {
+                write!(f, "buildkite rate limited: retry after {retry_after_secs}s")
+            }
+            Error::Transient(why) => write!(f, "buildkite unavailable: {why}"),
+            Error::Unusable(why) => write!(f, "buildkite answer unusable: {why}"),
+            Error::NotGitHub(why) => write!(f, "{why}"),
+            Error::Unauthorized => write!(f, "buildkite refused the api token (401/403)"),
+            Error::InvalidSlug => {
+                write!(f, "organization or pipeline slug is not a buildkite slug")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// The HTTP status kitebridge answers for this failure.
+    pub fn status_hint(&self) -> u16 {
+        match self {
+            Error::RateLimited { .. } | Error::Transient(_) => 503,
+            Error::Unusable(_) => 502,
+            Error::PipelineNotFound
+            | Error::NotGitHub(_)
+            | Error::Unauthorized
+            | Error::InvalidSlug => 500,
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, when known.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
+type Key = (String, String);
+type Outcome = Result<RepoRef, Error>;
+
+/// One upstream lookup that waiters share.
+#[derive(Default)]
+struct Flight {
+    outcome: Mutex<Option<Outcome>>,
+    done: Condvar,
+}
+
+enum Slot {
+    Ready { repo: RepoRef, fetched_at: u64 },
+    InFlight(Arc<Flight>),
+}
+
+/// The Buildkite pipeline client.
+pub struct Client {
+    http: Arc<upstream::Client>,
+    settings: Settings,
+    token: ApiToken,
+    slots: Mutex<HashMap<Key, Slot>>,
+    circuit: RateCircuit,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("buildkite::Client")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client with an empty cache.
+    pub fn new(http: Arc<upstream::Client>, mut settings: Settings, token: ApiToken) -> Client {
+        settings.api_url = settings.api_url.trim_end_matches('/').to_owned();
+        Client {
+            http,
+            settings,
+            token,
+            slots: Mutex::new(HashMap::new()),
+            circuit: RateCircuit::default(),
+        }
+    }
+
+    /// The repository of `org`/`pipeline_slug`: from the cache, from a lookup already in
+    /// flight, or from one new lookup.
+    pub fn pipeline_repository(
+        &self,
+        org: &str,
+        pipeline_slug: &str,
+        now: u64,
+    ) -> Result<RepoRef, Error> {
+        if !is_valid_slug(org) || !is_valid_slug(pipeline_slug) {
+            return Err(Error::InvalidSlug);
+        }
+        let key = (org.to_owned(), pipeline_slug.to_owned());
+        let flight = {
+            let mut slots = lock(&self.slots);
+            match slots.get(&key) {
+                Some(Slot::Ready { repo, fetched_at }) if self.fresh(*fetched_at, now) => {
+                    return Ok(repo.clone());
+                }
+                Some(Slot::InFlight(flight)) => {
+                    let flight = Arc::clone(flight);
+                    drop(slots);
+                    return wait(&flight);
+                }
+                _ => {}
+            }
+            let flight = Arc::new(Flight::default());
+            slots.insert(key.clone(), Slot::InFlight(Arc::clone(&flight)));
+            flight
+        };
+        let mut leader = Leader {
+            client: self,
+            key,
+            flight,
+            now,
+            outcome: None,
+        };
+        let outcome = self.lookup(org, pipeline_slug, now);
+        leader.outcome = Some(outcome.clone());
+        outcome // `leader` publishes it to waiters and the cache when dropped
+    }
+
+    fn fresh(&self, fetched_at: u64, now: u64) -> bool {
+        now >= fetched_at && now - fetched_at < self.settings.cache_secs
+    }
+
+    /// One upstream call through the circuit.
+    fn lookup(&self, org: &str, slug: &str, now: u64) -> Outcome {
+        if let Some(retry_after_secs) = self.circuit.remaining(now) {
+            return Err(Error::RateLimited { retry_after_secs });
+        }
+        let url = format!(
+            "{}/v2/organizations/{}/pipelines/{}",
+            self.settings.api_url,
+            percent_encode(org),
+            percent_encode(slug)
+        );
+        let authorization = format!("Bearer {}", self.token.0);
+        let headers = [
+            ("Authorization", authorization.as_str()),
+            ("Accept", "application/json"),
+        ];
+        let response = self.http.get(&url, &headers).map_err(from_upstream)?;
+        match response.status {
+            200 => self.repository(&response.body),
+            401 | 403 => Err(Error::Unauthorized),
+            404 => Err(Error::PipelineNotFound),
+            429 => {
+                let retry_after_secs = backoff(&response);
+                log::warn!("buildkite rate limited us; not calling for {retry_after_secs}s");
+                self.circuit.open(now.saturating_add(retry_after_secs));
+                Err(Error::RateLimited { retry_after_secs })
+            }
+            status @ 500..=599 => Err(Error::Transient(format!("buildkite answered {status}"))),
+            status => Err(Error::Unusable(format!("unexpected status {status}"))),
+        }
+    }
+
+    fn repository(&self, body: &[u8]) -> Outcome {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+            Error::Unusable(format!(
+                "invalid json ({:?} at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let url = value
+            .get("repository")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| Error::Unusable("pipeline has no repository".into()))?;
+        parse_repository_url(url, &self.settings.github_host).map_err(Error::NotGitHub)
+    }
+}
+
+/// Publishes the leader's outcome when dropped, so waiters never hang even if the lookup panics.
+struct Leader<'a> {
+    client: &'a Client,
+    key: Key,
+    flight: Arc<Flight>,
+    now: u64,
+    outcome: Option<Outcome>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| Err(Error::Transient("lookup abandoned".into())));
+        {
+            let mut slots = lock(&self.client.slots);
+            match &outcome {
+                Ok(repo) => {
+                    if slots.len() >= PRUNE_AT_ENTRIES {
+                        slots.retain(|_, slot| match slot {
+                            Slot::Ready { fetched_at, .. } => {
+                                self.client.fresh(*fetched_at, self.now)
+                            }
+                            Slot::InFlight(_) => true,
+                        });
+                    }
+                    slots.insert(
+                        self.key.clone(),
+                        Slot::Ready {
+                            repo: repo.clone(),
+                            fetched_at: self.now,
+                        },
+                    );
+                }
+                Err(_) => {
+                    slots.remove(&self.key);
+                }
+            }
+        }
+        *lock(&self.flight.outcome) = Some(outcome);
+        self.flight.done.notify_all();
+    }
+}
+
+fn wait(flight: &Flight) -> Outcome {
+    let mut outcome = lock(&flight.outcome);
+    loop {
+        if let Some(result) = outcome.as_ref() {
+            return result.clone();
+        }
+        outcome = flight
+            .done
+            .wait(outcome)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Buildkite slugs: letters, digits, `-` and `_` (never `.`, so never a `..` path segment).
+fn is_valid_slug(slug: &str) -> bool {
+    (1..=100).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// Seconds from `Retry-After`, else `RateLimit-Reset` (seconds until the window resets),
+/// else [`DEFAULT_BACKOFF_SECS`]; at least 1, at most [`MAX_BACKOFF_SECS`].
+fn backoff(response: &Response) -> u64 {
+    let seconds = |name: &str| {
+        response
+            .header(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let wait = seconds("retry-after")
+        .or_else(|| seconds("ratelimit-reset"))
+        .unwrap_or(DEFAULT_BACKOFF_SECS);
+    wait.clamp(1, MAX_BACKOFF_SECS)
+}
+
+fn from_upstream(e: upstream::Error) -> Error {
+    if e.is_transient() {
+        Error::Transient(e.to_string())
+    } else {
+        Error::Unusable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (clone URL, expected owner/name or error)
+    type Case = (
+        &'static str,
+        Result<(&'static str, &'static str), RepoUrlError>,
+    );
+
+    #[test]
+    fn repository_urls() {
+        use RepoUrlError::*;
+        let cases: &[Case] = &[
+            ("git@github.com:acme/widgets.git", Ok(("acme", "widgets"))),
+            ("git@github.com:acme/widgets", Ok(("acme", "widgets"))),
+            ("github.com:acme/widgets.git", Ok(("acme", "widgets"))),
+            ("git@github.com:/acme/widgets.git", Ok(("acme", "widgets"))),
+            (
+                "https://github.com/acme/widgets.git",
+                Ok(("acme", "widgets")),
+            ),
+            ("https://github.com/acme/widgets", Ok(("acme", "widgets"))),
+            ("https://github.com/acme/widgets/", Ok(("acme", "widgets"))),
+            (
+                "https://github.com/acme/widgets.git/",
+                Ok(("acme", "widgets")),
+            ),
+            (
+                "https://x-access-token:secret@github.com/acme/widgets.git",
+                Ok(("acme", "widgets")),
+            ),
+            ("http://github.com/acme/widgets", Ok(("acme", "widgets"))),
+            (
+                "ssh://git@github.com/acme/widgets.git",
+                Ok(("acme", "widgets")),
+            ),
+            (
+                "ssh://git@github.com:22/acme/widgets.git",
+                Ok(("acme", "widgets")),
+            ),
+            (
+                "git+ssh://git@github.com/acme/widgets.git",
+                Ok(("acme", "widgets")),
+            ),
+            ("git://github.com/acme/widgets.git", Ok(("acme", "widgets"))),
+            (
+                "HTTPS://GitHub.COM/Acme/Widgets.GIT",
+                Ok(("Acme", "Widgets")),
+            ),
+            (
+                "https://github.com/acme/my.repo_name-2",
+                Ok(("acme", "my.repo_name-2")),
+            ),
+            ("https://github.com/acme/.github", Ok(("acme", ".github"))),
+            ("git@gitlab.com:acme/widgets.git", Err(NotGitHub)),
+            ("https://gitlab.com/acme/widgets", Err(NotGitHub)),
+            (
+                "https://github.com.evil.example/acme/widgets",
+                Err(NotGitHub),
+            ),
+            (
+                "https://evil.example/github.com/acme/widgets",
+                Err(NotGitHub),
+            ),
+            ("ftp://github.com/acme/widgets", Err(UnsupportedScheme)),
+            ("file:///srv/git/widgets.git", Err(UnsupportedScheme)),
+            ("https://github.com/acme/widgets/tree/main", Err(BadPath)),
+            ("https://github.com/acme", Err(BadPath)),
+            ("https://github.com/acme/", Err(BadPath)),
+            ("https://github.com//widgets", Err(BadPath)),
+            ("https://github.com/acme/widgets?x=1", Err(BadPath)),
+            ("https://github.com/acme/widgets#main", Err(BadPath)),
+            ("https://github.com", Err(BadPath)),
+            ("ssh://git@github.com:port/acme/widgets", Err(BadPath)),
+            ("/srv/git/widgets", Err(BadPath)),
+            ("", Err(BadCharacter)),
+            ("https://github.com/acme/wid gets", Err(BadCharacter)),
+            ("https://github.com/acme/widgets\n", Err(BadCharacter)),
+            ("https://github.com/acme/widgets\u{0}", Err(BadCharacter)),
+            ("https://github.com/acmé/widgets", Err(BadCharacter)),
+            ("https://github.com/-acme/widgets", Err(BadOwner)),
+            ("https://github.com/ac.me/widgets", Err(BadOwner)),
+            ("https://github.com/acme/wid$gets", Err(BadName)),
+            ("https://github.com/acme/..", Err(BadName)),
+            ("https://github.com/acme/.git", Err(BadName)),
+        ];
+        for (url, want) in cases {
+            let got = parse_repository_url(url, "github.com");
+            let got = got
+                .as_ref()
+                .map(|r| (r.owner.as_str(), r.name.as_str()))
+                .map_err(Clone::clone);
+            assert_eq!(got, *want, "{url:?}");
+        }
+    }
+
+    #[test]
+    fn enterprise_host_and_normal_forms() {
+        let repo = parse_repository_url("git@GHE.example.com:acme/Widgets.git", "ghe.example.com")
+            .unwrap();
+        assert_eq!(repo.https_url(), "https://ghe.example.com/acme/Widgets");
+        assert_eq!(repo.full_name(), "acme/Widgets");
+        assert_eq!(
+            parse_repository_url("git@github.com:acme/widgets.git", "ghe.example.com"),
+            Err(RepoUrlError::NotGitHub)
+        );
+    }
+
+    #[test]
+    fn same_repo_ignores_case_only() {
+        let a = parse_repository_url("git@github.com:acme/widgets.git", "github.com").unwrap();
+        let b = parse_repository_url("https://GitHub.com/ACME/Widgets", "github.com").unwrap();
+        let c = parse_repository_url("https://github.com/acme/gadgets", "github.com").unwrap();
+        assert!(a.same_repo(&b));
+        assert!(!a.same_repo(&c));
+    }
+
+    #[test]
+    fn slugs() {
+        for good in ["acme", "my-pipeline", "a_b", "x1"] {
+            assert!(is_valid_slug(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "..",
+            ".",
+            "..%2f",
+            "a?b",
+            &"x".repeat(101),
+        ] {
+            assert!(!is_valid_slug(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn api_token_debug_is_redacted() {
+        let token = ApiToken::new("bkua_secret".into()).unwrap();
+        assert_eq!(format!("{token:?}"), "ApiToken([redacted])");
+        assert!(ApiToken::new("bad token".into()).is_none());
+    }
+}

@@ -1,2 +1,696 @@
-//! TODO
+//! The GitHub App client: the installation's account, minting installation tokens (checked
+//! against what was asked, revoked when GitHub grants more), early revocation, and reading a
+//! file through the contents API.
+//!
+//! Every call carries `Authorization: Bearer …`, `Accept`, `X-GitHub-Api-Version: 2022-11-28`
+//! and the shared client's `User-Agent`. App calls use an App JWT re-used for about 8 minutes.
+//! A rate-limit answer (403/429 with `retry-after`, or `x-ratelimit-remaining: 0`) opens a
+//! circuit: until the given time every call fails fast with [`Error::RateLimited`].
+//! Time is always a parameter (`now`, Unix seconds). Errors never carry a token or JWT.
 #![forbid(unsafe_code)]
+
+mod app_jwt;
+mod grant;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::upstream::{self, Method, RateCircuit, Response, percent_encode};
+
+pub use app_jwt::{AppKey, JWT_REUSE_SECS, KeyError};
+pub use grant::MAX_REPOSITORIES;
+
+/// `GITHUB_API_URL`'s default.
+pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// The REST API version sent on every call.
+pub const API_VERSION: &str = "2022-11-28";
+/// The longest back-off honoured from one rate-limit answer.
+pub const MAX_BACKOFF_SECS: u64 = 3600;
+/// The back-off when GitHub rate limits without saying for how long.
+const DEFAULT_BACKOFF_SECS: u64 = 60;
+
+const ACCEPT_JSON: &str = "application/vnd.github+json";
+const ACCEPT_RAW: &str = "application/vnd.github.raw+json";
+
+/// Where and as whom to call GitHub.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// API base, e.g. [`DEFAULT_API_URL`] or `https://ghe.example.com/api/v3` (GitHub
+    /// Enterprise Server); paths are appended to it, a trailing `/` is ignored.
+    pub api_url: String,
+    /// The App ID or client ID: the App JWT's `iss`.
+    pub app_id: String,
+    /// The installation tokens are minted from.
+    pub installation_id: u64,
+}
+
+/// An installation token. Opaque: any visible ASCII, any length. `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token; `None` when empty or not visible ASCII (which could break a header).
+    pub fn new(value: String) -> Option<Token> {
+        let usable = !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
+        usable.then_some(Token(value))
+    }
+
+    /// The secret itself, for the response body and `Authorization` headers only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+/// What to mint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintRequest {
+    /// Repository names without owner (at most [`MAX_REPOSITORIES`], never empty);
+    /// `None` only for an all-repositories profile.
+    pub repositories: Option<Vec<String>>,
+    /// Permission name (underscores: `pull_requests`) → `read`, `write` or `admin`. Never
+    /// empty; GitHub adds `metadata: read` to every token, so ask for it too.
+    pub permissions: BTreeMap<String, String>,
+}
+
+/// A token GitHub minted, checked to grant no more than asked.
+#[derive(Clone, Debug)]
+pub struct Minted {
+    /// The token.
+    pub token: Token,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// What GitHub granted (a subset of what was asked).
+    pub permissions: BTreeMap<String, String>,
+    /// `owner/name` (GitHub's `full_name`) of each repository; empty for all-repositories.
+    pub repositories: Vec<String>,
+    /// `selected` or `all`.
+    pub repository_selection: String,
+}
+
+/// A contents API answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Contents {
+    /// 304: the file has the ETag that was sent.
+    Unchanged,
+    /// The file's bytes and its ETag.
+    File {
+        /// The decoded file.
+        bytes: Vec<u8>,
+        /// For the next call's `If-None-Match`.
+        etag: Option<String>,
+    },
+}
+
+/// A GitHub failure, classified by what kitebridge answers ([`Error::status_hint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// GitHub is rate limiting us (or the circuit is still open) → 503 with `Retry-After`.
+    RateLimited {
+        /// Seconds until calling again (at least 1).
+        retry_after_secs: u64,
+    },
+    /// Timeout, connection failure, 5xx → 503.
+    Transient(String),
+    /// GitHub refuses our configuration: 401 App JWT, 404 installation, 422 repository or
+    /// permission, 403 suspended; or a request refused locally → 500.
+    Misconfigured(String),
+    /// An answer that cannot be used (unparseable, no token, granted too much) → 502.
+    Unusable(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::RateLimited { retry_after_secs } => {
+                write!(f, "github rate limited: retry after {retry_after_secs}s")
+            }
+            Error::Transient(why) => write!(f, "github unavailable: {why}"),
+            Error::Misconfigured(why) => write!(f, "github refused: {why}"),
+            Error::Unusable(why) => write!(f, "github answer unusable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// The HTTP status kitebridge answers for this failure.
+    pub fn status_hint(&self) -> u16 {
+        match self {
+            Error::RateLimited { .. } | Error::Transient(_) => 503,
+            Error::Misconfigured(_) => 500,
+            Error::Unusable(_) => 502,
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, when known.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `login` can be a GitHub account (user or organization) name.
+pub fn is_valid_owner(login: &str) -> bool {
+    (1..=100).contains(&login.len())
+        && !login.starts_with('-')
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `name` can be a GitHub repository name (without owner).
+pub fn is_valid_repo_name(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The GitHub App client.
+pub struct Client {
+    http: Arc<upstream::Client>,
+    api_url: String,
+    installation_id: u64,
+    jwt: app_jwt::AppJwt,
+    circuit: RateCircuit,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("github::Client")
+            .field("api_url", &self.api_url)
+            .field("installation_id", &self.installation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for one App installation.
+    pub fn new(http: Arc<upstream::Client>, settings: Settings, key: AppKey) -> Client {
+        Client {
+            http,
+            api_url: settings.api_url.trim_end_matches('/').to_owned(),
+            installation_id: settings.installation_id,
+            jwt: app_jwt::AppJwt::new(settings.app_id, key),
+            circuit: RateCircuit::default(),
+        }
+    }
+
+    /// `GET /app/installations/{id}` → `account.login`, the owner of every repository it covers.
+    pub fn installation_account(&self, now: u64) -> Result<String, Error> {
+        let path = format!("/app/installations/{}", self.installation_id);
+        let jwt = self.app_jwt(now)?;
+        let response = self.call(Call::new(Method::Get, &path, &jwt, ACCEPT_JSON), now)?;
+        if response.status != 200 {
+            return Err(self.failure(&response, "installation"));
+        }
+        let value: serde_json::Value = parse_json(&response.body, "installation")?;
+        let login = value
+            .pointer("/account/login")
+            .and_then(serde_json::Value::as_str);
+        match login {
+            Some(login) if is_valid_owner(login) => Ok(login.to_owned()),
+            Some(login) => Err(Error::Unusable(format!(
+                "installation account login {login:?} is not a github login"
+            ))),
+            None => Err(Error::Unusable("installation has no account.login".into())),
+        }
+    }
+
+    /// Mints an installation token for `request`. A token granting more than asked is revoked
+    /// and refused.
+    pub fn mint(&self, request: &MintRequest, now: u64) -> Result<Minted, Error> {
+        grant::check_request(request).map_err(Error::Misconfigured)?;
+        let path = format!("/app/installations/{}/access_tokens", self.installation_id);
+        let body = grant::request_body(request);
+        let jwt = self.app_jwt(now)?;
+        let call = Call {
+            body: Some(&body),
+            ..Call::new(Method::Post, &path, &jwt, ACCEPT_JSON)
+        };
+        let response = self.call(call, now)?;
+        if response.status != 201 {
+            return Err(self.failure(&response, "mint"));
+        }
+        let value: serde_json::Value = parse_json(&response.body, "mint")?;
+        let token = value
+            .get("token")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|t| Token::new(t.to_owned()))
+            .ok_or_else(|| Error::Unusable("mint: no usable token in the 201 answer".into()))?;
+        let checked = serde_json::from_value(value)
+            .map_err(|e| json_error(&e))
+            .and_then(|raw| grant::check_grant(request, raw, now));
+        match checked {
+            Ok(grant) => Ok(Minted {
+                token,
+                expires_at: grant.expires_at,
+                permissions: grant.permissions,
+                repositories: grant.repositories,
+                repository_selection: grant.repository_selection,
+            }),
+            Err(why) => {
+                self.revoke_refused(&token, now);
+                Err(Error::Unusable(format!("mint: {why}")))
+            }
+        }
+    }
+
+    /// `DELETE /installation/token`, authenticated with the token itself (204).
+    pub fn revoke(&self, token: &Token, now: u64) -> Result<(), Error> {
+        let call = Call::new(
+            Method::Delete,
+            "/installation/token",
+            token.expose(),
+            ACCEPT_JSON,
+        );
+        let response = self.call(call, now)?;
+        match response.status {
+            204 => Ok(()),
+            _ => Err(self.failure(&response, "revoke")),
+        }
+    }
+
+    /// Reads `owner/repo`'s file at `path` (at `git_ref`, default branch when `None`) with an
+    /// installation token. With `etag` from a previous answer, 304 gives [`Contents::Unchanged`].
+    #[allow(clippy::too_many_arguments)] // each is one part of the GitHub request
+    pub fn contents(
+        &self,
+        token: &Token,
+        owner: &str,
+        repo: &str,
+        path: &str,
+        git_ref: Option<&str>,
+        etag: Option<&str>,
+        now: u64,
+    ) -> Result<Contents, Error> {
+        let path = contents_path(owner, repo, path, git_ref).map_err(Error::Misconfigured)?;
+        let call = Call {
+            if_none_match: etag,
+            ..Call::new(Method::Get, &path, token.expose(), ACCEPT_RAW)
+        };
+        let response = self.call(call, now)?;
+        match response.status {
+            304 => Ok(Contents::Unchanged),
+            200 => Ok(Contents::File {
+                etag: response.header("etag").map(str::to_owned),
+                bytes: file_bytes(&response)?,
+            }),
+            _ => Err(self.failure(&response, "contents")),
+        }
+    }
+
+    fn app_jwt(&self, now: u64) -> Result<String, Error> {
+        self.jwt
+            .get(now)
+            .ok_or_else(|| Error::Misconfigured("signing the app jwt failed".into()))
+    }
+
+    /// One GitHub call through the circuit; a rate-limit answer opens it.
+    fn call(&self, call: Call<'_>, now: u64) -> Result<Response, Error> {
+        if let Some(retry_after_secs) = self.circuit.remaining(now) {
+            return Err(Error::RateLimited { retry_after_secs });
+        }
+        let authorization = format!("Bearer {}", call.bearer);
+        let mut headers = vec![
+            ("Authorization", authorization.as_str()),
+            ("Accept", call.accept),
+            ("X-GitHub-Api-Version", API_VERSION),
+        ];
+        if call.body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        if let Some(etag) = call.if_none_match {
+            headers.push(("If-None-Match", etag));
+        }
+        let url = format!("{}{}", self.api_url, call.path);
+        let response = self
+            .http
+            .send(call.method, &url, &headers, call.body)
+            .map_err(from_upstream)?;
+        if let Some(retry_after_secs) = rate_limit(&response, now) {
+            log::warn!(
+                "github rate limited us on {:?}; not calling for {retry_after_secs}s",
+                call.path
+            );
+            self.circuit.open(now.saturating_add(retry_after_secs));
+            return Err(Error::RateLimited { retry_after_secs });
+        }
+        Ok(response)
+    }
+
+    /// Classifies a non-success answer (rate limits are already handled).
+    fn failure(&self, response: &Response, what: &str) -> Error {
+        let status = response.status;
+        let message = github_message(&response.body);
+        let why = match status {
+            401 => {
+                self.jwt.forget();
+                "credentials rejected: app key, app id or clock skew"
+            }
+            403 => "forbidden: installation suspended or access denied",
+            404 => "not found: unknown installation, wrong app, or missing resource",
+            422 => {
+                "validation failed: repository not in the installation or permission not granted"
+            }
+            500..=599 => {
+                return Error::Transient(format!("{what}: github answered {status} {message}"));
+            }
+            _ => return Error::Unusable(format!("{what}: unexpected status {status} {message}")),
+        };
+        Error::Misconfigured(format!(
+            "{what}: github answered {status} ({why}) {message}"
+        ))
+    }
+
+    /// Best-effort revocation of a token being refused; the refusal stands either way.
+    fn revoke_refused(&self, token: &Token, now: u64) {
+        match self.revoke(token, now) {
+            Ok(()) => log::warn!("revoked a github token that was refused"),
+            Err(e) => log::error!("could not revoke a refused github token: {e}"),
+        }
+    }
+}
+
+/// One GitHub request's parts.
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    bearer: &'a str,
+    accept: &'a str,
+    body: Option<&'a [u8]>,
+    if_none_match: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, path: &'a str, bearer: &'a str, accept: &'a str) -> Call<'a> {
+        Call {
+            method,
+            path,
+            bearer,
+            accept,
+            body: None,
+            if_none_match: None,
+        }
+    }
+}
+
+/// `/repos/{owner}/{repo}/contents/{path}?ref={ref}` with every part checked and encoded.
+fn contents_path(
+    owner: &str,
+    repo: &str,
+    path: &str,
+    git_ref: Option<&str>,
+) -> Result<String, String> {
+    if !is_valid_owner(owner) || !is_valid_repo_name(repo) {
+        return Err(format!("invalid repository {owner:?}/{repo:?}"));
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    let bad_segment =
+        |s: &&str| s.is_empty() || *s == "." || *s == ".." || s.chars().any(char::is_control);
+    if segments.iter().any(bad_segment) {
+        return Err(format!("invalid file path {path:?}"));
+    }
+    let encoded: Vec<String> = segments.iter().map(|s| percent_encode(s)).collect();
+    let mut url = format!("/repos/{owner}/{repo}/contents/{}", encoded.join("/"));
+    if let Some(git_ref) = git_ref {
+        if git_ref.is_empty() || git_ref.chars().any(char::is_control) {
+            return Err(format!("invalid ref {git_ref:?}"));
+        }
+        url.push_str(&format!("?ref={}", percent_encode(git_ref)));
+    }
+    Ok(url)
+}
+
+/// The file from a 200: raw bytes, or the JSON form (`application/json`) decoded.
+fn file_bytes(response: &Response) -> Result<Vec<u8>, Error> {
+    let content_type = response.header("content-type").unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Ok(response.body.clone());
+    }
+    let value: serde_json::Value = parse_json(&response.body, "contents")?;
+    decode_file_object(&value).map_err(|why| Error::Misconfigured(format!("contents: {why}")))
+}
+
+/// `{"type":"file","encoding":"base64","content":"…\n…"}` → bytes. A directory (array) or
+/// another `type` is refused.
+fn decode_file_object(value: &serde_json::Value) -> Result<Vec<u8>, String> {
+    if value.is_array() {
+        return Err("the path is a directory, not a file".into());
+    }
+    let field = |name: &str| value.get(name).and_then(serde_json::Value::as_str);
+    match field("type") {
+        Some("file") => {}
+        other => return Err(format!("the path is not a file (type {other:?})")),
+    }
+    if field("encoding") != Some("base64") {
+        return Err(format!(
+            "unsupported encoding {:?} (file over 1 MiB?)",
+            field("encoding")
+        ));
+    }
+    let content: String = field("content")
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    STANDARD
+        .decode(content)
+        .map_err(|e| format!("content is not base64: {e}"))
+}
+
+/// Seconds to back off when `response` is a rate-limit answer, capped at [`MAX_BACKOFF_SECS`].
+fn rate_limit(response: &Response, now: u64) -> Option<u64> {
+    if !matches!(response.status, 403 | 429) {
+        return None;
+    }
+    let seconds = |name: &str| {
+        response
+            .header(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let wait = if let Some(secs) = seconds("retry-after") {
+        secs
+    } else if response.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
+        seconds("x-ratelimit-reset").map_or(DEFAULT_BACKOFF_SECS, |reset| reset.saturating_sub(now))
+    } else if response.status == 429 {
+        DEFAULT_BACKOFF_SECS
+    } else {
+        return None;
+    };
+    Some(wait.clamp(1, MAX_BACKOFF_SECS))
+}
+
+/// GitHub's `message`, escaped and truncated, for error text.
+fn github_message(body: &[u8]) -> String {
+    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    match value
+        .as_ref()
+        .and_then(|v| v.get("message"))
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(message) => format!("{:?}", message.chars().take(200).collect::<String>()),
+        None => "(no message)".into(),
+    }
+}
+
+fn parse_json(body: &[u8], what: &str) -> Result<serde_json::Value, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Unusable(format!("{what}: {}", json_error(&e))))
+}
+
+/// A serde error without its text, which can quote the input (a token).
+fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "invalid json ({:?} at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+fn from_upstream(e: upstream::Error) -> Error {
+    match e {
+        e if e.is_transient() => Error::Transient(e.to_string()),
+        e @ (upstream::Error::InsecureUrl
+        | upstream::Error::BadUrl(_)
+        | upstream::Error::Config(_)) => Error::Misconfigured(e.to_string()),
+        e => Error::Unusable(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    /// (status, headers, seconds to back off)
+    type RateCase = (u16, &'static [(&'static str, &'static str)], Option<u64>);
+    /// (owner, repo, path, ref, expected request path)
+    type PathCase = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
+    #[test]
+    fn rate_limit_answers() {
+        let now = 1000;
+        let cases: &[RateCase] = &[
+            (403, &[("retry-after", "30")], Some(30)),
+            (429, &[("retry-after", "0")], Some(1)),
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1090"),
+                ],
+                Some(90),
+            ),
+            (
+                403,
+                &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "900")],
+                Some(1),
+            ),
+            (403, &[("x-ratelimit-remaining", "0")], Some(60)),
+            (429, &[], Some(60)),
+            (403, &[("retry-after", "999999")], Some(MAX_BACKOFF_SECS)),
+            (403, &[], None),
+            (403, &[("x-ratelimit-remaining", "10")], None),
+            (500, &[("retry-after", "30")], None),
+        ];
+        for (status, headers, want) in cases {
+            assert_eq!(
+                rate_limit(&response(*status, headers), now),
+                *want,
+                "{status} {headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn contents_paths_are_encoded() {
+        let cases: &[PathCase] = &[
+            (
+                "acme",
+                "cfg",
+                "kitebridge.json",
+                None,
+                Some("/repos/acme/cfg/contents/kitebridge.json"),
+            ),
+            (
+                "acme",
+                "cfg",
+                "a/b c.json",
+                Some("main"),
+                Some("/repos/acme/cfg/contents/a/b%20c.json?ref=main"),
+            ),
+            (
+                "acme",
+                "cfg",
+                "p.json",
+                Some("feature/x&y=1"),
+                Some("/repos/acme/cfg/contents/p.json?ref=feature%2Fx%26y%3D1"),
+            ),
+            ("acme", "cfg", "../secrets", None, None),
+            ("acme", "cfg", "a//b", None, None),
+            ("acme", "cfg", "/abs", None, None),
+            (
+                "acme",
+                "cfg",
+                "a?b",
+                None,
+                Some("/repos/acme/cfg/contents/a%3Fb"),
+            ),
+            ("ac/me", "cfg", "p", None, None),
+            ("acme", "..", "p", None, None),
+            ("acme", "cfg", "p", Some(""), None),
+            ("acme", "cfg", "p\n", None, None),
+        ];
+        for (owner, repo, path, git_ref, want) in cases {
+            assert_eq!(
+                contents_path(owner, repo, path, *git_ref).ok().as_deref(),
+                *want,
+                "{path:?} {git_ref:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_objects() {
+        let file =
+            serde_json::json!({"type": "file", "encoding": "base64", "content": "aGVs\nbG8=\n"});
+        assert_eq!(decode_file_object(&file).unwrap(), b"hello");
+        let refused = [
+            serde_json::json!([{"type": "file"}]),
+            serde_json::json!({"type": "dir"}),
+            serde_json::json!({"type": "symlink", "target": "x"}),
+            serde_json::json!({"type": "file", "encoding": "none", "content": ""}),
+            serde_json::json!({"type": "file", "encoding": "base64", "content": "!!"}),
+        ];
+        for value in refused {
+            assert!(decode_file_object(&value).is_err(), "{value}");
+        }
+    }
+
+    #[test]
+    fn token_debug_is_redacted_and_charset_checked() {
+        let token = Token::new("ghs_abc.DEF-123_x".into()).unwrap();
+        assert_eq!(format!("{token:?}"), "Token([redacted])");
+        assert_eq!(token.expose(), "ghs_abc.DEF-123_x");
+        for bad in ["", "ghs_a b", "ghs_\n", "ghs_é"] {
+            assert!(Token::new(bad.into()).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn messages_are_escaped() {
+        assert_eq!(
+            github_message(br#"{"message":"Bad \"x\"\n"}"#),
+            r#""Bad \"x\"\n""#
+        );
+        assert_eq!(github_message(b"<html>"), "(no message)");
+    }
+
+    #[test]
+    fn status_hints() {
+        assert_eq!(
+            Error::RateLimited {
+                retry_after_secs: 5
+            }
+            .status_hint(),
+            503
+        );
+        assert_eq!(Error::Transient("x".into()).status_hint(), 503);
+        assert_eq!(Error::Misconfigured("x".into()).status_hint(), 500);
+        assert_eq!(Error::Unusable("x".into()).status_hint(), 502);
+    }
+}

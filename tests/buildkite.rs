@@ -1,0 +1,288 @@
+//! The Buildkite pipeline lookup against the Buildkite stand-in: every error class, the cache
+//! and its expiry, coalesced concurrent lookups, and the rate-limit circuit.
+#![forbid(unsafe_code)]
+
+mod support;
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use kitebridge::buildkite::{ApiToken, Client, Error, RepoUrlError, Settings};
+use kitebridge::upstream;
+use support::buildkite::{BkFail, BuildkiteStandIn};
+
+const API_TOKEN: &str = "bkua_0123456789abcdef";
+
+fn stand_in() -> BuildkiteStandIn {
+    let buildkite = BuildkiteStandIn::start(API_TOKEN);
+    buildkite.set_pipeline("acme", "widgets", "git@github.com:acme/widgets.git");
+    buildkite.set_pipeline("acme", "gitlab-thing", "git@gitlab.com:acme/thing.git");
+    buildkite
+}
+
+fn client_with(buildkite: &BuildkiteStandIn, token: &str) -> Client {
+    let http = upstream::Settings {
+        timeout_connect: Duration::from_millis(500),
+        timeout_global: Duration::from_millis(800),
+        ..upstream::Settings::default()
+    };
+    let settings = Settings {
+        api_url: buildkite.api_url(),
+        ..Settings::default()
+    };
+    Client::new(
+        Arc::new(upstream::Client::new(&http).unwrap()),
+        settings,
+        ApiToken::new(token.into()).unwrap(),
+    )
+}
+
+fn client(buildkite: &BuildkiteStandIn) -> Client {
+    client_with(buildkite, API_TOKEN)
+}
+
+const T: u64 = 1_800_000_000;
+
+#[test]
+fn finds_the_pipeline_repository() {
+    let buildkite = stand_in();
+    let repo = client(&buildkite)
+        .pipeline_repository("acme", "widgets", T)
+        .unwrap();
+    assert_eq!(repo.full_name(), "acme/widgets");
+    assert_eq!(repo.https_url(), "https://github.com/acme/widgets");
+    assert_eq!(buildkite.calls(), 1);
+}
+
+#[test]
+fn cached_for_cache_secs_then_looked_up_again() {
+    let buildkite = stand_in();
+    let client = client(&buildkite);
+    client.pipeline_repository("acme", "widgets", T).unwrap();
+    client
+        .pipeline_repository("acme", "widgets", T + 599)
+        .unwrap();
+    assert_eq!(buildkite.calls(), 1);
+
+    buildkite.set_pipeline("acme", "widgets", "https://github.com/acme/widgets-renamed");
+    let fresh = client
+        .pipeline_repository("acme", "widgets", T + 600)
+        .unwrap();
+    assert_eq!(fresh.name, "widgets-renamed");
+    assert_eq!(buildkite.calls(), 2);
+}
+
+#[test]
+fn concurrent_lookups_make_one_call() {
+    let buildkite = stand_in();
+    buildkite.set_fail(BkFail::Delay(Duration::from_millis(300)));
+    let client = Arc::new(client(&buildkite));
+    let threads = 16;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (client, barrier) = (Arc::clone(&client), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                client.pipeline_repository("acme", "widgets", T)
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().unwrap().unwrap().full_name(), "acme/widgets");
+    }
+    assert_eq!(buildkite.calls(), 1);
+}
+
+#[test]
+fn concurrent_waiters_share_a_failure_which_is_not_cached() {
+    let buildkite = stand_in();
+    buildkite.set_fail(BkFail::Hang(Duration::from_secs(3))); // the client times out at 0.8 s
+    let client = Arc::new(client(&buildkite));
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, barrier) = (Arc::clone(&client), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                client.pipeline_repository("acme", "widgets", T)
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert!(matches!(handle.join().unwrap(), Err(Error::Transient(_))));
+    }
+    assert_eq!(buildkite.calls(), 1);
+
+    buildkite.set_fail(BkFail::None);
+    client.pipeline_repository("acme", "widgets", T).unwrap();
+    assert_eq!(buildkite.calls(), 2, "a failure was cached");
+}
+
+#[test]
+fn different_pipelines_are_different_keys() {
+    let buildkite = stand_in();
+    buildkite.set_pipeline("acme", "gadgets", "https://github.com/acme/gadgets.git");
+    let client = client(&buildkite);
+    assert_eq!(
+        client
+            .pipeline_repository("acme", "widgets", T)
+            .unwrap()
+            .name,
+        "widgets"
+    );
+    assert_eq!(
+        client
+            .pipeline_repository("acme", "gadgets", T)
+            .unwrap()
+            .name,
+        "gadgets"
+    );
+    assert_eq!(buildkite.calls(), 2);
+}
+
+#[test]
+fn error_classes() {
+    let buildkite = stand_in();
+    let client = client(&buildkite);
+    let not_found = client.pipeline_repository("acme", "nope", T).unwrap_err();
+    assert_eq!(not_found, Error::PipelineNotFound);
+    assert_eq!(not_found.status_hint(), 500);
+
+    let gitlab = client
+        .pipeline_repository("acme", "gitlab-thing", T)
+        .unwrap_err();
+    assert_eq!(gitlab, Error::NotGitHub(RepoUrlError::NotGitHub));
+    assert_eq!(gitlab.to_string(), "pipeline repository is not on GitHub");
+    assert_eq!(gitlab.status_hint(), 500);
+
+    buildkite.set_fail(BkFail::Status(500));
+    let server_error = client
+        .pipeline_repository("acme", "widgets", T)
+        .unwrap_err();
+    assert!(
+        matches!(server_error, Error::Transient(_)),
+        "{server_error}"
+    );
+    assert_eq!(server_error.status_hint(), 503);
+
+    buildkite.set_fail(BkFail::Status(404));
+    assert_eq!(
+        client
+            .pipeline_repository("acme", "widgets", T)
+            .unwrap_err(),
+        Error::PipelineNotFound
+    );
+
+    buildkite.set_fail(BkFail::Hang(Duration::from_secs(3)));
+    let hang = client
+        .pipeline_repository("acme", "widgets", T)
+        .unwrap_err();
+    assert!(matches!(hang, Error::Transient(_)), "{hang}");
+}
+
+#[test]
+fn bad_api_token_is_unauthorized() {
+    let buildkite = stand_in();
+    let error = client_with(&buildkite, "bkua_wrong")
+        .pipeline_repository("acme", "widgets", T)
+        .unwrap_err();
+    assert_eq!(error, Error::Unauthorized);
+    assert_eq!(error.status_hint(), 500);
+    assert!(!format!("{error} {error:?}").contains("bkua_"));
+}
+
+#[test]
+fn rate_limit_opens_a_circuit_but_cached_answers_keep_coming() {
+    let buildkite = stand_in();
+    buildkite.set_pipeline("acme", "gadgets", "https://github.com/acme/gadgets");
+    let client = client(&buildkite);
+    client.pipeline_repository("acme", "widgets", T).unwrap();
+
+    buildkite.set_fail(BkFail::RateLimited { reset: 42 });
+    let error = client
+        .pipeline_repository("acme", "gadgets", T)
+        .unwrap_err();
+    assert_eq!(
+        error,
+        Error::RateLimited {
+            retry_after_secs: 42
+        }
+    );
+    assert_eq!(error.status_hint(), 503);
+    let calls = buildkite.calls();
+
+    buildkite.set_fail(BkFail::None);
+    assert_eq!(
+        client
+            .pipeline_repository("acme", "gadgets", T + 40)
+            .unwrap_err(),
+        Error::RateLimited {
+            retry_after_secs: 2
+        }
+    );
+    assert_eq!(
+        client
+            .pipeline_repository("acme", "widgets", T + 40)
+            .unwrap()
+            .name,
+        "widgets"
+    );
+    assert_eq!(
+        buildkite.calls(),
+        calls,
+        "called Buildkite while the circuit was open"
+    );
+
+    assert_eq!(
+        client
+            .pipeline_repository("acme", "gadgets", T + 42)
+            .unwrap()
+            .name,
+        "gadgets"
+    );
+}
+
+#[test]
+fn slugs_are_validated_before_any_call() {
+    let buildkite = stand_in();
+    let client = client(&buildkite);
+    for (org, slug) in [
+        ("acme", "../../user"),
+        ("acme/x", "widgets"),
+        ("acme", ""),
+        ("acme", "a?b=c"),
+        ("acme", ".."),
+    ] {
+        assert_eq!(
+            client.pipeline_repository(org, slug, T).unwrap_err(),
+            Error::InvalidSlug,
+            "{org:?} {slug:?}"
+        );
+    }
+    assert_eq!(buildkite.calls(), 0);
+}
+
+#[test]
+fn repository_that_is_not_owner_and_name_is_refused() {
+    let buildkite = stand_in();
+    buildkite.set_pipeline("acme", "weird", "https://github.com/acme/widgets/tree/main");
+    let error = client(&buildkite)
+        .pipeline_repository("acme", "weird", T)
+        .unwrap_err();
+    assert_eq!(error, Error::NotGitHub(RepoUrlError::BadPath));
+}
+
+#[test]
+fn unexpected_answers_are_unusable() {
+    let buildkite = stand_in();
+    let client = client(&buildkite);
+    for status in [302, 418] {
+        buildkite.set_fail(BkFail::Status(status));
+        let error = client
+            .pipeline_repository("acme", "widgets", T)
+            .unwrap_err();
+        assert!(matches!(error, Error::Unusable(_)), "{status}: {error}");
+        assert_eq!(error.status_hint(), 502);
+    }
+}

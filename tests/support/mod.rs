@@ -1,0 +1,10 @@
+//! Real HTTP stand-ins for kitebridge's upstreams (GitHub, Buildkite, the JWKS endpoint), run on
+//! 127.0.0.1 inside the test process. Shared by the integration tests and `examples/sandbox.rs`
+//! (`#[path = "../tests/support/mod.rs"] mod support;`).
+#![forbid(unsafe_code)]
+#![allow(dead_code)]
+
+pub mod buildkite;
+pub mod github;
+pub mod jwks;
+pub mod server;
