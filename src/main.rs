@@ -68,12 +68,16 @@ fn serve() -> ExitCode {
     };
     let app = match app::App::new(config) {
         Ok(app) => app,
+        Err(e @ app::StartError::Config(_)) => {
+            eprintln!("kitebridge: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            log::error!("cannot open the audit log: {e}");
+            log::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match app::start(app, listener) {
+    match app::start(app, listener, || {}) {
         Ok(running) => {
             running.wait();
             ExitCode::SUCCESS
