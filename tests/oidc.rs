@@ -1152,6 +1152,9 @@ fn rejected_carries_claims_only_after_the_signature_verified() {
 // ---------------------------------------------------------------------------------------------
 // The Authorization header
 
+/// Header values, and the token expected (`None`: malformed).
+type Case<'a> = (&'a [&'a [u8]], Option<&'a [u8]>);
+
 #[test]
 fn bearer_token_rules() {
     let long = format!("Bearer {}", "a".repeat(8 * 1024));
@@ -1160,7 +1163,7 @@ fn bearer_token_rules() {
         bearer_token(&[]),
         Err(Error::MissingAuthorization)
     ));
-    let cases: [(&[&[u8]], Option<&[u8]>); 13] = [
+    let cases: [Case; 13] = [
         (&[b"Bearer abc.def.ghi"], Some(b"abc.def.ghi")),
         (&[b"bearer abc"], Some(b"abc")),
         (&[b"BEARER abc"], Some(b"abc")),

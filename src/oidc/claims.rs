@@ -4,16 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::MapAccess;
 
-use super::jws::{Segment, parse_json_object};
+use super::jws::{IgnoredValue, MemberFailure, MemberReader, Segment, parse_json_object};
 use super::{Error, Settings};
 
 /// The prefix of the `agent_tag:<NAME>` claims.
 const AGENT_TAG_PREFIX: &str = "agent_tag:";
 
 /// The `aud` claim: RFC 7519 allows a string or an array of strings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
 pub enum Audience {
     /// `"aud": "x"`.
     One(String),
@@ -57,36 +59,7 @@ impl Claims {
     /// non-null; times and `build_number` non-negative integers; optional claims absent, null or
     /// strings. Call it only on a signature-verified payload ([`super::Verifier`] does).
     pub fn from_json(payload: &[u8]) -> Result<Claims, Error> {
-        let mut object = parse_json_object(payload, Segment::Payload)?;
-        let mut take = |name| object.remove(name).filter(|v| !v.is_null());
-        let claims = Claims {
-            iss: required_string(take("iss"), "iss")?,
-            aud: audience(take("aud"))?,
-            sub: required_string(take("sub"), "sub")?,
-            exp: required_u64(take("exp"), "exp")?,
-            nbf: required_u64(take("nbf"), "nbf")?,
-            iat: required_u64(take("iat"), "iat")?,
-            jti: optional_string(take("jti"), "jti")?,
-            organization_slug: required_string(take("organization_slug"), "organization_slug")?,
-            organization_id: optional_string(take("organization_id"), "organization_id")?,
-            pipeline_slug: required_string(take("pipeline_slug"), "pipeline_slug")?,
-            pipeline_id: required_string(take("pipeline_id"), "pipeline_id")?,
-            build_number: required_u64(take("build_number"), "build_number")?,
-            build_branch: required_string(take("build_branch"), "build_branch")?,
-            build_tag: optional_string(take("build_tag"), "build_tag")?,
-            build_commit: required_string(take("build_commit"), "build_commit")?,
-            build_source: optional_string(take("build_source"), "build_source")?,
-            step_key: optional_string(take("step_key"), "step_key")?,
-            job_id: required_string(take("job_id"), "job_id")?,
-            agent_id: required_string(take("agent_id"), "agent_id")?,
-            runner_environment: optional_string(take("runner_environment"), "runner_environment")?,
-            cluster_id: optional_string(take("cluster_id"), "cluster_id")?,
-            cluster_name: optional_string(take("cluster_name"), "cluster_name")?,
-            queue_id: optional_string(take("queue_id"), "queue_id")?,
-            queue_key: optional_string(take("queue_key"), "queue_key")?,
-            agent_tags: agent_tags(object)?,
-        };
-        Ok(claims)
+        parse_json_object(payload, Segment::Payload, RawClaims::default())?.into_claims()
     }
 
     /// Step 8 at time `now`: issuer, audience, times, required non-empty strings, organization.
@@ -202,63 +175,165 @@ impl Claims {
 
 const STRING: &str = "a string";
 const INTEGER: &str = "a non-negative integer";
+const STRINGS: &str = "a string or an array of strings";
 
-fn required_string(value: Option<Value>, name: &'static str) -> Result<String, Error> {
-    optional_string(value, name)?.ok_or(Error::MissingClaim(name))
+/// The claims as read, before presence is checked. Absent and null are both `None`.
+#[derive(Default)]
+struct RawClaims {
+    iss: Option<String>,
+    aud: Option<Audience>,
+    sub: Option<String>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+    jti: Option<String>,
+    organization_slug: Option<String>,
+    organization_id: Option<String>,
+    pipeline_slug: Option<String>,
+    pipeline_id: Option<String>,
+    build_number: Option<u64>,
+    build_branch: Option<String>,
+    build_tag: Option<String>,
+    build_commit: Option<String>,
+    build_source: Option<String>,
+    step_key: Option<String>,
+    job_id: Option<String>,
+    agent_id: Option<String>,
+    runner_environment: Option<String>,
+    cluster_id: Option<String>,
+    cluster_name: Option<String>,
+    queue_id: Option<String>,
+    queue_key: Option<String>,
+    agent_tags: BTreeMap<String, String>,
 }
 
-fn optional_string(value: Option<Value>, name: &'static str) -> Result<Option<String>, Error> {
-    match value {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::ClaimType {
-            name,
-            expected: STRING,
-        }),
+/// Where a known claim's value goes.
+enum Slot<'a> {
+    Text(&'a mut Option<String>),
+    Integer(&'a mut Option<u64>),
+    Audience(&'a mut Option<Audience>),
+}
+
+impl RawClaims {
+    /// The field for a known claim, with the claim's static name.
+    fn slot(&mut self, name: &str) -> Option<(&'static str, Slot<'_>)> {
+        use Slot::{Integer, Text};
+        Some(match name {
+            "iss" => ("iss", Text(&mut self.iss)),
+            "aud" => ("aud", Slot::Audience(&mut self.aud)),
+            "sub" => ("sub", Text(&mut self.sub)),
+            "exp" => ("exp", Integer(&mut self.exp)),
+            "nbf" => ("nbf", Integer(&mut self.nbf)),
+            "iat" => ("iat", Integer(&mut self.iat)),
+            "jti" => ("jti", Text(&mut self.jti)),
+            "organization_slug" => ("organization_slug", Text(&mut self.organization_slug)),
+            "organization_id" => ("organization_id", Text(&mut self.organization_id)),
+            "pipeline_slug" => ("pipeline_slug", Text(&mut self.pipeline_slug)),
+            "pipeline_id" => ("pipeline_id", Text(&mut self.pipeline_id)),
+            "build_number" => ("build_number", Integer(&mut self.build_number)),
+            "build_branch" => ("build_branch", Text(&mut self.build_branch)),
+            "build_tag" => ("build_tag", Text(&mut self.build_tag)),
+            "build_commit" => ("build_commit", Text(&mut self.build_commit)),
+            "build_source" => ("build_source", Text(&mut self.build_source)),
+            "step_key" => ("step_key", Text(&mut self.step_key)),
+            "job_id" => ("job_id", Text(&mut self.job_id)),
+            "agent_id" => ("agent_id", Text(&mut self.agent_id)),
+            "runner_environment" => ("runner_environment", Text(&mut self.runner_environment)),
+            "cluster_id" => ("cluster_id", Text(&mut self.cluster_id)),
+            "cluster_name" => ("cluster_name", Text(&mut self.cluster_name)),
+            "queue_id" => ("queue_id", Text(&mut self.queue_id)),
+            "queue_key" => ("queue_key", Text(&mut self.queue_key)),
+            _ => return None,
+        })
+    }
+
+    fn into_claims(self) -> Result<Claims, Error> {
+        Ok(Claims {
+            iss: required(self.iss, "iss")?,
+            aud: required(self.aud, "aud")?,
+            sub: required(self.sub, "sub")?,
+            exp: required(self.exp, "exp")?,
+            nbf: required(self.nbf, "nbf")?,
+            iat: required(self.iat, "iat")?,
+            jti: self.jti,
+            organization_slug: required(self.organization_slug, "organization_slug")?,
+            organization_id: self.organization_id,
+            pipeline_slug: required(self.pipeline_slug, "pipeline_slug")?,
+            pipeline_id: required(self.pipeline_id, "pipeline_id")?,
+            build_number: required(self.build_number, "build_number")?,
+            build_branch: required(self.build_branch, "build_branch")?,
+            build_tag: self.build_tag,
+            build_commit: required(self.build_commit, "build_commit")?,
+            build_source: self.build_source,
+            step_key: self.step_key,
+            job_id: required(self.job_id, "job_id")?,
+            agent_id: required(self.agent_id, "agent_id")?,
+            runner_environment: self.runner_environment,
+            cluster_id: self.cluster_id,
+            cluster_name: self.cluster_name,
+            queue_id: self.queue_id,
+            queue_key: self.queue_key,
+            agent_tags: self.agent_tags,
+        })
     }
 }
 
-/// A JSON integer in `0..=u64::MAX`; floats (`1.0`, `1e3`), negatives and strings are refused.
-fn required_u64(value: Option<Value>, name: &'static str) -> Result<u64, Error> {
-    let value = value.ok_or(Error::MissingClaim(name))?;
-    value.as_u64().ok_or(Error::ClaimType {
-        name,
-        expected: INTEGER,
-    })
+fn required<T>(value: Option<T>, name: &'static str) -> Result<T, Error> {
+    value.ok_or(Error::MissingClaim(name))
 }
 
-fn audience(value: Option<Value>) -> Result<Audience, Error> {
-    const EXPECTED: &str = "a string or an array of strings";
-    match value.ok_or(Error::MissingClaim("aud"))? {
-        Value::String(aud) => Ok(Audience::One(aud)),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::String(aud) => Ok(aud),
-                _ => Err(Error::ClaimType {
-                    name: "aud",
-                    expected: EXPECTED,
-                }),
-            })
-            .collect::<Result<_, _>>()
-            .map(Audience::Many),
-        _ => Err(Error::ClaimType {
-            name: "aud",
-            expected: EXPECTED,
-        }),
-    }
-}
-
-/// The `agent_tag:<NAME>` claims among the claims not otherwise read.
-fn agent_tags(rest: Map<String, Value>) -> Result<BTreeMap<String, String>, Error> {
-    let mut tags = BTreeMap::new();
-    for (name, value) in rest {
-        let Some(tag) = name.strip_prefix(AGENT_TAG_PREFIX) else {
-            continue;
-        };
-        if let Some(value) = optional_string(Some(value).filter(|v| !v.is_null()), "agent_tag:*")? {
-            tags.insert(tag.to_owned(), value);
+/// Reads each claim straight into its typed field: strings and `null`, integers in
+/// `0..=u64::MAX` (serde_json refuses floats such as `1.0` or `1e3`, negatives and strings for a
+/// `u64`), `aud` as a string or array of strings. Unknown claims are parsed as [`IgnoredValue`]
+/// (so they too must be valid JSON with valid escapes) and dropped.
+impl MemberReader for RawClaims {
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        name: &str,
+        access: &mut A,
+        failure: &mut Option<MemberFailure>,
+    ) -> Result<(), A::Error> {
+        match self.slot(name) {
+            Some((name, Slot::Text(field))) => {
+                *field = access
+                    .next_value()
+                    .map_err(|e| wrong_type(failure, name, STRING, e))?;
+            }
+            Some((name, Slot::Integer(field))) => {
+                *field = access
+                    .next_value()
+                    .map_err(|e| wrong_type(failure, name, INTEGER, e))?;
+            }
+            Some((name, Slot::Audience(field))) => {
+                *field = access
+                    .next_value()
+                    .map_err(|e| wrong_type(failure, name, STRINGS, e))?;
+            }
+            None => match name.strip_prefix(AGENT_TAG_PREFIX) {
+                Some(tag) => {
+                    let value: Option<String> = access
+                        .next_value()
+                        .map_err(|e| wrong_type(failure, "agent_tag:*", STRING, e))?;
+                    if let Some(value) = value {
+                        self.agent_tags.insert(tag.to_owned(), value);
+                    }
+                }
+                None => {
+                    access.next_value::<IgnoredValue>()?;
+                }
+            },
         }
+        Ok(())
     }
-    Ok(tags)
+}
+
+/// Records that claim `name` did not hold `expected`, and passes the error on.
+fn wrong_type<E>(
+    failure: &mut Option<MemberFailure>,
+    name: &'static str,
+    expected: &'static str,
+    error: E,
+) -> E {
+    *failure = Some(MemberFailure::WrongType { name, expected });
+    error
 }

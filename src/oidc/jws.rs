@@ -5,12 +5,15 @@
 //! payload out, so unverified payload bytes never leave this module.
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{Error, PublicKey};
 
@@ -135,19 +138,47 @@ pub(crate) fn decode_segment(encoded: &[u8], segment: Segment) -> Result<Vec<u8>
         .map_err(|_| Error::Base64 { segment })
 }
 
+/// The header members that decide anything, kept as raw JSON so each rule reports precisely.
+#[derive(Default)]
+struct Header {
+    alg: Option<Value>,
+    kid: Option<Value>,
+    typ: Option<Value>,
+    /// The first forbidden parameter present (with any value, `null` included).
+    forbidden: Option<&'static str>,
+}
+
+impl MemberReader for Header {
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        name: &str,
+        access: &mut A,
+        _: &mut Option<MemberFailure>,
+    ) -> Result<(), A::Error> {
+        match name {
+            "alg" => self.alg = Some(access.next_value()?),
+            "kid" => self.kid = Some(access.next_value()?),
+            "typ" => self.typ = Some(access.next_value()?),
+            _ => {
+                let forbidden = FORBIDDEN_HEADER_PARAMETERS.into_iter().find(|p| *p == name);
+                self.forbidden = self.forbidden.or(forbidden);
+                access.next_value::<IgnoredValue>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Step 4: returns the `kid` of a header that passes every header rule.
 fn check_header(header: &[u8]) -> Result<String, Error> {
-    let header = parse_json_object(header, Segment::Header)?;
-    if header.get("alg").and_then(Value::as_str) != Some("RS256") {
+    let header = parse_json_object(header, Segment::Header, Header::default())?;
+    if header.alg.as_ref().and_then(Value::as_str) != Some("RS256") {
         return Err(Error::AlgorithmNotAllowed);
     }
-    if let Some(name) = FORBIDDEN_HEADER_PARAMETERS
-        .into_iter()
-        .find(|p| header.contains_key(*p))
-    {
+    if let Some(name) = header.forbidden {
         return Err(Error::ForbiddenHeaderParameter(name));
     }
-    let kid = match header.get("kid") {
+    let kid = match header.kid {
         None | Some(Value::Null) => return Err(Error::MissingKid),
         Some(Value::String(kid)) => kid,
         Some(_) => return Err(Error::KidNotString),
@@ -155,72 +186,181 @@ fn check_header(header: &[u8]) -> Result<String, Error> {
     if kid.len() > MAX_KID_LEN {
         return Err(Error::KidTooLong { len: kid.len() });
     }
-    if let Some(typ) = header.get("typ") {
+    if let Some(typ) = header.typ {
         if !typ.as_str().is_some_and(|t| t.eq_ignore_ascii_case("JWT")) {
             return Err(Error::TypeNotAllowed);
         }
     }
-    Ok(kid.clone())
+    Ok(kid)
+}
+
+/// A precise reason recorded while reading a member, since serde's own errors are strings.
+pub(crate) enum MemberFailure {
+    /// The member name (truncated) was seen before in the same object.
+    Duplicate(String),
+    /// The value of a known member has the wrong JSON type.
+    WrongType {
+        name: &'static str,
+        expected: &'static str,
+    },
+}
+
+/// Reads the members of one JSON object, each name at most once (checked by the caller).
+pub(crate) trait MemberReader {
+    /// Reads the value of member `name`. On a wrong value type, records it in `failure` before
+    /// returning the error.
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        name: &str,
+        access: &mut A,
+        failure: &mut Option<MemberFailure>,
+    ) -> Result<(), A::Error>;
+}
+
+/// Parses any JSON value and drops it, checking what a `Value` would (valid escapes, no lone
+/// surrogates, the depth limit) without building one: for claims kitebridge does not read.
+pub(crate) struct IgnoredValue;
+
+impl<'de> Deserialize<'de> for IgnoredValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(IgnoredValue)
+    }
+}
+
+impl<'de> Visitor<'de> for IgnoredValue {
+    type Value = IgnoredValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any json value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(IgnoredValue)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(IgnoredValue)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(IgnoredValue)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(IgnoredValue)
+    }
+
+    /// Reached only after serde_json decoded the string, escapes and surrogates included.
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(IgnoredValue)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(IgnoredValue)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Self, A::Error> {
+        while items.next_element::<IgnoredValue>()?.is_some() {}
+        Ok(IgnoredValue)
+    }
+
+    /// Names are decoded as strings too; nested duplicates are tolerated, as in any ignored claim.
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Self, A::Error> {
+        while members
+            .next_entry::<IgnoredValue, IgnoredValue>()?
+            .is_some()
+        {}
+        Ok(IgnoredValue)
+    }
 }
 
 /// Parses `bytes` as exactly one UTF-8 JSON object (no trailing bytes, no duplicate member names
-/// after unescaping, nesting within serde_json's default depth of 128).
-pub(crate) fn parse_json_object(
+/// after unescaping, nesting within serde_json's default depth of 128) into `reader`.
+pub(crate) fn parse_json_object<R: MemberReader>(
     bytes: &[u8],
     segment: Segment,
-) -> Result<Map<String, Value>, Error> {
+    reader: R,
+) -> Result<R, Error> {
     let text = std::str::from_utf8(bytes).map_err(|_| Error::InvalidUtf8 { segment })?;
-    let mut duplicate = None;
+    let mut failure = None;
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let parsed = StrictObject {
-        duplicate: &mut duplicate,
+        reader,
+        failure: &mut failure,
     }
     .deserialize(&mut deserializer)
     .and_then(|object| deserializer.end().map(|()| object));
-    parsed.map_err(|error| match duplicate {
-        Some(name) => Error::DuplicateMember { segment, name },
-        None if error.is_data() => Error::NotJsonObject { segment },
-        None => Error::MalformedJson {
+    parsed.map_err(|error| match failure {
+        Some(MemberFailure::Duplicate(name)) => Error::DuplicateMember { segment, name },
+        Some(MemberFailure::WrongType { name, expected }) if error.is_data() => {
+            Error::ClaimType { name, expected }
+        }
+        _ if error.is_data() => Error::NotJsonObject { segment },
+        _ => Error::MalformedJson {
             segment,
             detail: error.to_string(),
         },
     })
 }
 
-/// Deserializes a JSON object into a map, refusing a member name seen before. The name of the
-/// duplicate (truncated) is left in `duplicate`, so the caller can tell it from other errors.
-struct StrictObject<'a> {
-    duplicate: &'a mut Option<String>,
+/// Deserializes a JSON object through a [`MemberReader`], refusing a member name seen before.
+struct StrictObject<'a, R> {
+    reader: R,
+    failure: &'a mut Option<MemberFailure>,
 }
 
-impl<'de> DeserializeSeed<'de> for StrictObject<'_> {
-    type Value = Map<String, Value>;
+impl<'de, R: MemberReader> DeserializeSeed<'de> for StrictObject<'_, R> {
+    type Value = R;
 
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<R, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for StrictObject<'_> {
-    type Value = Map<String, Value>;
+impl<'de, R: MemberReader> Visitor<'de> for StrictObject<'_, R> {
+    type Value = R;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a json object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(name) = access.next_key::<String>()? {
-            if object.contains_key(&name) {
-                *self.duplicate = Some(super::truncate(&name).to_owned());
+    fn visit_map<A: MapAccess<'de>>(mut self, mut access: A) -> Result<R, A::Error> {
+        let mut seen = BTreeSet::new();
+        while let Some(Name(name)) = access.next_key()? {
+            if seen.contains(&name) {
+                *self.failure = Some(MemberFailure::Duplicate(super::truncate(&name).to_owned()));
                 return Err(A::Error::custom("duplicate member"));
             }
-            let value = access.next_value::<Value>()?;
-            object.insert(name, value);
+            self.reader.read(&name, &mut access, self.failure)?;
+            seen.insert(name);
         }
-        Ok(object)
+        Ok(self.reader)
+    }
+}
+
+/// A member name, borrowed from the input unless it had escapes (saves an allocation per member).
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+struct NameVisitor;
+
+impl<'de> Visitor<'de> for NameVisitor {
+    type Value = Name<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, name: &'de str) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Borrowed(name)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Name<'de>, E> {
+        Ok(Name(Cow::Owned(name.to_owned())))
     }
 }
