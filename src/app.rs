@@ -4,14 +4,14 @@
 
 use crate::audit::{self, AuditLog, Record};
 use crate::buildkite;
-use crate::config::{AuditTarget, Config, JwksSource, ProfileSource, RateLimit};
+use crate::config::{AuditTarget, Config, JwksSource, RateLimit};
 use crate::credential;
 use crate::github;
 use crate::http::{
     ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle,
 };
 use crate::oidc::{self, Claims, FetchedJwks, KeySource, KeyStore, Verifier};
-use crate::profiles::{self, Family, Generation};
+use crate::profiles::{self, Family, Generation, Store};
 use crate::ratelimit::RateLimiter;
 use crate::time;
 use crate::upstream;
@@ -21,7 +21,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Why the application could not be built from a (syntactically valid) configuration.
@@ -58,7 +58,8 @@ pub struct App {
     pub keys: Arc<KeyStore>,
     verifier: Verifier,
     pub vendor: Vendor,
-    generation: RwLock<Option<Arc<Generation>>>,
+    /// The profile generations; a request takes one with [`Store::current`] and uses only it.
+    pub profiles: Arc<Store>,
     per_source: Option<RateLimiter<IpAddr>>,
     per_pipeline: Option<RateLimiter<String>>,
     ready: AtomicBool,
@@ -151,24 +152,14 @@ impl App {
                 token_min_remaining_secs: config.token_min_remaining_secs,
                 token_cache_max_entries: config.token_cache_max_entries,
             },
-            github,
+            Arc::clone(&github),
             buildkite,
         );
-        let generation = match &config.profiles {
-            ProfileSource::Builtin => Some(Arc::new(Generation::builtin())),
-            ProfileSource::File(path) => match std::fs::read(path) {
-                Ok(bytes) => Some(Arc::new(Generation::parse(&bytes).map_err(|e| {
-                    StartError::Config(format!("PROFILES_FILE: {}", e.problems().join("; ")))
-                })?)),
-                Err(e) => {
-                    return Err(StartError::Config(format!(
-                        "PROFILES_FILE {}: {e}",
-                        path.display()
-                    )));
-                }
-            },
-            ProfileSource::GitHub { .. } => None,
-        };
+        let profiles = profiles::start(
+            &config.profiles,
+            Arc::clone(&github),
+            config.profiles_refresh_secs,
+        )?;
         Ok(App {
             per_source: limiter(&config.rate_limit_per_source),
             per_pipeline: limiter(&config.rate_limit_per_pipeline),
@@ -177,18 +168,15 @@ impl App {
             keys,
             verifier,
             vendor,
-            generation: RwLock::new(generation),
+            profiles,
             ready: AtomicBool::new(false),
             server: OnceLock::new(),
         })
     }
 
-    /// The profile generation requests read (one read per request), once loaded.
+    /// The profile generation a request uses (one read per request), once loaded.
     pub fn generation(&self) -> Option<Arc<Generation>> {
-        self.generation
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.profiles.current()
     }
 
     /// Ready to vend: listening, the key set loaded once, the installation's account known, the
@@ -415,10 +403,10 @@ fn vend_request(
         Err(rejected) => {
             record.jwt = Some(jwt_info(
                 rejected.kid.clone(),
-                rejected.claims.as_ref(),
+                rejected.claims.as_deref(),
                 now,
             ));
-            record.pipeline = rejected.claims.as_ref().map(pipeline_info);
+            record.pipeline = rejected.claims.as_deref().map(pipeline_info);
             return Err(Denial::new(
                 401,
                 "invalid token",
@@ -663,11 +651,12 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
 }
 
 /// Starts serving on `listener` in a background thread, and a readiness thread that retries what
-/// readiness waits for (first after 200 ms, backing off to every 5 s) and then calls `on_ready`.
+/// readiness waits for (first after 200 ms, backing off to every 5 s) and then calls `on_ready`
+/// with the profile status line.
 pub fn start(
     app: App,
     listener: TcpListener,
-    on_ready: impl FnOnce() + Send + 'static,
+    on_ready: impl FnOnce(String) + Send + 'static,
 ) -> io::Result<Running> {
     let app = Arc::new(app);
     let server = Server::new(listener, router(&app), app.limits())?;
@@ -687,8 +676,9 @@ pub fn start(
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
-            log::info!("ready");
-            on_ready();
+            let status = ready_app.profiles.status_line();
+            log::info!("ready: {status}");
+            on_ready(status);
         })?;
     if matches!(app.config.jwks, JwksSource::Url(_)) {
         oidc::spawn_refresher(Arc::clone(&app.keys));
@@ -699,4 +689,55 @@ pub fn start(
         handle,
         accept,
     })
+}
+
+/// Calls `ping` every `interval` while the server answers its own `/healthcheck` over loopback
+/// (any status counts: the accept loop and a connection thread are alive). A hung server stops
+/// pinging, and systemd's watchdog restarts it.
+pub fn spawn_watchdog(running: &Running, interval: Duration, ping: impl Fn() + Send + 'static) {
+    let addr = match running.addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    let handle = running.handle.clone();
+    let base = running
+        .app
+        .config
+        .server_base_path
+        .clone()
+        .unwrap_or_default();
+    let spawned = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            while !handle.is_draining() {
+                if self_check(addr, &base, interval) {
+                    ping();
+                } else {
+                    log::warn!("watchdog: /healthcheck did not answer; not pinging systemd");
+                }
+                std::thread::sleep(interval);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the watchdog thread: {e}");
+    }
+}
+
+fn self_check(addr: SocketAddr, base: &str, timeout: Duration) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request =
+        format!("GET {base}/healthcheck HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut head = [0u8; 12];
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.1 ")
 }
