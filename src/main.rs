@@ -145,10 +145,13 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let notifier = Arc::new(Notifier::from_env().unwrap_or_else(|e| {
-        log::warn!("NOTIFY_SOCKET unusable, not notifying systemd: {e}");
-        Notifier::disabled()
-    }));
+    let notifier = match Notifier::from_env() {
+        Ok(notifier) => Arc::new(notifier),
+        Err(e) => {
+            log::error!("NOTIFY_SOCKET is unusable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = match App::new(config) {
         Ok(app) => app,
         Err(e @ StartError::Config(_)) => {
