@@ -329,3 +329,62 @@ impl Drop for Process {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The standard padded base64 of the SHA-256 of `token`: what `hashedToken` must be.
+pub fn hashed_token(token: &str) -> String {
+    use base64::Engine;
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+impl Process {
+    /// Waits until `GET path` answers 200 (the health check under a base path).
+    pub fn wait_ready_at(&self, path: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.get(path).status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "kitebridge not ready at {path}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The audit line of response `r` (matched by `X-Request-Id`; lines of consecutive requests
+    /// may be written in either order), waiting up to 2 s for it.
+    pub fn audit_of(&self, r: &HttpResponse) -> Value {
+        let id = r.header("X-Request-Id").expect("X-Request-Id");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let found = self
+                .audit(0)
+                .into_iter()
+                .find(|line| line["requestId"] == id);
+            match found {
+                Some(line) => return line,
+                None if Instant::now() > deadline => {
+                    panic!("no audit line for {id}; stderr:\n{}", self.stderr())
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// A POST to `path` with the given header lines (each without CRLF) and body; adds `Host`,
+    /// `Content-Length` and `Connection: close`.
+    pub fn post_with(&self, path: &str, header_lines: &[&str], body: &[u8]) -> HttpResponse {
+        let mut raw = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        for line in header_lines {
+            raw.push_str(line);
+            raw.push_str("\r\n");
+        }
+        raw.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(body);
+        exchange(self.addr, &raw)
+    }
+}
