@@ -316,22 +316,23 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
     let mut response = match result {
         Ok(Answer::Issued(issued)) => {
             record.authorized = true;
-            record.vended = Some(audit::Vended {
+            let vended = audit::Vended {
                 repositories: issued.repositories.clone(),
                 permissions: issued.permissions.clone(),
                 expiry: time::rfc3339(issued.minted.expires_at),
                 hashed_token: vend::hashed_token(issued.minted.token.expose()),
                 cache: issued.cache.as_str(),
-            });
+            };
             let org = record
                 .pipeline
                 .as_ref()
-                .map(|p| p.organization_slug.clone())
-                .unwrap_or_default();
-            match &credential_request {
+                .map_or("", |p| p.organization_slug.as_str());
+            let response = match &credential_request {
                 Some(cred) => git_success(cred, &issued),
-                None => json_success(&org, &issued),
-            }
+                None => json_success(org, &issued, &vended),
+            };
+            record.vended = Some(vended);
+            response
         }
         Ok(Answer::NotMine) => {
             record.authorized = true;
@@ -553,25 +554,23 @@ struct TokenBody<'a> {
     repository_selection: &'a str,
     permissions: &'a [String],
     token: &'a str,
-    hashed_token: String,
-    expiry: String,
-    expires_at: String,
+    hashed_token: &'a str,
+    expiry: &'a str,
+    expires_at: &'a str,
 }
 
-fn json_success(organization_slug: &str, issued: &Issued) -> Response {
-    let expiry = time::rfc3339(issued.minted.expires_at);
-    let token = issued.minted.token.expose();
+fn json_success(organization_slug: &str, issued: &Issued, vended: &audit::Vended) -> Response {
     let body = TokenBody {
         organization_slug,
         profile: &issued.profile,
         repository_url: &issued.repository_url,
-        repositories: &issued.repositories,
+        repositories: &vended.repositories,
         repository_selection: issued.repository_selection(),
-        permissions: &issued.permissions,
-        token,
-        hashed_token: vend::hashed_token(token),
-        expiry: expiry.clone(),
-        expires_at: expiry,
+        permissions: &vended.permissions,
+        token: issued.minted.token.expose(),
+        hashed_token: &vended.hashed_token,
+        expiry: &vended.expiry,
+        expires_at: &vended.expiry,
     };
     match serde_json::to_vec(&body) {
         Ok(bytes) => Response::json(200, bytes),
