@@ -140,6 +140,11 @@ fn owner_and_name(path: &str) -> Result<(&str, &str), RepoUrlError> {
         return Err(RepoUrlError::BadPath);
     }
     let name = strip_git_suffix(name);
+    // `x.git.git` would normalise to `x.git` and then, written as a URL and read again, to `x`:
+    // GitHub itself refuses names ending in `.git`, so refuse them here too.
+    if strip_git_suffix(name).len() != name.len() {
+        return Err(RepoUrlError::BadName);
+    }
     if !is_valid_owner(owner) {
         return Err(RepoUrlError::BadOwner);
     }
@@ -494,6 +499,8 @@ mod tests {
             ("https://github.com/ac.me/widgets", Err(BadOwner)),
             ("https://github.com/acme/wid$gets", Err(BadName)),
             ("https://github.com/acme/..", Err(BadName)),
+            ("https://github.com/acme/widgets.git.git", Err(BadName)),
+            ("git@github.com:acme/widgets.GIT.git", Err(BadName)),
             ("https://github.com/acme/.git", Err(BadName)),
         ];
         for (url, want) in cases {
