@@ -4,12 +4,13 @@
 
 use crate::audit::{self, AuditLog, Record};
 use crate::buildkite;
-use crate::config::{AuditTarget, Config, JwksSource, RateLimit};
+use crate::config::{AuditTarget, Config, JwksSource, Metrics as MetricsConfig, RateLimit};
 use crate::credential;
 use crate::github;
 use crate::http::{
     ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle,
 };
+use crate::metrics::{self, Metrics};
 use crate::oidc::{self, Claims, FetchedJwks, KeySource, KeyStore, Verifier};
 use crate::profiles::{self, Family, Generation, Store};
 use crate::ratelimit::RateLimiter;
@@ -58,6 +59,7 @@ pub struct App {
     pub keys: Arc<KeyStore>,
     verifier: Verifier,
     pub vendor: Vendor,
+    pub metrics: Arc<Metrics>,
     /// The profile generations; a request takes one with [`Store::current`] and uses only it.
     pub profiles: Arc<Store>,
     per_source: Option<RateLimiter<IpAddr>>,
@@ -83,12 +85,22 @@ impl App {
             AuditTarget::Stderr => AuditLog::stderr(),
             AuditTarget::File(path) => AuditLog::file(path)?,
         };
+        let metrics = Arc::new(Metrics::default());
+        let observer = {
+            let metrics = Arc::clone(&metrics);
+            upstream::Observer(Arc::new(
+                move |host: &str, outcome: &str, elapsed: Duration| {
+                    metrics.upstream(host, outcome, elapsed)
+                },
+            ))
+        };
         let http = Arc::new(
             upstream::Client::new(&upstream::Settings {
                 user_agent: format!("kitebridge/{}", crate::VERSION),
                 ssl_cert_file: config.ssl_cert_file.clone(),
                 https_proxy: config.https_proxy.clone(),
                 no_proxy: config.no_proxy.clone(),
+                observer: Some(observer),
                 ..upstream::Settings::default()
             })
             .map_err(|e| StartError::Config(format!("upstream client: {e}")))?,
@@ -96,9 +108,12 @@ impl App {
         let keys = Arc::new(KeyStore::new(match &config.jwks {
             JwksSource::Static(doc) => KeySource::Static(doc.clone()),
             JwksSource::Url(url) => {
-                let (http, url) = (Arc::clone(&http), url.clone());
+                let (http, url, metrics) = (Arc::clone(&http), url.clone(), Arc::clone(&metrics));
                 KeySource::Fetch(Box::new(move || {
-                    http.fetch_jwks(&url)
+                    let fetched = http.fetch_jwks(&url);
+                    let outcome = if fetched.is_ok() { "ok" } else { "error" };
+                    metrics.count(metrics::JWKS_FETCHES, &[("outcome", outcome)]);
+                    fetched
                         .map(|(body, max_age_secs)| FetchedJwks { body, max_age_secs })
                         .map_err(|e| e.to_string())
                 }))
@@ -168,6 +183,7 @@ impl App {
             keys,
             verifier,
             vendor,
+            metrics,
             profiles,
             ready: AtomicBool::new(false),
             server: OnceLock::new(),
@@ -247,7 +263,25 @@ impl TokenRoute {
 
 /// The route table of `api.md`.
 pub fn router(app: &Arc<App>) -> Router {
-    let mut router = Router::new(app.config.server_base_path.clone());
+    let counted = Arc::clone(&app.metrics);
+    let mut router = Router::new(app.config.server_base_path.clone()).observe(Arc::new(
+        move |route: &str, status: u16| {
+            counted.count(
+                metrics::HTTP_REQUESTS,
+                &[("route", route), ("status", &status.to_string())],
+            )
+        },
+    ));
+    if app.config.metrics == MetricsConfig::On {
+        let metrics_app = Arc::clone(app);
+        router = router.route(
+            Method::Get,
+            "/metrics",
+            Pool::Inline,
+            ErrorStyle::Json,
+            move |_: &Request| metrics_response(&metrics_app),
+        );
+    }
     let health = Arc::clone(app);
     router = router.route(
         Method::Get,
@@ -283,6 +317,60 @@ pub fn router(app: &Arc<App>) -> Router {
         );
     }
     router
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+fn metrics_response(app: &App) -> Response {
+    let gauge =
+        |name: &'static str, help: &'static str, labels: String, value: f64| metrics::Gauge {
+            name,
+            help,
+            labels,
+            value,
+        };
+    let open = app.server.get().map_or(0, ServerHandle::open_connections);
+    let mut gauges = vec![
+        gauge(
+            "kitebridge_open_connections",
+            "Open client connections.",
+            String::new(),
+            open as f64,
+        ),
+        gauge(
+            "kitebridge_ready",
+            "1 when ready to vend.",
+            String::new(),
+            if app.is_ready() { 1.0 } else { 0.0 },
+        ),
+    ];
+    if let Some(generation) = app.generation() {
+        gauges.push(gauge(
+            "kitebridge_profiles_info",
+            "The loaded profile generation.",
+            format!("digest=\"{}\"", generation.digest()),
+            1.0,
+        ));
+        let unavailable = generation.quarantined().count() as f64;
+        gauges.push(gauge(
+            "kitebridge_profiles_unavailable",
+            "Profiles quarantined in the loaded generation.",
+            String::new(),
+            unavailable,
+        ));
+    }
+    if let Some(loaded_at) = app.profiles.loaded_at() {
+        gauges.push(gauge(
+            "kitebridge_profiles_loaded_timestamp_seconds",
+            "When the loaded generation was installed.",
+            String::new(),
+            loaded_at as f64,
+        ));
+    }
+    Response::new(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        app.metrics.render(&gauges),
+    )
 }
 
 /// `GET/HEAD /healthcheck`: 200 `OK` while serving, 503 `not ready` before readiness and while draining.
@@ -323,6 +411,8 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
                 hashed_token: vend::hashed_token(issued.minted.token.expose()),
                 cache: issued.cache.as_str(),
             };
+            app.metrics
+                .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
             let org = record
                 .pipeline
                 .as_ref()
@@ -374,7 +464,7 @@ fn vend_request(
     if let Some(limiter) = &app.per_source {
         limiter
             .check(&req.peer.ip(), Instant::now())
-            .map_err(|secs| rate_limited(secs, "per-source rate limit"))?;
+            .map_err(|secs| rate_limited(app, secs, "source"))?;
     }
     let Some(generation) = app.generation().filter(|_| app.is_ready()) else {
         return Err(Denial::new(
@@ -419,7 +509,7 @@ fn vend_request(
         let key = format!("{}/{}", claims.organization_slug, claims.pipeline_slug);
         limiter
             .check(&key, Instant::now())
-            .map_err(|secs| rate_limited(secs, "per-pipeline rate limit"))?;
+            .map_err(|secs| rate_limited(app, secs, "pipeline"))?;
     }
     let segment = req.param(0).unwrap_or("default");
     let reference = profiles::parse_profile_ref(route.family(), segment).map_err(|e| {
@@ -481,7 +571,10 @@ fn vend_request(
     Ok(issued.map_or(Answer::NotMine, Answer::Issued))
 }
 
-fn rate_limited(retry_after_secs: u64, what: &str) -> Denial {
+fn rate_limited(app: &App, retry_after_secs: u64, limit: &'static str) -> Denial {
+    app.metrics
+        .count(metrics::RATE_LIMITED, &[("limit", limit)]);
+    let what = format!("per-{limit} rate limit");
     Denial {
         retry_after_secs: Some(retry_after_secs),
         ..Denial::new(429, "rate limited", format!("{what} exceeded"))
@@ -681,6 +774,26 @@ pub fn start(
         })?;
     if matches!(app.config.jwks, JwksSource::Url(_)) {
         oidc::spawn_refresher(Arc::clone(&app.keys));
+    }
+    if let MetricsConfig::Listen(metrics_addr) = app.config.metrics {
+        let metrics_app = Arc::clone(&app);
+        let router = Router::new(None).route(
+            Method::Get,
+            "/metrics",
+            Pool::Inline,
+            ErrorStyle::Json,
+            move |_: &Request| metrics_response(&metrics_app),
+        );
+        let limits = Limits {
+            workers: 1,
+            max_connections: 16,
+            ..app.limits()
+        };
+        let server = Server::new(TcpListener::bind(metrics_addr)?, router, limits)?;
+        log::info!("metrics on http://{}/metrics", server.local_addr()?);
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || server.run())?;
     }
     Ok(Running {
         app,

@@ -20,6 +20,7 @@ pub mod config;
 pub mod credential;
 pub mod github;
 pub mod http;
+pub mod metrics;
 pub mod oidc;
 pub mod profiles;
 pub mod ratelimit;

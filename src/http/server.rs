@@ -514,6 +514,7 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                     true,
                     limits.timeout_write,
                 );
+                shared.router.observed("edge", e.status());
                 return;
             }
         };
@@ -540,9 +541,9 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         Some(path) => router.resolve(&head.method, path),
         None => Resolution::NotFound,
     };
-    let style = match &resolution {
-        Resolution::Found { route, .. } => route.errors,
-        _ => ErrorStyle::Json,
+    let (style, label) = match &resolution {
+        Resolution::Found { route, .. } => (route.errors, route.pattern.clone()),
+        _ => (ErrorStyle::Json, "unmatched".to_owned()),
     };
     let head_only = head.method == Method::Head;
 
@@ -576,6 +577,7 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
                 true,
                 shared.limits.timeout_write,
             );
+            router.observed(&label, status);
             return false;
         }
     };
@@ -608,6 +610,7 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         close,
         shared.limits.timeout_write,
     );
+    router.observed(&label, response.status);
     if let Some(hook) = response.take_on_sent() {
         hook(&Sent {
             status: response.status,
