@@ -63,7 +63,10 @@ pub struct Settings {
 /// Told about every call: the upstream's host, the outcome (`2xx` … `5xx`, or `timeout`,
 /// `connect`, `tls`, `error`) and how long it took.
 #[derive(Clone)]
-pub struct Observer(pub std::sync::Arc<dyn Fn(&str, &str, Duration) + Send + Sync>);
+pub struct Observer(pub std::sync::Arc<ObserveFn>);
+
+/// The function an [`Observer`] wraps: `(host, outcome, elapsed)`.
+pub type ObserveFn = dyn Fn(&str, &str, Duration) + Send + Sync;
 
 impl fmt::Debug for Observer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
