@@ -16,7 +16,7 @@ use crate::profiles::{self, Family, Generation, Store};
 use crate::ratelimit::RateLimiter;
 use crate::time;
 use crate::upstream;
-use crate::vend::{self, Denial, Issued, OrgTarget, Vendor};
+use crate::vend::{self, Ask, Denial, Issued, OrgTarget, Vendor};
 use serde::Serialize;
 use std::fmt;
 use std::io;
@@ -453,14 +453,17 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
     })
 }
 
-fn vend_request(
+/// The steps every token route shares, in order: the per-source limit (before any JWT work),
+/// readiness, the caller's token (`token`, already extracted from the header or form), its
+/// verification, the per-pipeline limit. Returns the generation this request uses throughout and
+/// the verified claims, and records what it learned.
+fn admit(
     app: &App,
     req: &Request,
-    route: TokenRoute,
+    token: Result<&[u8], Denial>,
     record: &mut Record,
-    credential_request: &mut Option<credential::CredentialRequest>,
     now: u64,
-) -> Result<Answer, Denial> {
+) -> Result<(Arc<Generation>, Claims), Denial> {
     if let Some(limiter) = &app.per_source {
         limiter
             .check(&req.peer.ip(), Instant::now())
@@ -473,15 +476,7 @@ fn vend_request(
             "not ready (profiles, key set or installation account not loaded yet, or draining)",
         ));
     };
-    let token = oidc::bearer_token(&req.header_values("authorization")).map_err(|e| {
-        let message = if matches!(e, oidc::Error::MissingAuthorization) {
-            "missing authorization"
-        } else {
-            "invalid token"
-        };
-        Denial::new(401, message, e.to_string())
-    })?;
-    let claims = match app.verifier.verify(token, now) {
+    let claims = match app.verifier.verify(token?, now) {
         Ok(verified) => {
             record.jwt = Some(jwt_info(
                 Some(verified.kid.clone()),
@@ -511,6 +506,30 @@ fn vend_request(
             .check(&key, Instant::now())
             .map_err(|secs| rate_limited(app, secs, "pipeline"))?;
     }
+    Ok((generation, claims))
+}
+
+/// The bearer token of the `Authorization` header (401 without one, or with a malformed one).
+fn bearer(req: &Request) -> Result<&[u8], Denial> {
+    oidc::bearer_token(&req.header_values("authorization")).map_err(|e| {
+        let message = if matches!(e, oidc::Error::MissingAuthorization) {
+            "missing authorization"
+        } else {
+            "invalid token"
+        };
+        Denial::new(401, message, e.to_string())
+    })
+}
+
+fn vend_request(
+    app: &App,
+    req: &Request,
+    route: TokenRoute,
+    record: &mut Record,
+    credential_request: &mut Option<credential::CredentialRequest>,
+    now: u64,
+) -> Result<Answer, Denial> {
+    let (generation, claims) = admit(app, req, bearer(req), record, now)?;
     let segment = req.param(0).unwrap_or("default");
     let reference = profiles::parse_profile_ref(route.family(), segment).map_err(|e| {
         Denial::new(
@@ -519,17 +538,19 @@ fn vend_request(
             format!("profile reference: {e}"),
         )
     })?;
+    let ask = Ask {
+        generation: &generation,
+        reference: &reference,
+        claims: &claims,
+        permissions: None,
+    };
     let vendor = &app.vendor;
     let issued = match route {
-        TokenRoute::PipelineToken => {
-            vendor.pipeline(&generation, &reference, &claims, None, record, now)?
-        }
+        TokenRoute::PipelineToken => vendor.pipeline(ask, None, record, now)?,
         TokenRoute::OrgToken => {
             let scope = repository_scope(req)?;
             vendor.organization(
-                &generation,
-                &reference,
-                &claims,
+                ask,
                 OrgTarget::Token {
                     scope: scope.as_deref(),
                 },
@@ -542,19 +563,13 @@ fn vend_request(
                 .map_err(|e| Denial::new(400, "malformed git credential request", e.to_string()))?;
             let ours =
                 cred.protocol == "https" && cred.host.eq_ignore_ascii_case(vendor.github_host());
-            let repo = vend::repository_from_path(&cred.path);
-            let issued = match (ours, repo) {
+            let issued = match (ours, vend::repository_from_path(&cred.path)) {
                 (true, Some(repo)) if route == TokenRoute::PipelineGit => {
-                    vendor.pipeline(&generation, &reference, &claims, Some(repo), record, now)?
+                    vendor.pipeline(ask, Some(repo), record, now)?
                 }
-                (true, Some((owner, name))) => vendor.organization(
-                    &generation,
-                    &reference,
-                    &claims,
-                    OrgTarget::Git { owner, name },
-                    record,
-                    now,
-                )?,
+                (true, Some((owner, name))) => {
+                    vendor.organization(ask, OrgTarget::Git { owner, name }, record, now)?
+                }
                 _ => {
                     record.requested_repository = Some(audit::truncate(&format!(
                         "{}://{}/{}",
