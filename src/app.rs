@@ -6,9 +6,11 @@ use crate::audit::{self, AuditLog, Record};
 use crate::buildkite;
 use crate::config::{AuditTarget, Config, JwksSource, Metrics as MetricsConfig, RateLimit};
 use crate::credential;
+use crate::exchange;
 use crate::github;
 use crate::http::{
-    ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle,
+    ErrorStyle, Limits, Method, Pool, Request, Response, Router, Sent, Server, ServerHandle,
+    json_string,
 };
 use crate::metrics::{self, Metrics};
 use crate::oidc::{self, Claims, FetchedJwks, KeySource, KeyStore, Verifier};
@@ -282,6 +284,14 @@ pub fn router(app: &Arc<App>) -> Router {
             move |_: &Request| metrics_response(&metrics_app),
         );
     }
+    let exchange_app = Arc::clone(app);
+    router = router.route(
+        Method::Post,
+        "/oauth/token",
+        Pool::Worker,
+        ErrorStyle::Json,
+        move |req: &Request| oauth_token(&exchange_app, req),
+    );
     let health = Arc::clone(app);
     router = router.route(
         Method::Get,
@@ -317,6 +327,180 @@ pub fn router(app: &Arc<App>) -> Router {
         );
     }
     router
+}
+
+/// `POST /oauth/token`: RFC 8693 token exchange onto the same admit → authorize → mint steps.
+fn oauth_token(app: &Arc<App>, req: &Request) -> Response {
+    let now = time::now_unix();
+    let mut record = Record::new(
+        &req.request_id,
+        req.method.as_str(),
+        &req.path,
+        req.peer.ip().to_string(),
+        req.header("user-agent"),
+    );
+    let response = match exchange_request(app, req, &mut record, now) {
+        Ok(issued) => {
+            record.authorized = true;
+            let vended = vended_record(app, &issued);
+            #[derive(Serialize)]
+            struct Body<'a> {
+                access_token: &'a str,
+                issued_token_type: &'static str,
+                token_type: &'static str,
+                expires_in: u64,
+                scope: String,
+                repositories: &'a [String],
+                hashed_token: &'a str,
+            }
+            let body = Body {
+                access_token: issued.minted.token.expose(),
+                issued_token_type: exchange::ACCESS_TOKEN_TYPE,
+                token_type: "Bearer",
+                expires_in: issued.minted.expires_at.saturating_sub(now),
+                scope: issued.permissions.join(" "),
+                repositories: &issued.repositories,
+                hashed_token: &vended.hashed_token,
+            };
+            let response = match serde_json::to_vec(&body) {
+                Ok(bytes) => Response::json(200, bytes),
+                Err(_) => Response::json_error(500, "internal error"),
+            };
+            record.vended = Some(vended);
+            response
+        }
+        Err((denial, code)) => {
+            record.error = Some(denial.reason.clone());
+            let (status, code) = match denial.status {
+                429 | 503 => (denial.status, "temporarily_unavailable"),
+                status @ 500..=599 => (status, "server_error"),
+                _ => (400, code),
+            };
+            let body = format!(
+                "{{\"error\":\"{code}\",\"error_description\":{}}}",
+                json_string(denial.message)
+            );
+            let mut response = Response::json(status, body);
+            if let Some(secs) = denial.retry_after_secs {
+                response = response.with_header("Retry-After", secs.max(1).to_string());
+            }
+            response
+        }
+    };
+    let app = Arc::clone(app);
+    response
+        .with_header("Pragma", "no-cache")
+        .on_sent(move |sent| finish_audit(&app, record, sent))
+}
+
+/// The exchange flow; an error carries the OAuth error code used when it is a 4xx.
+fn exchange_request(
+    app: &App,
+    req: &Request,
+    record: &mut Record,
+    now: u64,
+) -> Result<Issued, (Denial, &'static str)> {
+    let parsed = exchange::parse_request(
+        req.header("content-type"),
+        &req.body,
+        app.vendor.github_host(),
+    );
+    // A malformed request is still counted against the per-source limit: admit sees its error
+    // where a missing bearer token would be.
+    let token = match &parsed {
+        Ok(request) => Ok(request.subject_token.as_bytes()),
+        Err(e) => Err(Denial::new(400, e.description, e.to_string())),
+    };
+    let admitted = admit(app, req, token, record, now);
+    let (request, (generation, claims)) = match (parsed, admitted) {
+        (Ok(request), Ok(admitted)) => (request, admitted),
+        (Err(e), Err(d)) if d.status == 400 => return Err((d, e.code.as_str())),
+        (_, Err(d)) if d.status == 401 => {
+            return Err((
+                Denial {
+                    message: "the subject token is invalid",
+                    ..d
+                },
+                "invalid_request",
+            ));
+        }
+        (_, Err(d)) => return Err((d, "invalid_request")),
+        (Err(e), Ok(_)) => {
+            return Err((
+                Denial::new(400, e.description, e.to_string()),
+                e.code.as_str(),
+            ));
+        }
+    };
+    let ask = Ask {
+        generation: &generation,
+        reference: &request.profile,
+        claims: &claims,
+        permissions: request.scope.as_deref(),
+    };
+    let resource = request
+        .resource
+        .as_ref()
+        .map(|(o, n)| (o.as_str(), n.as_str()));
+    let vendor = &app.vendor;
+    let issued = match (request.profile.family(), resource) {
+        (Family::Pipeline, requested) => vendor.pipeline(ask, requested, record, now),
+        (Family::Organization, Some((owner, name))) => {
+            vendor.organization(ask, OrgTarget::Git { owner, name }, record, now)
+        }
+        (Family::Organization, None) => {
+            vendor.organization(ask, OrgTarget::Token { scope: None }, record, now)
+        }
+    };
+    match issued {
+        Ok(Some(issued)) => Ok(issued),
+        Ok(None) => {
+            let reason = record
+                .error
+                .take()
+                .unwrap_or_else(|| "resource not covered".into());
+            Err((
+                Denial::new(400, "the resource is not available to this subject", reason),
+                "invalid_target",
+            ))
+        }
+        Err(d) if d.message == "invalid scope" => Err((
+            Denial {
+                message: "the scope is beyond the profile",
+                ..d
+            },
+            "invalid_scope",
+        )),
+        Err(d) if matches!(d.status, 400 | 403 | 404) => Err((
+            Denial {
+                message: "the audience is not available to this subject",
+                ..d
+            },
+            "invalid_target",
+        )),
+        Err(d) => Err((d, "invalid_target")),
+    }
+}
+
+/// The audit record's `vended` for a token handed out (and the vend counter).
+fn vended_record(app: &App, issued: &Issued) -> audit::Vended {
+    app.metrics
+        .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
+    audit::Vended {
+        repositories: issued.repositories.clone(),
+        permissions: issued.permissions.clone(),
+        expiry: time::rfc3339(issued.minted.expires_at),
+        hashed_token: vend::hashed_token(issued.minted.token.expose()),
+        cache: issued.cache.as_str(),
+    }
+}
+
+/// Completes the audit record once the response is sent, and writes it.
+fn finish_audit(app: &App, mut record: Record, sent: &Sent) {
+    record.status = sent.status;
+    record.duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    record.time = time::rfc3339_millis(time::now_unix_millis());
+    app.audit.write(&record);
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
@@ -401,18 +585,10 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
     );
     let mut credential_request = None;
     let result = vend_request(app, req, route, &mut record, &mut credential_request, now);
-    let mut response = match result {
+    let response = match result {
         Ok(Answer::Issued(issued)) => {
             record.authorized = true;
-            let vended = audit::Vended {
-                repositories: issued.repositories.clone(),
-                permissions: issued.permissions.clone(),
-                expiry: time::rfc3339(issued.minted.expires_at),
-                hashed_token: vend::hashed_token(issued.minted.token.expose()),
-                cache: issued.cache.as_str(),
-            };
-            app.metrics
-                .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
+            let vended = vended_record(app, &issued);
             let org = record
                 .pipeline
                 .as_ref()
@@ -441,16 +617,8 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
             denial_response(&denial, route.is_git())
         }
     };
-    if route == TokenRoute::OrgToken || !route.is_git() {
-        response = response.with_header("Pragma", "no-cache");
-    }
     let app = Arc::clone(app);
-    response.on_sent(move |sent| {
-        record.status = sent.status;
-        record.duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
-        record.time = time::rfc3339_millis(time::now_unix_millis());
-        app.audit.write(&record);
-    })
+    response.on_sent(move |sent| finish_audit(&app, record, sent))
 }
 
 /// The steps every token route shares, in order: the per-source limit (before any JWT work),

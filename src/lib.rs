@@ -18,6 +18,7 @@ pub mod buildkite;
 pub mod cache;
 pub mod config;
 pub mod credential;
+pub mod exchange;
 pub mod github;
 pub mod http;
 pub mod metrics;
