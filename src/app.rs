@@ -601,7 +601,8 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
             response
         }
         Ok(Answer::NotMine) => {
-            record.authorized = true;
+            // Authorized only if a profile's rules were evaluated (not for another host).
+            record.authorized = record.profile.is_some();
             Response::new(
                 200,
                 if route.is_git() {
@@ -634,7 +635,7 @@ fn admit(
 ) -> Result<(Arc<Generation>, Claims), Denial> {
     if let Some(limiter) = &app.per_source {
         limiter
-            .check(&req.peer.ip(), Instant::now())
+            .check(&source_key(req.peer.ip()), Instant::now())
             .map_err(|secs| rate_limited(app, secs, "source"))?;
     }
     let Some(generation) = app.generation().filter(|_| app.is_ready()) else {
@@ -675,6 +676,20 @@ fn admit(
             .map_err(|secs| rate_limited(app, secs, "pipeline"))?;
     }
     Ok((generation, claims))
+}
+
+/// The per-source rate-limit key: an IPv4 address, or the /64 of an IPv6 address (one host
+/// usually holds a whole /64, so per-address keys would not limit it).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                v6.to_bits() & !0xffff_ffff_ffff_ffff,
+            )),
+        },
+        v4 => v4,
+    }
 }
 
 /// The bearer token of the `Authorization` header (401 without one, or with a malformed one).
@@ -764,8 +779,9 @@ fn rate_limited(app: &App, retry_after_secs: u64, limit: &'static str) -> Denial
     }
 }
 
-/// `repository-scope` from the query: a bare repository name (non-empty, no `/`, no whitespace or
-/// control characters, at most 100 bytes), at most once; other parameters are ignored.
+/// `repository-scope` from the query, at most once: a GitHub repository name (letters, digits,
+/// `-`, `_`, `.`; at most 100 bytes; not `.`, `..` or ending in `.git`), so a caller's typo is a
+/// 400, never an upstream 422 answered 500. Other parameters are ignored.
 fn repository_scope(req: &Request) -> Result<Option<String>, Denial> {
     let bad = |why: &str| Denial::new(400, "malformed query", format!("query: {why}"));
     let pairs = req.query_pairs().map_err(|e| bad(&e.to_string()))?;
@@ -779,7 +795,7 @@ fn repository_scope(req: &Request) -> Result<Option<String>, Denial> {
     }
     match scope {
         None => Ok(None),
-        Some(s) if profiles::is_repository_name(&s) && s.len() <= 100 => Ok(Some(s)),
+        Some(s) if github::is_valid_repo_name(&s) => Ok(Some(s)),
         Some(_) => Err(bad("repository-scope is not a bare repository name")),
     }
 }
@@ -986,9 +1002,10 @@ pub fn start(
     })
 }
 
-/// Calls `ping` every `interval` while the server answers its own `/healthcheck` over loopback
-/// (any status counts: the accept loop and a connection thread are alive). A hung server stops
-/// pinging, and systemd's watchdog restarts it.
+/// Calls `ping` every `interval` while the server is healthy: the accept loop is running and it
+/// answers its own `/healthcheck` over loopback (any status counts), or every connection slot is
+/// taken (then a self-check cannot get in, and a restart would only lose the token cache). A hung
+/// server stops pinging, and systemd's watchdog restarts it.
 pub fn spawn_watchdog(running: &Running, interval: Duration, ping: impl Fn() + Send + 'static) {
     let addr = match running.addr {
         SocketAddr::V4(a) if a.ip().is_unspecified() => {
@@ -1000,6 +1017,7 @@ pub fn spawn_watchdog(running: &Running, interval: Duration, ping: impl Fn() + S
         other => other,
     };
     let handle = running.handle.clone();
+    let max_connections = running.app.config.max_connections;
     let base = running
         .app
         .config
@@ -1010,7 +1028,8 @@ pub fn spawn_watchdog(running: &Running, interval: Duration, ping: impl Fn() + S
         .name("watchdog".into())
         .spawn(move || {
             while !handle.is_draining() {
-                if self_check(addr, &base, interval) {
+                let at_cap = handle.open_connections() >= max_connections;
+                if at_cap || self_check(addr, &base, interval) {
                     ping();
                 } else {
                     log::warn!("watchdog: /healthcheck did not answer; not pinging systemd");
@@ -1035,4 +1054,18 @@ fn self_check(addr: SocketAddr, base: &str, timeout: Duration) -> bool {
     stream.write_all(request.as_bytes()).is_ok()
         && stream.read_exact(&mut head).is_ok()
         && head.starts_with(b"HTTP/1.1 ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_keys_group_ipv6_by_64_and_unmap_ipv4() {
+        let key = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+    }
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::cache::CoalescingCache;
-use crate::github::{is_valid_owner, is_valid_repo_name};
+use crate::github::{is_valid_owner, is_valid_repo_name, strip_git_suffix};
 use crate::upstream::{self, RateCircuit, Response, percent_encode};
 
 /// `BUILDKITE_API_URL`'s default.
@@ -139,12 +139,8 @@ fn owner_and_name(path: &str) -> Result<(&str, &str), RepoUrlError> {
     if name.contains('/') || owner.is_empty() || name.is_empty() {
         return Err(RepoUrlError::BadPath);
     }
+    // `x.git.git` leaves `x.git`, which `is_valid_repo_name` refuses (GitHub does too).
     let name = strip_git_suffix(name);
-    // `x.git.git` would normalise to `x.git` and then, written as a URL and read again, to `x`:
-    // GitHub itself refuses names ending in `.git`, so refuse them here too.
-    if strip_git_suffix(name).len() != name.len() {
-        return Err(RepoUrlError::BadName);
-    }
     if !is_valid_owner(owner) {
         return Err(RepoUrlError::BadOwner);
     }
@@ -152,14 +148,6 @@ fn owner_and_name(path: &str) -> Result<(&str, &str), RepoUrlError> {
         return Err(RepoUrlError::BadName);
     }
     Ok((owner, name))
-}
-
-fn strip_git_suffix(name: &str) -> &str {
-    let cut = name.len().saturating_sub(4);
-    match (name.get(..cut), name.get(cut..)) {
-        (Some(stem), Some(suffix)) if suffix.eq_ignore_ascii_case(".git") => stem,
-        _ => name,
-    }
 }
 
 /// The Buildkite REST API token. `Debug` prints `[redacted]`.

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most keys tracked; past it, buckets that have refilled completely are dropped (they carry no
-/// state), and if none has, the limiter admits rather than grow without bound.
+/// state), and if none has, the least recently used one.
 pub const MAX_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -34,31 +34,32 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         }
     }
 
-    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+    /// The tokens `bucket` holds at `now`.
+    fn tokens_at(&self, bucket: &Bucket, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         let rate = self.count / self.window.as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(self.count);
-        bucket.updated = now;
+        (bucket.tokens + elapsed * rate).min(self.count)
     }
 
     /// Takes one token for `key`. `Err(retry_after_secs)` (at least 1) when none is left.
     pub fn check(&self, key: &K, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !buckets.contains_key(key) && buckets.len() >= MAX_KEYS {
-            buckets.retain(|_, b| {
-                self.refill(b, now);
-                b.tokens < self.count
-            });
-            if buckets.len() >= MAX_KEYS {
-                log::warn!("rate limiter full ({MAX_KEYS} keys): admitting without a bucket");
-                return Ok(());
+            buckets.retain(|_, b| self.tokens_at(b, now) < self.count);
+            let oldest = buckets
+                .iter()
+                .min_by_key(|(_, b)| b.updated)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest.filter(|_| buckets.len() >= MAX_KEYS) {
+                buckets.remove(&oldest);
             }
         }
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.count,
             updated: now,
         });
-        self.refill(bucket, now);
+        bucket.tokens = self.tokens_at(bucket, now);
+        bucket.updated = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return Ok(());
@@ -84,6 +85,31 @@ mod tests {
         assert_eq!(limiter.check(&"b", t0), Ok(()), "keys are independent");
         assert_eq!(limiter.check(&"a", t0 + Duration::from_secs(19)), Err(1));
         assert_eq!(limiter.check(&"a", t0 + Duration::from_secs(20)), Ok(()));
+    }
+
+    #[test]
+    fn a_full_limiter_evicts_the_least_recently_used_key() {
+        let limiter = RateLimiter::new(1, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        for k in 0..MAX_KEYS {
+            limiter
+                .check(&k, t0 + Duration::from_nanos(k as u64))
+                .unwrap(); // every bucket now empty
+        }
+        assert_eq!(
+            limiter.check(&MAX_KEYS, t0 + Duration::from_secs(1)),
+            Ok(()),
+            "a new key gets a bucket"
+        );
+        assert_eq!(
+            limiter.check(&0, t0 + Duration::from_secs(1)),
+            Ok(()),
+            "key 0 was evicted, so it starts full"
+        );
+        assert!(
+            limiter.check(&5, t0 + Duration::from_secs(1)).is_err(),
+            "others keep their state"
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 /// The JWKS response cap (64 KiB), see `upstreams.md`.
 pub const MAX_JWKS_BODY: usize = 64 * 1024;
+/// Whole-call timeout of a JWKS fetch (`oidc.md`: 10 s, tighter than other calls; a tighter
+/// [`Settings::timeout_global`] wins).
+pub const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where Linux distributions keep the system CA bundle, tried in order.
 const SYSTEM_CA_BUNDLES: &[&str] = &[
@@ -175,8 +178,9 @@ impl Method {
     }
 }
 
-/// A response with any status.
-#[derive(Clone, Debug)]
+/// A response with any status. `Debug` shows header names and the body's length only (a mint
+/// answer's body holds the new token).
+#[derive(Clone)]
 pub struct Response {
     /// The status code.
     pub status: u16,
@@ -184,6 +188,17 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// The body, at most the call's cap.
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Response {
@@ -200,6 +215,7 @@ impl Response {
 pub struct Client {
     agent: ureq::Agent,
     max_body: usize,
+    timeout_global: Duration,
     observer: Option<Observer>,
 }
 
@@ -231,6 +247,7 @@ impl Client {
         Ok(Client {
             agent: config.new_agent(),
             max_body: settings.max_body,
+            timeout_global: settings.timeout_global,
             observer: settings.observer.clone(),
         })
     }
@@ -245,8 +262,21 @@ impl Client {
         body: Option<&[u8]>,
         max_body: usize,
     ) -> Result<Response, Error> {
+        self.observed(method, url, headers, body, max_body, None)
+    }
+
+    /// [`Client::request`] with an optional tighter whole-call timeout, reported to the observer.
+    fn observed(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        max_body: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Response, Error> {
         let started = std::time::Instant::now();
-        let result = self.call(method, url, headers, body, max_body);
+        let result = self.call(method, url, headers, body, max_body, timeout);
         if let Some(Observer(observe)) = &self.observer {
             let outcome = match &result {
                 Ok(response) => format!("{}xx", response.status / 100),
@@ -267,16 +297,23 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
         max_body: usize,
+        timeout: Option<Duration>,
     ) -> Result<Response, Error> {
         check_url(url)?;
         let mut builder = http::Request::builder().method(method.as_http()).uri(url);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let sent = match body {
-            Some(bytes) => builder.body(bytes).map(|r| self.agent.run(r)),
-            None => builder.body(()).map(|r| self.agent.run(r)),
+        let run = |request: http::Request<&[u8]>| match timeout {
+            Some(t) => self.agent.run(
+                self.agent
+                    .configure_request(request)
+                    .timeout_global(Some(t))
+                    .build(),
+            ),
+            None => self.agent.run(request),
         };
+        let sent = builder.body(body.unwrap_or_default()).map(run);
         // An http::Error names the bad part, never a header value.
         let mut response = sent
             .map_err(|e| Error::BadUrl(e.to_string()))?
@@ -324,7 +361,14 @@ impl Client {
     /// body and the `Cache-Control: max-age` in seconds when present (the caller clamps it).
     pub fn fetch_jwks(&self, url: &str) -> Result<(Vec<u8>, Option<u64>), Error> {
         let accept = [("Accept", "application/json")];
-        let response = self.request(Method::Get, url, &accept, None, MAX_JWKS_BODY)?;
+        let response = self.observed(
+            Method::Get,
+            url,
+            &accept,
+            None,
+            MAX_JWKS_BODY,
+            Some(JWKS_TIMEOUT.min(self.timeout_global)),
+        )?;
         if response.status != 200 {
             return Err(Error::Status {
                 status: response.status,

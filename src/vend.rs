@@ -110,13 +110,9 @@ pub struct Issued {
 }
 
 impl Issued {
-    /// `selected` or `all`.
+    /// `selected` or `all`, as GitHub reported it.
     pub fn repository_selection(&self) -> &str {
-        if self.repositories.is_empty() {
-            "all"
-        } else {
-            "selected"
-        }
+        &self.minted.repository_selection
     }
 }
 
@@ -450,14 +446,12 @@ pub fn hashed_token(token: &str) -> String {
 }
 
 /// `owner/name` from a git credential `path` (`acme/widgets.git`, leading or trailing `/`
-/// tolerated, `.git` removed). `None` for anything else.
+/// tolerated, one `.git` of any case removed), both valid GitHub names. `None` for anything else.
 pub fn repository_from_path(path: &str) -> Option<(&str, &str)> {
-    let path = path.trim_matches('/');
-    let (owner, name) = path.split_once('/')?;
-    let name = name.strip_suffix(".git").unwrap_or(name);
-    let valid =
-        |s: &str| !s.is_empty() && !s.contains('/') && s.bytes().all(|b| b.is_ascii_graphic());
-    (valid(owner) && valid(name)).then_some((owner, name))
+    let (owner, name) = path.trim_matches('/').split_once('/')?;
+    let name = crate::github::strip_git_suffix(name);
+    (crate::github::is_valid_owner(owner) && crate::github::is_valid_repo_name(name))
+        .then_some((owner, name))
 }
 
 #[cfg(test)]
@@ -483,6 +477,11 @@ mod tests {
             ("acme/widgets/info", None),
             ("acme/.git", None),
             ("acme/wid gets", None),
+            ("acme/Widgets.GIT", Some(("acme", "Widgets"))),
+            ("acme/wid$gets.git", None),
+            ("acme/..", None),
+            ("acme/%2e%2e", None),
+            ("acme/x.git.git", None),
             ("", None),
         ];
         for (path, want) in cases {

@@ -536,6 +536,7 @@ fn framing_violations_are_400_and_close() {
         ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
         ("bare LF in chunked", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\na\r\n0\r\n\r\n"),
         ("missing host", b"GET /healthcheck HTTP/1.1\r\n\r\n"),
+        ("bare LF line endings", b"GET /healthcheck HTTP/1.1\nHost: x\n\n"),
     ];
     for (name, raw) in cases {
         let (r, mut s) = send(srv.addr, raw);

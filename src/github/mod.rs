@@ -177,9 +177,20 @@ pub fn is_valid_repo_name(name: &str) -> bool {
     (1..=100).contains(&name.len())
         && name != "."
         && name != ".."
+        && strip_git_suffix(name).len() == name.len()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `name` without one trailing `.git` (any case), as git URLs carry it. GitHub refuses repository
+/// names that end in `.git`, so [`is_valid_repo_name`] refuses what is left if it still does.
+pub fn strip_git_suffix(name: &str) -> &str {
+    let cut = name.len().saturating_sub(4);
+    match (name.get(..cut), name.get(cut..)) {
+        (Some(stem), Some(suffix)) if suffix.eq_ignore_ascii_case(".git") => stem,
+        _ => name,
+    }
 }
 
 /// The GitHub App client.

@@ -62,8 +62,8 @@ pub enum Framing {
     Chunked,
 }
 
-/// A parsed request head.
-#[derive(Debug, Clone)]
+/// A parsed request head. `Debug` shows header names, not values (one may be the JWT).
+#[derive(Clone)]
 pub struct Head {
     pub method: Method,
     /// The request target as received (origin form: starts with `/`).
@@ -79,6 +79,20 @@ pub struct Head {
     pub expect_continue: bool,
 }
 
+impl fmt::Debug for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Head")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("http11", &self.http11)
+            .field("headers", &names)
+            .field("framing", &self.framing)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a head was refused. Each variant maps to one status code via [`HeadError::status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -91,6 +105,9 @@ pub enum HeadError {
     UriTooLong { len: usize },
     /// Syntax rejected by the parser: bad token, space before colon, obs-fold, bad version (400).
     Syntax(&'static str),
+    /// A line ended with a bare LF instead of CRLF (400): lenient parsers disagree on those, a
+    /// request-smuggling vector behind a proxy.
+    BareLf,
     /// The target is not in origin form (400).
     TargetNotOriginForm,
     /// HTTP/1.1 without exactly one `Host` header (400).
@@ -127,6 +144,7 @@ impl fmt::Display for HeadError {
                 write!(f, "request target of {len} bytes, over {MAX_URI_BYTES}")
             }
             HeadError::Syntax(what) => write!(f, "malformed head: {what}"),
+            HeadError::BareLf => write!(f, "line ended with a bare LF"),
             HeadError::TargetNotOriginForm => write!(f, "request target not in origin form"),
             HeadError::Host => write!(f, "HTTP/1.1 request without exactly one Host header"),
             HeadError::LengthAndTransferEncoding => {
@@ -179,6 +197,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     };
     if consumed > MAX_HEAD_BYTES {
         return Err(HeadError::HeadTooLarge);
+    }
+    let head_bytes = buf.get(..consumed).unwrap_or_default();
+    let bare_lf = head_bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head_bytes.get(i - 1) != Some(&b'\r')));
+    if bare_lf {
+        return Err(HeadError::BareLf);
     }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Syntax("incomplete request line"));
@@ -312,6 +338,9 @@ mod tests {
             ("space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n".into(), HeadError::Syntax("invalid header name (space before colon or obs-fold?)")),
             ("obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n".into(), HeadError::Syntax("invalid header name (space before colon or obs-fold?)")),
             ("no host", "GET / HTTP/1.1\r\n\r\n".into(), HeadError::Host),
+            ("bare LF everywhere", "GET / HTTP/1.1\nHost: x\n\n".into(), HeadError::BareLf),
+            ("bare LF after one header", "GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n".into(), HeadError::BareLf),
+            ("bare LF at the end", "GET / HTTP/1.1\r\nHost: x\r\n\n".into(), HeadError::BareLf),
             ("two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(), HeadError::Host),
             ("absolute form", "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n".into(), HeadError::TargetNotOriginForm),
             ("asterisk form", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".into(), HeadError::TargetNotOriginForm),
@@ -329,6 +358,19 @@ mod tests {
     fn a_full_buffer_that_is_still_partial_is_too_large() {
         let raw = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(parse(&raw).err(), Some(HeadError::HeadTooLarge));
+    }
+
+    #[test]
+    fn debug_never_shows_header_values() {
+        let (head, _) =
+            parse("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer SECRET.JWT\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        let shown = format!("{head:?}");
+        assert!(
+            shown.contains("authorization") && !shown.contains("SECRET"),
+            "{shown}"
+        );
     }
 
     #[test]

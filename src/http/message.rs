@@ -7,8 +7,8 @@ use super::head::Method;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A complete request, body included, as handed to a handler.
-#[derive(Debug)]
+/// A complete request, body included, as handed to a handler. `Debug` shows header names but no
+/// values and no body (they carry the JWT).
 pub struct Request {
     pub method: Method,
     /// The path with `//` runs collapsed and the base path removed; always starts with `/`.
@@ -25,6 +25,20 @@ pub struct Request {
     pub params: Vec<String>,
     /// When the head was complete.
     pub received: Instant,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &names)
+            .field("body_len", &self.body.len())
+            .field("peer", &self.peer)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Request {
