@@ -972,7 +972,7 @@ pub fn start(
             on_ready(status);
         })?;
     if matches!(app.config.jwks, JwksSource::Url(_)) {
-        oidc::spawn_refresher(Arc::clone(&app.keys));
+        oidc::spawn_refresher(Arc::clone(&app.keys))?;
     }
     if let MetricsConfig::Listen(metrics_addr) = app.config.metrics {
         let metrics_app = Arc::clone(&app);

@@ -95,8 +95,8 @@ impl ChunkedDecoder {
                     };
                     take
                 }
-                State::DataCr => self.expect(rest, b'\r', State::DataLf)?,
-                State::DataLf => self.expect(rest, b'\n', State::Size)?,
+                State::DataCr => self.expect_byte(rest, b'\r', State::DataLf)?,
+                State::DataLf => self.expect_byte(rest, b'\n', State::Size)?,
                 State::Size | State::Trailer => self.line_byte(rest)?,
                 State::Done => 0,
             };
@@ -104,7 +104,7 @@ impl ChunkedDecoder {
         Ok(pos)
     }
 
-    fn expect(&mut self, rest: &[u8], byte: u8, next: State) -> Result<usize, ChunkError> {
+    fn expect_byte(&mut self, rest: &[u8], byte: u8, next: State) -> Result<usize, ChunkError> {
         if rest.first() != Some(&byte) {
             return Err(ChunkError::Invalid("missing CRLF after chunk data"));
         }
