@@ -10,6 +10,16 @@
 //! [`vend`] (cache, then [`github`] / [`buildkite`] to mint) → the response.
 //!
 //! The specification lives in `shared/spec/`; the README says what was chosen where it is silent.
+// No unwrap, expect, panic or indexing outside tests: untrusted input must not be able to panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 #![deny(unsafe_code)] // every module but `systemd` forbids it outright; see each file's first line
 
 pub mod app;

@@ -1,5 +1,11 @@
 //! `kitebridge`: serve (no arguments), `profiles check`, `profiles explain`, `--version`, `--help`.
 #![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kitebridge::app::{self, App, StartError};
 use kitebridge::config::Config;
