@@ -9,11 +9,17 @@ mod checks;
 
 use std::path::{Path, PathBuf};
 
+/// A seed file of one target (`""`: the target's directory).
+fn corpus_file(target: &str, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+        .join(name)
+}
+
 /// The seed files of one target, sorted; the directory must exist and hold some.
 fn seeds(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
+    let dir = corpus_file(target, "");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -47,11 +53,7 @@ fn replay(target: &str, check: fn(&[u8])) {
 
 /// Runs `check` over one known-bug seed.
 fn replay_bug(target: &str, name: &str, check: fn(&[u8])) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target)
-        .join(name);
-    check(&std::fs::read(path).unwrap());
+    check(&std::fs::read(corpus_file(target, name)).unwrap());
 }
 
 #[test]
