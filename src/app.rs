@@ -1,49 +1,212 @@
 //! The application: the routes of `api.md` wired to their handlers, and the process lifecycle
-//! (listen, serve, drain) that `main` and the tests share.
+//! (build, listen, become ready, serve, drain) that `main` and the tests share.
 #![forbid(unsafe_code)]
 
-use crate::audit::AuditLog;
-use crate::config::{AuditTarget, Config};
+use crate::audit::{self, AuditLog, Record};
+use crate::buildkite;
+use crate::config::{AuditTarget, Config, JwksSource, RateLimit};
+use crate::credential;
+use crate::github;
 use crate::http::{
     ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle,
 };
+use crate::oidc::{self, Claims, FetchedJwks, KeySource, KeyStore, Verifier};
+use crate::profiles::{self, Family, Generation, Store};
+use crate::ratelimit::RateLimiter;
+use crate::time;
+use crate::upstream;
+use crate::vend::{self, Denial, Issued, OrgTarget, Vendor};
+use serde::Serialize;
+use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Why the application could not be built from a (syntactically valid) configuration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A configuration value that only fails when used (exit status 2).
+    Config(String),
+    /// An I/O failure (audit file, listener, threads).
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(what) => write!(f, "invalid configuration: {what}"),
+            StartError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        StartError::Io(e)
+    }
+}
 
 /// Shared state of a running kitebridge.
 pub struct App {
     pub config: Config,
     pub audit: AuditLog,
+    pub keys: Arc<KeyStore>,
+    verifier: Verifier,
+    pub vendor: Vendor,
+    /// The profile generations; a request takes one with [`Store::current`] and uses only it.
+    pub profiles: Arc<Store>,
+    per_source: Option<RateLimiter<IpAddr>>,
+    per_pipeline: Option<RateLimiter<String>>,
     ready: AtomicBool,
     server: OnceLock<ServerHandle>,
 }
 
+fn limiter<K: Eq + std::hash::Hash + Clone>(limit: &RateLimit) -> Option<RateLimiter<K>> {
+    match limit {
+        RateLimit::Off => None,
+        RateLimit::Limit { count, window_secs } => {
+            Some(RateLimiter::new(*count, Duration::from_secs(*window_secs)))
+        }
+    }
+}
+
 impl App {
-    /// Builds the application from a validated configuration.
-    pub fn new(config: Config) -> io::Result<App> {
+    /// Builds the application: audit log, upstream clients, key store, vendor, profiles.
+    pub fn new(config: Config) -> Result<App, StartError> {
         let audit = match &config.audit_log {
             AuditTarget::Stdout => AuditLog::stdout(),
             AuditTarget::Stderr => AuditLog::stderr(),
             AuditTarget::File(path) => AuditLog::file(path)?,
         };
+        let http = Arc::new(
+            upstream::Client::new(&upstream::Settings {
+                user_agent: format!("kitebridge/{}", crate::VERSION),
+                ssl_cert_file: config.ssl_cert_file.clone(),
+                https_proxy: config.https_proxy.clone(),
+                no_proxy: config.no_proxy.clone(),
+                ..upstream::Settings::default()
+            })
+            .map_err(|e| StartError::Config(format!("upstream client: {e}")))?,
+        );
+        let keys = Arc::new(KeyStore::new(match &config.jwks {
+            JwksSource::Static(doc) => KeySource::Static(doc.clone()),
+            JwksSource::Url(url) => {
+                let (http, url) = (Arc::clone(&http), url.clone());
+                KeySource::Fetch(Box::new(move || {
+                    http.fetch_jwks(&url)
+                        .map(|(body, max_age_secs)| FetchedJwks { body, max_age_secs })
+                        .map_err(|e| e.to_string())
+                }))
+            }
+        }));
+        if matches!(config.jwks, JwksSource::Static(_)) {
+            keys.load(time::now_unix())
+                .map_err(|e| StartError::Config(format!("JWT_JWKS_STATIC: {e}")))?;
+        }
+        let verifier = Verifier::new(
+            oidc::Settings {
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+                organization_slug: config.organization_slug.clone(),
+                organization_id: config.organization_id.clone(),
+                leeway_secs: config.leeway_secs,
+                max_lifetime_secs: config.max_lifetime_secs,
+            },
+            Arc::clone(&keys),
+        );
+        let key = github::AppKey::from_pem(config.github_app_private_key.expose().as_bytes())
+            .map_err(|e| StartError::Config(format!("GITHUB_APP_PRIVATE_KEY: {e}")))?;
+        let github = Arc::new(github::Client::new(
+            Arc::clone(&http),
+            github::Settings {
+                api_url: config.github_api_url.clone(),
+                app_id: config.github_app_id.clone(),
+                installation_id: config.github_installation_id,
+            },
+            key,
+        ));
+        let buildkite = match &config.buildkite_api_token {
+            Some(token) => {
+                let token = buildkite::ApiToken::new(token.expose().to_owned())
+                    .ok_or_else(|| StartError::Config("BUILDKITE_API_TOKEN: unusable".into()))?;
+                let settings = buildkite::Settings {
+                    api_url: config.buildkite_api_url.clone(),
+                    cache_secs: config.pipeline_cache_secs,
+                    github_host: config.github_host.clone(),
+                };
+                Some(buildkite::Client::new(Arc::clone(&http), settings, token))
+            }
+            None => {
+                log::warn!("BUILDKITE_API_TOKEN is not set: pipeline profiles will answer 500");
+                None
+            }
+        };
+        let vendor = Vendor::new(
+            vend::Settings {
+                github_host: config.github_host.clone(),
+                token_min_remaining_secs: config.token_min_remaining_secs,
+                token_cache_max_entries: config.token_cache_max_entries,
+            },
+            Arc::clone(&github),
+            buildkite,
+        );
+        let profiles = profiles::start(
+            &config.profiles,
+            Arc::clone(&github),
+            config.profiles_refresh_secs,
+        )?;
         Ok(App {
+            per_source: limiter(&config.rate_limit_per_source),
+            per_pipeline: limiter(&config.rate_limit_per_pipeline),
             config,
             audit,
+            keys,
+            verifier,
+            vendor,
+            profiles,
             ready: AtomicBool::new(false),
             server: OnceLock::new(),
         })
     }
 
-    /// Ready to vend: configured, listening, and (once profiles exist) the first generation loaded.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.is_draining()
+    /// The profile generation a request uses (one read per request), once loaded.
+    pub fn generation(&self) -> Option<Arc<Generation>> {
+        self.profiles.current()
     }
 
-    fn is_draining(&self) -> bool {
-        self.server.get().is_some_and(ServerHandle::is_draining)
+    /// Ready to vend: listening, the key set loaded once, the installation's account known, the
+    /// first profile generation loaded; and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+            && !self.server.get().is_some_and(ServerHandle::is_draining)
+    }
+
+    /// One attempt at everything readiness waits for; returns whether all is there now.
+    fn try_become_ready(&self) -> bool {
+        let now = time::now_unix();
+        if !self.keys.is_loaded() {
+            if let Err(e) = self.keys.load(now) {
+                log::warn!("key set not loaded yet (retrying): {e}");
+            }
+        }
+        if self.vendor.account().is_none() {
+            match self.vendor.learn_account(now) {
+                Ok(login) => log::info!(
+                    "installation {} belongs to {login:?}",
+                    self.config.github_installation_id
+                ),
+                Err(e) => log::warn!("installation account not known yet (retrying): {e}"),
+            }
+        }
+        let ready =
+            self.keys.is_loaded() && self.vendor.account().is_some() && self.generation().is_some();
+        self.ready.store(ready, Ordering::SeqCst);
+        ready
     }
 
     /// The edge limits from the configuration.
@@ -60,16 +223,66 @@ impl App {
     }
 }
 
+/// Which token route a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenRoute {
+    PipelineToken,
+    PipelineGit,
+    OrgToken,
+    OrgGit,
+}
+
+impl TokenRoute {
+    fn family(self) -> Family {
+        match self {
+            TokenRoute::PipelineToken | TokenRoute::PipelineGit => Family::Pipeline,
+            TokenRoute::OrgToken | TokenRoute::OrgGit => Family::Organization,
+        }
+    }
+
+    fn is_git(self) -> bool {
+        matches!(self, TokenRoute::PipelineGit | TokenRoute::OrgGit)
+    }
+}
+
 /// The route table of `api.md`.
 pub fn router(app: &Arc<App>) -> Router {
+    let mut router = Router::new(app.config.server_base_path.clone());
     let health = Arc::clone(app);
-    Router::new(app.config.server_base_path.clone()).route(
+    router = router.route(
         Method::Get,
         "/healthcheck",
         Pool::Inline,
         ErrorStyle::Json,
         move |_: &Request| healthcheck(&health),
-    )
+    );
+    let routes: [(&str, TokenRoute); 6] = [
+        ("/token", TokenRoute::PipelineToken),
+        ("/token/{profile}", TokenRoute::PipelineToken),
+        ("/git-credentials", TokenRoute::PipelineGit),
+        ("/git-credentials/{profile}", TokenRoute::PipelineGit),
+        ("/organization/token/{profile}", TokenRoute::OrgToken),
+        (
+            "/organization/git-credentials/{profile}",
+            TokenRoute::OrgGit,
+        ),
+    ];
+    for (pattern, route) in routes {
+        let app = Arc::clone(app);
+        let style = if route.is_git() {
+            ErrorStyle::Text
+        } else {
+            ErrorStyle::Json
+        };
+        router = router.route(
+            Method::Post,
+            pattern,
+            Pool::Worker,
+            style,
+            move |req: &Request| token_route(&app, req, route),
+        );
+    }
+    router
 }
 
 /// `GET/HEAD /healthcheck`: 200 `OK` while serving, 503 `not ready` before readiness and while draining.
@@ -79,6 +292,330 @@ fn healthcheck(app: &App) -> Response {
     } else {
         Response::text(503, "not ready")
     }
+}
+
+/// What a token route answers on success.
+enum Answer {
+    Issued(Issued),
+    /// The git "not mine" answer (and the organization token route's): 200 with an empty body.
+    NotMine,
+}
+
+/// A token route: the whole flow, then the audit record once the response is sent.
+fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
+    let now = time::now_unix();
+    let mut record = Record::new(
+        &req.request_id,
+        req.method.as_str(),
+        &req.path,
+        req.peer.ip().to_string(),
+        req.header("user-agent"),
+    );
+    let mut credential_request = None;
+    let result = vend_request(app, req, route, &mut record, &mut credential_request, now);
+    let mut response = match result {
+        Ok(Answer::Issued(issued)) => {
+            record.authorized = true;
+            let vended = audit::Vended {
+                repositories: issued.repositories.clone(),
+                permissions: issued.permissions.clone(),
+                expiry: time::rfc3339(issued.minted.expires_at),
+                hashed_token: vend::hashed_token(issued.minted.token.expose()),
+                cache: issued.cache.as_str(),
+            };
+            let org = record
+                .pipeline
+                .as_ref()
+                .map_or("", |p| p.organization_slug.as_str());
+            let response = match &credential_request {
+                Some(cred) => git_success(cred, &issued),
+                None => json_success(org, &issued, &vended),
+            };
+            record.vended = Some(vended);
+            response
+        }
+        Ok(Answer::NotMine) => {
+            record.authorized = true;
+            Response::new(
+                200,
+                if route.is_git() {
+                    "text/plain"
+                } else {
+                    "application/json"
+                },
+                Vec::new(),
+            )
+        }
+        Err(denial) => {
+            record.error = Some(denial.reason.clone());
+            denial_response(&denial, route.is_git())
+        }
+    };
+    if route == TokenRoute::OrgToken || !route.is_git() {
+        response = response.with_header("Pragma", "no-cache");
+    }
+    let app = Arc::clone(app);
+    response.on_sent(move |sent| {
+        record.status = sent.status;
+        record.duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+        record.time = time::rfc3339_millis(time::now_unix_millis());
+        app.audit.write(&record);
+    })
+}
+
+fn vend_request(
+    app: &App,
+    req: &Request,
+    route: TokenRoute,
+    record: &mut Record,
+    credential_request: &mut Option<credential::CredentialRequest>,
+    now: u64,
+) -> Result<Answer, Denial> {
+    if let Some(limiter) = &app.per_source {
+        limiter
+            .check(&req.peer.ip(), Instant::now())
+            .map_err(|secs| rate_limited(secs, "per-source rate limit"))?;
+    }
+    let Some(generation) = app.generation().filter(|_| app.is_ready()) else {
+        return Err(Denial::new(
+            503,
+            "not ready",
+            "not ready (profiles, key set or installation account not loaded yet, or draining)",
+        ));
+    };
+    let token = oidc::bearer_token(&req.header_values("authorization")).map_err(|e| {
+        let message = if matches!(e, oidc::Error::MissingAuthorization) {
+            "missing authorization"
+        } else {
+            "invalid token"
+        };
+        Denial::new(401, message, e.to_string())
+    })?;
+    let claims = match app.verifier.verify(token, now) {
+        Ok(verified) => {
+            record.jwt = Some(jwt_info(
+                Some(verified.kid.clone()),
+                Some(&verified.claims),
+                now,
+            ));
+            record.pipeline = Some(pipeline_info(&verified.claims));
+            verified.claims
+        }
+        Err(rejected) => {
+            record.jwt = Some(jwt_info(
+                rejected.kid.clone(),
+                rejected.claims.as_deref(),
+                now,
+            ));
+            record.pipeline = rejected.claims.as_deref().map(pipeline_info);
+            return Err(Denial::new(
+                401,
+                "invalid token",
+                rejected.error.to_string(),
+            ));
+        }
+    };
+    if let Some(limiter) = &app.per_pipeline {
+        let key = format!("{}/{}", claims.organization_slug, claims.pipeline_slug);
+        limiter
+            .check(&key, Instant::now())
+            .map_err(|secs| rate_limited(secs, "per-pipeline rate limit"))?;
+    }
+    let segment = req.param(0).unwrap_or("default");
+    let reference = profiles::parse_profile_ref(route.family(), segment).map_err(|e| {
+        Denial::new(
+            400,
+            "malformed profile reference",
+            format!("profile reference: {e}"),
+        )
+    })?;
+    let vendor = &app.vendor;
+    let issued = match route {
+        TokenRoute::PipelineToken => {
+            vendor.pipeline(&generation, &reference, &claims, None, record, now)?
+        }
+        TokenRoute::OrgToken => {
+            let scope = repository_scope(req)?;
+            vendor.organization(
+                &generation,
+                &reference,
+                &claims,
+                OrgTarget::Token {
+                    scope: scope.as_deref(),
+                },
+                record,
+                now,
+            )?
+        }
+        TokenRoute::PipelineGit | TokenRoute::OrgGit => {
+            let cred = credential::parse_request(&req.body)
+                .map_err(|e| Denial::new(400, "malformed git credential request", e.to_string()))?;
+            let ours =
+                cred.protocol == "https" && cred.host.eq_ignore_ascii_case(vendor.github_host());
+            let repo = vend::repository_from_path(&cred.path);
+            let issued = match (ours, repo) {
+                (true, Some(repo)) if route == TokenRoute::PipelineGit => {
+                    vendor.pipeline(&generation, &reference, &claims, Some(repo), record, now)?
+                }
+                (true, Some((owner, name))) => vendor.organization(
+                    &generation,
+                    &reference,
+                    &claims,
+                    OrgTarget::Git { owner, name },
+                    record,
+                    now,
+                )?,
+                _ => {
+                    record.requested_repository = Some(audit::truncate(&format!(
+                        "{}://{}/{}",
+                        cred.protocol, cred.host, cred.path
+                    )));
+                    record.error = Some("not a repository on the configured GitHub host".into());
+                    None
+                }
+            };
+            *credential_request = Some(cred);
+            issued
+        }
+    };
+    Ok(issued.map_or(Answer::NotMine, Answer::Issued))
+}
+
+fn rate_limited(retry_after_secs: u64, what: &str) -> Denial {
+    Denial {
+        retry_after_secs: Some(retry_after_secs),
+        ..Denial::new(429, "rate limited", format!("{what} exceeded"))
+    }
+}
+
+/// `repository-scope` from the query: a bare repository name (non-empty, no `/`, no whitespace or
+/// control characters, at most 100 bytes), at most once; other parameters are ignored.
+fn repository_scope(req: &Request) -> Result<Option<String>, Denial> {
+    let bad = |why: &str| Denial::new(400, "malformed query", format!("query: {why}"));
+    let pairs = req.query_pairs().map_err(|e| bad(&e.to_string()))?;
+    let mut scopes = pairs
+        .into_iter()
+        .filter(|(k, _)| k == "repository-scope")
+        .map(|(_, v)| v);
+    let scope = scopes.next();
+    if scopes.next().is_some() {
+        return Err(bad("repository-scope given more than once"));
+    }
+    match scope {
+        None => Ok(None),
+        Some(s) if profiles::is_repository_name(&s) && s.len() <= 100 => Ok(Some(s)),
+        Some(_) => Err(bad("repository-scope is not a bare repository name")),
+    }
+}
+
+fn jwt_info(kid: Option<String>, claims: Option<&Claims>, now: u64) -> audit::JwtInfo {
+    let mut info = audit::JwtInfo {
+        kid: kid.as_deref().map(audit::truncate),
+        ..audit::JwtInfo::default()
+    };
+    if let Some(c) = claims {
+        info.jti = c.jti.as_deref().map(audit::truncate);
+        info.sub = Some(audit::truncate(&c.sub));
+        info.iss = Some(audit::truncate(&c.iss));
+        info.aud = match &c.aud {
+            oidc::Audience::One(a) => vec![audit::truncate(a)],
+            oidc::Audience::Many(list) => list.iter().take(8).map(|a| audit::truncate(a)).collect(),
+        };
+        info.exp = Some(time::rfc3339(c.exp));
+        info.expiry_remaining_secs = Some(
+            i64::try_from(c.exp)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(now).unwrap_or(0)),
+        );
+    }
+    info
+}
+
+fn pipeline_info(c: &Claims) -> audit::PipelineInfo {
+    audit::PipelineInfo {
+        organization_slug: audit::truncate(&c.organization_slug),
+        pipeline_slug: audit::truncate(&c.pipeline_slug),
+        pipeline_id: audit::truncate(&c.pipeline_id),
+        build_number: c.build_number,
+        build_branch: audit::truncate(&c.build_branch),
+        job_id: audit::truncate(&c.job_id),
+        agent_id: audit::truncate(&c.agent_id),
+    }
+}
+
+/// The JSON body of the token routes (key order as `api.md` lists it).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenBody<'a> {
+    organization_slug: &'a str,
+    profile: &'a str,
+    repository_url: &'a str,
+    repositories: &'a [String],
+    repository_selection: &'a str,
+    permissions: &'a [String],
+    token: &'a str,
+    hashed_token: &'a str,
+    expiry: &'a str,
+    expires_at: &'a str,
+}
+
+fn json_success(organization_slug: &str, issued: &Issued, vended: &audit::Vended) -> Response {
+    let body = TokenBody {
+        organization_slug,
+        profile: &issued.profile,
+        repository_url: &issued.repository_url,
+        repositories: &vended.repositories,
+        repository_selection: issued.repository_selection(),
+        permissions: &vended.permissions,
+        token: issued.minted.token.expose(),
+        hashed_token: &vended.hashed_token,
+        expiry: &vended.expiry,
+        expires_at: &vended.expiry,
+    };
+    match serde_json::to_vec(&body) {
+        Ok(bytes) => Response::json(200, bytes),
+        Err(_) => Response::json_error(500, "internal error"),
+    }
+}
+
+fn git_success(cred: &credential::CredentialRequest, issued: &Issued) -> Response {
+    let expiry = issued.minted.expires_at.to_string();
+    let body = credential::format_pairs(&[
+        ("protocol", &cred.protocol),
+        ("host", &cred.host),
+        ("path", &cred.path),
+        ("username", "x-access-token"),
+        ("password", issued.minted.token.expose()),
+        ("password_expiry_utc", &expiry),
+    ]);
+    Response::new(200, "text/plain", body)
+}
+
+fn denial_response(denial: &Denial, git: bool) -> Response {
+    let mut response = match (denial.status, git) {
+        (401, false) if denial.message == "missing authorization" => {
+            Response::json(401, r#"{"error":"invalid_token"}"#)
+                .with_header("WWW-Authenticate", r#"Bearer realm="kitebridge""#)
+        }
+        (401, false) => Response::json(
+            401,
+            r#"{"error":"invalid_token","error_description":"The access token is invalid"}"#,
+        )
+        .with_header(
+            "WWW-Authenticate",
+            r#"Bearer realm="kitebridge", error="invalid_token""#,
+        ),
+        (401, true) => Response::new(401, "text/plain", "invalid token\n").with_header(
+            "WWW-Authenticate",
+            r#"Bearer realm="kitebridge", error="invalid_token""#,
+        ),
+        (status, false) => Response::json_error(status, denial.message),
+        (status, true) => Response::new(status, "text/plain", format!("{}\n", denial.message)),
+    };
+    if let Some(secs) = denial.retry_after_secs {
+        response = response.with_header("Retry-After", secs.max(1).to_string());
+    }
+    response
 }
 
 /// A running server: its address and handle, and the thread accepting connections.
@@ -112,8 +649,14 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::new(config.server_host, config.server_port))
 }
 
-/// Starts serving on `listener` in a background thread.
-pub fn start(app: App, listener: TcpListener) -> io::Result<Running> {
+/// Starts serving on `listener` in a background thread, and a readiness thread that retries what
+/// readiness waits for (first after 200 ms, backing off to every 5 s) and then calls `on_ready`
+/// with the profile status line.
+pub fn start(
+    app: App,
+    listener: TcpListener,
+    on_ready: impl FnOnce(String) + Send + 'static,
+) -> io::Result<Running> {
     let app = Arc::new(app);
     let server = Server::new(listener, router(&app), app.limits())?;
     let addr = server.local_addr()?;
@@ -122,12 +665,78 @@ pub fn start(app: App, listener: TcpListener) -> io::Result<Running> {
     let accept = std::thread::Builder::new()
         .name("accept".into())
         .spawn(move || server.run())?;
-    app.ready.store(true, Ordering::SeqCst);
     log::info!("kitebridge {} listening on http://{addr}", crate::VERSION);
+    let ready_app = Arc::clone(&app);
+    std::thread::Builder::new()
+        .name("readiness".into())
+        .spawn(move || {
+            let mut wait = Duration::from_millis(200);
+            while !ready_app.try_become_ready() {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            let status = ready_app.profiles.status_line();
+            log::info!("ready: {status}");
+            on_ready(status);
+        })?;
+    if matches!(app.config.jwks, JwksSource::Url(_)) {
+        oidc::spawn_refresher(Arc::clone(&app.keys));
+    }
     Ok(Running {
         app,
         addr,
         handle,
         accept,
     })
+}
+
+/// Calls `ping` every `interval` while the server answers its own `/healthcheck` over loopback
+/// (any status counts: the accept loop and a connection thread are alive). A hung server stops
+/// pinging, and systemd's watchdog restarts it.
+pub fn spawn_watchdog(running: &Running, interval: Duration, ping: impl Fn() + Send + 'static) {
+    let addr = match running.addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    let handle = running.handle.clone();
+    let base = running
+        .app
+        .config
+        .server_base_path
+        .clone()
+        .unwrap_or_default();
+    let spawned = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            while !handle.is_draining() {
+                if self_check(addr, &base, interval) {
+                    ping();
+                } else {
+                    log::warn!("watchdog: /healthcheck did not answer; not pinging systemd");
+                }
+                std::thread::sleep(interval);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the watchdog thread: {e}");
+    }
+}
+
+fn self_check(addr: SocketAddr, base: &str, timeout: Duration) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request =
+        format!("GET {base}/healthcheck HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut head = [0u8; 12];
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.1 ")
 }

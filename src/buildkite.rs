@@ -7,10 +7,10 @@
 //! upstream call whose result (or error) every waiter receives. Failures are not cached.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
+use crate::cache::CoalescingCache;
 use crate::github::{is_valid_owner, is_valid_repo_name};
 use crate::upstream::{self, RateCircuit, Response, percent_encode};
 
@@ -20,8 +20,8 @@ pub const DEFAULT_API_URL: &str = "https://api.buildkite.com";
 pub const MAX_BACKOFF_SECS: u64 = 3600;
 /// The back-off when Buildkite rate limits without saying for how long.
 const DEFAULT_BACKOFF_SECS: u64 = 60;
-/// Cached pipelines beyond which expired entries are dropped on insert.
-const PRUNE_AT_ENTRIES: usize = 4096;
+/// Most cached pipelines (expired entries go first, then the least recently used).
+const MAX_CACHE_ENTRIES: usize = 4096;
 
 /// A GitHub repository as named by a pipeline. Compare with [`RepoRef::same_repo`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +140,11 @@ fn owner_and_name(path: &str) -> Result<(&str, &str), RepoUrlError> {
         return Err(RepoUrlError::BadPath);
     }
     let name = strip_git_suffix(name);
+    // `x.git.git` would normalise to `x.git` and then, written as a URL and read again, to `x`:
+    // GitHub itself refuses names ending in `.git`, so refuse them here too.
+    if strip_git_suffix(name).len() != name.len() {
+        return Err(RepoUrlError::BadName);
+    }
     if !is_valid_owner(owner) {
         return Err(RepoUrlError::BadOwner);
     }
@@ -267,16 +272,10 @@ impl Error {
 type Key = (String, String);
 type Outcome = Result<RepoRef, Error>;
 
-/// One upstream lookup that waiters share.
-#[derive(Default)]
-struct Flight {
-    outcome: Mutex<Option<Outcome>>,
-    done: Condvar,
-}
-
-enum Slot {
-    Ready { repo: RepoRef, fetched_at: u64 },
-    InFlight(Arc<Flight>),
+/// A cached answer and when it was fetched.
+struct Fetched {
+    repo: RepoRef,
+    fetched_at: u64,
 }
 
 /// The Buildkite pipeline client.
@@ -284,7 +283,7 @@ pub struct Client {
     http: Arc<upstream::Client>,
     settings: Settings,
     token: ApiToken,
-    slots: Mutex<HashMap<Key, Slot>>,
+    cache: CoalescingCache<Key, Fetched, Error>,
     circuit: RateCircuit,
 }
 
@@ -304,7 +303,7 @@ impl Client {
             http,
             settings,
             token,
-            slots: Mutex::new(HashMap::new()),
+            cache: CoalescingCache::new(MAX_CACHE_ENTRIES),
             circuit: RateCircuit::default(),
         }
     }
@@ -321,33 +320,15 @@ impl Client {
             return Err(Error::InvalidSlug);
         }
         let key = (org.to_owned(), pipeline_slug.to_owned());
-        let flight = {
-            let mut slots = lock(&self.slots);
-            match slots.get(&key) {
-                Some(Slot::Ready { repo, fetched_at }) if self.fresh(*fetched_at, now) => {
-                    return Ok(repo.clone());
-                }
-                Some(Slot::InFlight(flight)) => {
-                    let flight = Arc::clone(flight);
-                    drop(slots);
-                    return wait(&flight);
-                }
-                _ => {}
-            }
-            let flight = Arc::new(Flight::default());
-            slots.insert(key.clone(), Slot::InFlight(Arc::clone(&flight)));
-            flight
+        let fresh = |f: &Fetched| self.fresh(f.fetched_at, now);
+        let lookup = || {
+            self.lookup(org, pipeline_slug, now).map(|repo| Fetched {
+                repo,
+                fetched_at: now,
+            })
         };
-        let mut leader = Leader {
-            client: self,
-            key,
-            flight,
-            now,
-            outcome: None,
-        };
-        let outcome = self.lookup(org, pipeline_slug, now);
-        leader.outcome = Some(outcome.clone());
-        outcome // `leader` publishes it to waiters and the cache when dropped
+        let (result, _) = self.cache.get_or_load(&key, fresh, lookup);
+        result.map(|fetched| fetched.repo.clone())
     }
 
     fn fresh(&self, fetched_at: u64, now: u64) -> bool {
@@ -401,68 +382,6 @@ impl Client {
             .ok_or_else(|| Error::Unusable("pipeline has no repository".into()))?;
         parse_repository_url(url, &self.settings.github_host).map_err(Error::NotGitHub)
     }
-}
-
-/// Publishes the leader's outcome when dropped, so waiters never hang even if the lookup panics.
-struct Leader<'a> {
-    client: &'a Client,
-    key: Key,
-    flight: Arc<Flight>,
-    now: u64,
-    outcome: Option<Outcome>,
-}
-
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
-        let outcome = self
-            .outcome
-            .take()
-            .unwrap_or_else(|| Err(Error::Transient("lookup abandoned".into())));
-        {
-            let mut slots = lock(&self.client.slots);
-            match &outcome {
-                Ok(repo) => {
-                    if slots.len() >= PRUNE_AT_ENTRIES {
-                        slots.retain(|_, slot| match slot {
-                            Slot::Ready { fetched_at, .. } => {
-                                self.client.fresh(*fetched_at, self.now)
-                            }
-                            Slot::InFlight(_) => true,
-                        });
-                    }
-                    slots.insert(
-                        self.key.clone(),
-                        Slot::Ready {
-                            repo: repo.clone(),
-                            fetched_at: self.now,
-                        },
-                    );
-                }
-                Err(_) => {
-                    slots.remove(&self.key);
-                }
-            }
-        }
-        *lock(&self.flight.outcome) = Some(outcome);
-        self.flight.done.notify_all();
-    }
-}
-
-fn wait(flight: &Flight) -> Outcome {
-    let mut outcome = lock(&flight.outcome);
-    loop {
-        if let Some(result) = outcome.as_ref() {
-            return result.clone();
-        }
-        outcome = flight
-            .done
-            .wait(outcome)
-            .unwrap_or_else(PoisonError::into_inner);
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Buildkite slugs: letters, digits, `-` and `_` (never `.`, so never a `..` path segment).
@@ -580,6 +499,8 @@ mod tests {
             ("https://github.com/ac.me/widgets", Err(BadOwner)),
             ("https://github.com/acme/wid$gets", Err(BadName)),
             ("https://github.com/acme/..", Err(BadName)),
+            ("https://github.com/acme/widgets.git.git", Err(BadName)),
+            ("git@github.com:acme/widgets.GIT.git", Err(BadName)),
             ("https://github.com/acme/.git", Err(BadName)),
         ];
         for (url, want) in cases {

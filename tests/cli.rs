@@ -1,10 +1,10 @@
 //! The `kitebridge` binary: configuration errors (exit 2, every problem at once, before listening),
 //! `--version`, `--help`, and serving `/healthcheck` on loopback.
 
-use std::io::{Read, Write};
+mod support;
+
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -90,28 +90,24 @@ fn bad_configuration_exits_2_with_every_problem_before_listening() {
 }
 
 #[test]
-fn serves_healthcheck_on_loopback() {
-    let port = free_port();
-    let mut child = base_command()
-        .env("SERVER_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            break out;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    child.kill().unwrap();
-    let _ = child.wait();
-    assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
-    assert!(body.ends_with("\r\n\r\nOK"), "{body}");
+fn a_static_key_set_without_usable_keys_exits_2() {
+    let out = base_command().output().unwrap(); // JWT_JWKS_STATIC={"keys":[]}
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("JWT_JWKS_STATIC"), "{err}");
+}
+
+#[test]
+fn serves_healthcheck_on_loopback_once_ready() {
+    let up = support::kitebridge::Upstreams::start();
+    let p = support::kitebridge::Process::spawn(BIN, &up.env());
+    let r = p.get("/healthcheck");
+    assert_eq!((r.status, r.text().as_str()), (200, "OK"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    let head = support::kitebridge::exchange(
+        p.addr,
+        b"HEAD /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert!(p.audit_text().is_empty(), "healthcheck is not audited");
 }

@@ -1,9 +1,12 @@
-//! The accept loop, one thread per open connection (capped), and the request-handling workers.
+//! The accept loop and one thread per open connection (capped), with request handling bounded by
+//! a counting semaphore.
 //!
-//! A connection thread reads and parses with timeouts, then hands a complete [`Request`] to a
-//! worker (or runs an [`Pool::Inline`] handler itself) and writes the response. So a slow or idle
-//! client holds a connection slot, never a worker; connection threads are capped by
-//! `max_connections` and workers by `workers`.
+//! A connection thread reads and parses with timeouts; only once a complete [`Request`] is in hand
+//! does it take one of the `workers` permits and run the handler ([`Pool::Inline`] handlers need
+//! none), then it writes the response. So a slow or idle client holds a connection slot, never a
+//! request-handling permit; connection threads are capped by `max_connections` and concurrent
+//! handlers by `workers`. Running the handler on the thread that already holds the request avoids
+//! two thread hand-offs per request.
 #![forbid(unsafe_code)]
 
 use super::chunked::{ChunkError, ChunkedDecoder};
@@ -15,7 +18,6 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 /// The edge's limits. Defaults are those of `operations.md`.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Request-handling threads. Default 16.
+    /// Requests handled at once (the rest wait for a permit). Default 16.
     pub workers: usize,
     /// Open connections; the excess is closed at once. Default 512.
     pub max_connections: usize,
@@ -51,16 +53,45 @@ impl Default for Limits {
     }
 }
 
-/// Stack size of connection threads: they parse and write, and run only inline handlers.
-const CONNECTION_STACK: usize = 256 * 1024;
+/// Stack size of connection threads (they run handlers, upstream TLS included). Only the pages
+/// touched become resident.
+const CONNECTION_STACK: usize = 512 * 1024;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A counting semaphore: at most `workers` handlers run at once.
+struct Permits {
+    available: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Permits {
+    fn acquire(&self) -> Permit<'_> {
+        let mut available = self.available.lock().unwrap_or_else(|e| e.into_inner());
+        while *available == 0 {
+            available = self
+                .freed
+                .wait(available)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *available -= 1;
+        Permit(self)
+    }
+}
+
+/// Returns its permit on drop, even when the handler panics.
+struct Permit<'a>(&'a Permits);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.available.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
 
 /// Shared between the accept loop, connection threads and [`ServerHandle`]s.
 struct Shared {
     router: Router,
     limits: Limits,
-    jobs: Mutex<Sender<Job>>,
+    permits: Permits,
     draining: AtomicBool,
     open: AtomicUsize,
     in_flight: Mutex<usize>,
@@ -124,7 +155,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the worker threads; call [`Server::run`] to accept.
+    /// A server on `listener`; call [`Server::run`] to accept.
     pub fn new(listener: TcpListener, router: Router, limits: Limits) -> io::Result<Server> {
         let local = listener.local_addr()?;
         let wake_ip = match local.ip() {
@@ -132,18 +163,14 @@ impl Server {
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        let (tx, rx) = channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..limits.workers.max(1) {
-            let rx = Arc::clone(&rx);
-            thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || worker(&rx))?;
-        }
+        let permits = Permits {
+            available: Mutex::new(limits.workers.max(1)),
+            freed: Condvar::new(),
+        };
         let shared = Arc::new(Shared {
             router,
             limits,
-            jobs: Mutex::new(tx),
+            permits,
             draining: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             in_flight: Mutex::new(0),
@@ -230,19 +257,6 @@ impl Drop for InFlight<'_> {
         *count = count.saturating_sub(1);
         if *count == 0 {
             self.0.idle.notify_all();
-        }
-    }
-}
-
-fn worker(jobs: &Mutex<Receiver<Job>>) {
-    loop {
-        let job = {
-            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv()
-        };
-        match job {
-            Ok(job) => job(),
-            Err(_) => return,
         }
     }
 }
@@ -568,37 +582,19 @@ fn internal_error() -> Response {
     Response::json_error(500, "internal error")
 }
 
-/// Runs a handler inline or on a worker, turning a panic into a 500.
+/// Runs a handler (after taking a permit unless it is inline), turning a panic into a 500.
 fn dispatch(
     shared: &Shared,
     pool: Pool,
     handler: &super::router::Handler,
     request: Request,
 ) -> Response {
-    let run = |handler: &super::router::Handler, request: &Request| {
-        catch_unwind(AssertUnwindSafe(|| handler(request))).unwrap_or_else(|_| {
-            log::error!(
-                "request {}: handler panicked; answered 500",
-                request.request_id
-            );
-            internal_error()
-        })
-    };
-    if pool == Pool::Inline {
-        return run(handler, &request);
-    }
-    let (tx, rx) = sync_channel::<Response>(1);
-    let handler = Arc::clone(handler);
-    let job: Job = Box::new(move || {
-        let _ = tx.send(run(&handler, &request));
-    });
-    let sent = shared
-        .jobs
-        .lock()
-        .map(|jobs| jobs.send(job).is_ok())
-        .unwrap_or(false);
-    if !sent {
-        return internal_error();
-    }
-    rx.recv().unwrap_or_else(|_| internal_error())
+    let _permit = (pool == Pool::Worker).then(|| shared.permits.acquire());
+    catch_unwind(AssertUnwindSafe(|| handler(&request))).unwrap_or_else(|_| {
+        log::error!(
+            "request {}: handler panicked; answered 500",
+            request.request_id
+        );
+        internal_error()
+    })
 }

@@ -21,6 +21,7 @@ pub mod permissions;
 mod profile;
 pub mod rules;
 mod schema;
+pub mod store;
 mod tools;
 
 pub use compile::{
@@ -35,4 +36,8 @@ pub use profile::{
 };
 pub use rules::{ClaimSource, Matcher, Rule, RuleFailure, RuleMatch, Verdict};
 pub use schema::SchemaError;
+pub use store::{
+    DEFAULT_WATCH_INTERVAL, LoadError, RETRY_INTERVAL, Store, TOKEN_MIN_REMAINING_SECS, start,
+    start_with,
+};
 pub use tools::{check, explain};

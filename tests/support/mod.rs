@@ -7,4 +7,6 @@
 pub mod buildkite;
 pub mod github;
 pub mod jwks;
+pub mod kitebridge;
+pub mod oidc;
 pub mod server;

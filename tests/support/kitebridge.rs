@@ -1,0 +1,390 @@
+//! A whole kitebridge world for tests and the sandbox: the upstream stand-ins (GitHub, Buildkite,
+//! the JWKS) and a Buildkite OIDC signer, the configuration that points kitebridge at them, and a
+//! running kitebridge process with a tiny HTTP client.
+#![forbid(unsafe_code)]
+#![allow(dead_code)]
+
+use super::buildkite::BuildkiteStandIn;
+use super::github::{GitHubStandIn, app_public_key};
+use super::jwks::JwksStandIn;
+use super::oidc::{Signer, buildkite_claims, jwks_json};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const ORG: &str = "acme";
+pub const PIPELINE: &str = "widgets";
+pub const AUDIENCE: &str = "chinmina:default";
+pub const APP_ID: &str = "12345";
+pub const INSTALLATION_ID: u64 = 4242;
+pub const ACCOUNT: &str = "acme";
+/// The Buildkite stand-in's API token (test value, not a secret).
+pub const BUILDKITE_TOKEN: &str = "bkua_test_token_not_a_secret";
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("kitebridge-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The stand-ins and the signer.
+pub struct Upstreams {
+    pub github: GitHubStandIn,
+    pub buildkite: BuildkiteStandIn,
+    pub jwks: JwksStandIn,
+    pub signer: Signer,
+}
+
+impl Upstreams {
+    /// GitHub with installation `acme` (repositories `widgets`, `gears`, `cfg`), Buildkite with
+    /// pipeline `acme/widgets` → `git@github.com:acme/widgets.git`, the JWKS with test key a.
+    pub fn start() -> Upstreams {
+        let signer = Signer::a();
+        let jwks = JwksStandIn::start(jwks_json(&[&signer]));
+        let github = GitHubStandIn::start(APP_ID, INSTALLATION_ID, ACCOUNT, app_public_key());
+        let buildkite = BuildkiteStandIn::start(BUILDKITE_TOKEN);
+        buildkite.set_pipeline(ORG, PIPELINE, "git@github.com:acme/widgets.git");
+        Upstreams {
+            github,
+            buildkite,
+            jwks,
+            signer,
+        }
+    }
+
+    /// The configuration pointing kitebridge at the stand-ins (port 0 unless overridden).
+    pub fn env(&self) -> BTreeMap<String, String> {
+        let pairs = [
+            ("JWT_BUILDKITE_ORGANIZATION_SLUG", ORG.to_owned()),
+            ("JWT_AUDIENCE", AUDIENCE.to_owned()),
+            ("JWT_JWKS_URL", self.jwks.url()),
+            ("GITHUB_APP_ID", APP_ID.to_owned()),
+            (
+                "GITHUB_APP_PRIVATE_KEY_FILE",
+                fixture("test-github-app-key.pkcs1.pem"),
+            ),
+            ("GITHUB_APP_INSTALLATION_ID", INSTALLATION_ID.to_string()),
+            ("GITHUB_API_URL", self.github.api_url()),
+            ("BUILDKITE_API_URL", self.buildkite.api_url()),
+            ("BUILDKITE_API_TOKEN", BUILDKITE_TOKEN.to_owned()),
+            ("SERVER_PORT", "0".to_owned()),
+            ("LOG_LEVEL", "debug".to_owned()),
+        ];
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// Realistic Buildkite claims for `acme/<pipeline>` with our audience, issued now.
+    pub fn claims(&self, pipeline: &str) -> Value {
+        let mut claims = buildkite_claims(ORG, pipeline, now());
+        claims["aud"] = Value::from(AUDIENCE);
+        claims
+    }
+
+    /// A valid token for `acme/widgets`.
+    pub fn token(&self) -> String {
+        self.signer.token(&self.claims(PIPELINE))
+    }
+
+    /// A token for `acme/widgets` with its claims changed by `edit`.
+    pub fn token_with(&self, edit: impl FnOnce(&mut Value)) -> String {
+        let mut claims = self.claims(PIPELINE);
+        edit(&mut claims);
+        self.signer.token(&claims)
+    }
+}
+
+/// A response read off the wire.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+/// Sends raw request bytes on a new connection and reads the response (the request should say
+/// `Connection: close`).
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(&buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        other => panic!(
+            "no complete response ({other:?}): {:?}",
+            String::from_utf8_lossy(&buf)
+        ),
+    };
+    HttpResponse {
+        status: resp.code.unwrap(),
+        headers: resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        body: buf[n..].to_vec(),
+    }
+}
+
+/// A POST as the token plugin sends it: `Authorization: Bearer`, `Content-Type: text/plain`,
+/// `Accept: application/json`, empty body.
+pub fn plugin_post(addr: SocketAddr, path: &str, jwt: &str) -> HttpResponse {
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/7.88.1\r\nAuthorization: Bearer {jwt}\r\n\
+         Content-Type: text/plain\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    exchange(addr, raw.as_bytes())
+}
+
+/// A POST as the git credentials plugin sends it.
+pub fn git_post(addr: SocketAddr, path: &str, jwt: &str, body: &str) -> HttpResponse {
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/7.88.1\r\nAuthorization: Bearer {jwt}\r\n\
+         Content-Type: text/plain\r\nAccept: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, raw.as_bytes())
+}
+
+/// A running `kitebridge` process.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Process {
+    /// Spawns `bin` with `env` (and nothing else from the environment but `PATH`), audit lines to
+    /// a file and stderr to a file, on a free loopback port; waits until `/healthcheck` is 200.
+    pub fn spawn(bin: &str, env: &BTreeMap<String, String>) -> Process {
+        let p = Process::spawn_unready(bin, env);
+        p.wait_ready(Duration::from_secs(15));
+        p
+    }
+
+    /// Like [`Process::spawn`] without waiting for readiness (only for the port to open).
+    pub fn spawn_unready(bin: &str, env: &BTreeMap<String, String>) -> Process {
+        let dir = temp_dir("proc");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.env("SERVER_PORT", port.to_string())
+            .env("AUDIT_LOG", dir.join("audit.log"));
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let p = Process { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "kitebridge did not listen; stderr:\n{}",
+                p.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    pub fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.get("/healthcheck").status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "kitebridge not ready; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        exchange(
+            self.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    }
+
+    pub fn token(&self, path: &str, jwt: &str) -> HttpResponse {
+        plugin_post(self.addr, path, jwt)
+    }
+
+    pub fn git(&self, path: &str, jwt: &str, body: &str) -> HttpResponse {
+        git_post(self.addr, path, jwt, body)
+    }
+
+    /// The audit lines so far, waiting up to 2 s for at least `at_least` of them.
+    pub fn audit(&self, at_least: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if lines.len() >= at_least || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last audit line (waiting for at least `count` lines).
+    pub fn last_audit(&self, count: usize) -> Value {
+        self.audit(count)
+            .pop()
+            .unwrap_or_else(|| panic!("no audit line; stderr:\n{}", self.stderr()))
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, at most `within`; its exit status code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The standard padded base64 of the SHA-256 of `token`: what `hashedToken` must be.
+pub fn hashed_token(token: &str) -> String {
+    use base64::Engine;
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+impl Process {
+    /// Waits until `GET path` answers 200 (the health check under a base path).
+    pub fn wait_ready_at(&self, path: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.get(path).status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "kitebridge not ready at {path}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The audit line of response `r` (matched by `X-Request-Id`; lines of consecutive requests
+    /// may be written in either order), waiting up to 2 s for it.
+    pub fn audit_of(&self, r: &HttpResponse) -> Value {
+        let id = r.header("X-Request-Id").expect("X-Request-Id");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let found = self
+                .audit(0)
+                .into_iter()
+                .find(|line| line["requestId"] == id);
+            match found {
+                Some(line) => return line,
+                None if Instant::now() > deadline => {
+                    panic!("no audit line for {id}; stderr:\n{}", self.stderr())
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// A POST to `path` with the given header lines (each without CRLF) and body; adds `Host`,
+    /// `Content-Length` and `Connection: close`.
+    pub fn post_with(&self, path: &str, header_lines: &[&str], body: &[u8]) -> HttpResponse {
+        let mut raw = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        for line in header_lines {
+            raw.push_str(line);
+            raw.push_str("\r\n");
+        }
+        raw.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(body);
+        exchange(self.addr, &raw)
+    }
+}
