@@ -1,7 +1,8 @@
 //! Replays every checked-in fuzz seed (`fuzz/corpus/<target>/*`) through the same property checks
 //! the fuzz targets run (`fuzz/checks/`), on stable under plain `cargo test`. Generated corpora
 //! (`fuzz/corpus/<target>/generated/`, not in git) are skipped. Seeds named `bug_*` reproduce a
-//! known, unfixed finding: each has its own test below, ignored until the bug is fixed.
+//! known, unfixed finding: give each its own test, marked `#[ignore = "bug: ..."]` until
+//! the bug is fixed.
 #![forbid(unsafe_code)]
 
 #[path = "../fuzz/checks/mod.rs"]
@@ -51,11 +52,6 @@ fn replay(target: &str, check: fn(&[u8])) {
     }
 }
 
-/// Runs `check` over one known-bug seed.
-fn replay_bug(target: &str, name: &str, check: fn(&[u8])) {
-    check(&std::fs::read(corpus_file(target, name)).unwrap());
-}
-
 #[test]
 fn http_head() {
     replay("http_head", checks::http_head::check);
@@ -89,24 +85,4 @@ fn profiles_file() {
 #[test]
 fn pem_key() {
     replay("pem_key", checks::pem_key::check);
-}
-
-#[test]
-#[ignore = "bug: parse_repository_url strips one `.git` but keeps a name ending in `.git`, so `acme/widgets.git.git` becomes `widgets.git`, whose https_url names `acme/widgets` (src/buildkite.rs:142, strip_git_suffix)"]
-fn repository_url_name_ending_git_git() {
-    replay_bug(
-        "repository_url",
-        "bug_name_ending_git_git_normalises_to_other_repo.txt",
-        checks::repository_url::check,
-    );
-}
-
-#[test]
-#[ignore = "bug: parse_repository_url accepts `acme/.git.git` as repository `.git`, whose https_url is refused as BadName (src/buildkite.rs:142, strip_git_suffix)"]
-fn repository_url_name_dot_git_dot_git() {
-    replay_bug(
-        "repository_url",
-        "bug_name_dot_git_dot_git_normal_form_refused.txt",
-        checks::repository_url::check,
-    );
 }
