@@ -86,3 +86,28 @@ fn profiles_file() {
 fn pem_key() {
     replay("pem_key", checks::pem_key::check);
 }
+
+#[test]
+fn claims() {
+    replay("claims", checks::claims::check);
+}
+
+#[test]
+fn jwks() {
+    replay("jwks", checks::jwks::check);
+}
+
+#[test]
+fn jwt_verify() {
+    replay("jwt_verify", checks::jwt_verify::check);
+}
+
+#[test]
+fn jwt_verify_seeds_start_from_an_accepted_token() {
+    let path = corpus_file("jwt_verify", "signed_buildkite_token.jwt");
+    let verified = checks::jwt_verify::verify(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(
+        verified.claims.organization_slug,
+        checks::jwt_verify::ORGANIZATION
+    );
+}
