@@ -4,18 +4,21 @@
 
 use crate::audit::{self, AuditLog, Record};
 use crate::buildkite;
-use crate::config::{AuditTarget, Config, JwksSource, RateLimit};
+use crate::config::{AuditTarget, Config, JwksSource, Metrics as MetricsConfig, RateLimit};
 use crate::credential;
+use crate::exchange;
 use crate::github;
 use crate::http::{
-    ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle,
+    ErrorStyle, Limits, Method, Pool, Request, Response, Router, Sent, Server, ServerHandle,
+    json_string,
 };
+use crate::metrics::{self, Metrics};
 use crate::oidc::{self, Claims, FetchedJwks, KeySource, KeyStore, Verifier};
 use crate::profiles::{self, Family, Generation, Store};
 use crate::ratelimit::RateLimiter;
 use crate::time;
 use crate::upstream;
-use crate::vend::{self, Denial, Issued, OrgTarget, Vendor};
+use crate::vend::{self, Ask, Denial, Issued, OrgTarget, Vendor};
 use serde::Serialize;
 use std::fmt;
 use std::io;
@@ -58,6 +61,7 @@ pub struct App {
     pub keys: Arc<KeyStore>,
     verifier: Verifier,
     pub vendor: Vendor,
+    pub metrics: Arc<Metrics>,
     /// The profile generations; a request takes one with [`Store::current`] and uses only it.
     pub profiles: Arc<Store>,
     per_source: Option<RateLimiter<IpAddr>>,
@@ -83,12 +87,22 @@ impl App {
             AuditTarget::Stderr => AuditLog::stderr(),
             AuditTarget::File(path) => AuditLog::file(path)?,
         };
+        let metrics = Arc::new(Metrics::default());
+        let observer = {
+            let metrics = Arc::clone(&metrics);
+            upstream::Observer(Arc::new(
+                move |host: &str, outcome: &str, elapsed: Duration| {
+                    metrics.upstream(host, outcome, elapsed)
+                },
+            ))
+        };
         let http = Arc::new(
             upstream::Client::new(&upstream::Settings {
                 user_agent: format!("kitebridge/{}", crate::VERSION),
                 ssl_cert_file: config.ssl_cert_file.clone(),
                 https_proxy: config.https_proxy.clone(),
                 no_proxy: config.no_proxy.clone(),
+                observer: Some(observer),
                 ..upstream::Settings::default()
             })
             .map_err(|e| StartError::Config(format!("upstream client: {e}")))?,
@@ -96,9 +110,12 @@ impl App {
         let keys = Arc::new(KeyStore::new(match &config.jwks {
             JwksSource::Static(doc) => KeySource::Static(doc.clone()),
             JwksSource::Url(url) => {
-                let (http, url) = (Arc::clone(&http), url.clone());
+                let (http, url, metrics) = (Arc::clone(&http), url.clone(), Arc::clone(&metrics));
                 KeySource::Fetch(Box::new(move || {
-                    http.fetch_jwks(&url)
+                    let fetched = http.fetch_jwks(&url);
+                    let outcome = if fetched.is_ok() { "ok" } else { "error" };
+                    metrics.count(metrics::JWKS_FETCHES, &[("outcome", outcome)]);
+                    fetched
                         .map(|(body, max_age_secs)| FetchedJwks { body, max_age_secs })
                         .map_err(|e| e.to_string())
                 }))
@@ -168,6 +185,7 @@ impl App {
             keys,
             verifier,
             vendor,
+            metrics,
             profiles,
             ready: AtomicBool::new(false),
             server: OnceLock::new(),
@@ -247,7 +265,33 @@ impl TokenRoute {
 
 /// The route table of `api.md`.
 pub fn router(app: &Arc<App>) -> Router {
-    let mut router = Router::new(app.config.server_base_path.clone());
+    let counted = Arc::clone(&app.metrics);
+    let mut router = Router::new(app.config.server_base_path.clone()).observe(Arc::new(
+        move |route: &str, status: u16| {
+            counted.count(
+                metrics::HTTP_REQUESTS,
+                &[("route", route), ("status", &status.to_string())],
+            )
+        },
+    ));
+    if app.config.metrics == MetricsConfig::On {
+        let metrics_app = Arc::clone(app);
+        router = router.route(
+            Method::Get,
+            "/metrics",
+            Pool::Inline,
+            ErrorStyle::Json,
+            move |_: &Request| metrics_response(&metrics_app),
+        );
+    }
+    let exchange_app = Arc::clone(app);
+    router = router.route(
+        Method::Post,
+        "/oauth/token",
+        Pool::Worker,
+        ErrorStyle::Json,
+        move |req: &Request| oauth_token(&exchange_app, req),
+    );
     let health = Arc::clone(app);
     router = router.route(
         Method::Get,
@@ -285,6 +329,234 @@ pub fn router(app: &Arc<App>) -> Router {
     router
 }
 
+/// `POST /oauth/token`: RFC 8693 token exchange onto the same admit → authorize → mint steps.
+fn oauth_token(app: &Arc<App>, req: &Request) -> Response {
+    let now = time::now_unix();
+    let mut record = Record::new(
+        &req.request_id,
+        req.method.as_str(),
+        &req.path,
+        req.peer.ip().to_string(),
+        req.header("user-agent"),
+    );
+    let response = match exchange_request(app, req, &mut record, now) {
+        Ok(issued) => {
+            record.authorized = true;
+            let vended = vended_record(app, &issued);
+            #[derive(Serialize)]
+            struct Body<'a> {
+                access_token: &'a str,
+                issued_token_type: &'static str,
+                token_type: &'static str,
+                expires_in: u64,
+                scope: String,
+                repositories: &'a [String],
+                hashed_token: &'a str,
+            }
+            let body = Body {
+                access_token: issued.minted.token.expose(),
+                issued_token_type: exchange::ACCESS_TOKEN_TYPE,
+                token_type: "Bearer",
+                expires_in: issued.minted.expires_at.saturating_sub(now),
+                scope: issued.permissions.join(" "),
+                repositories: &issued.repositories,
+                hashed_token: &vended.hashed_token,
+            };
+            let response = match serde_json::to_vec(&body) {
+                Ok(bytes) => Response::json(200, bytes),
+                Err(_) => Response::json_error(500, "internal error"),
+            };
+            record.vended = Some(vended);
+            response
+        }
+        Err((denial, code)) => {
+            record.error = Some(denial.reason.clone());
+            let (status, code) = match denial.status {
+                429 | 503 => (denial.status, "temporarily_unavailable"),
+                status @ 500..=599 => (status, "server_error"),
+                _ => (400, code),
+            };
+            let body = format!(
+                "{{\"error\":\"{code}\",\"error_description\":{}}}",
+                json_string(denial.message)
+            );
+            let mut response = Response::json(status, body);
+            if let Some(secs) = denial.retry_after_secs {
+                response = response.with_header("Retry-After", secs.max(1).to_string());
+            }
+            response
+        }
+    };
+    let app = Arc::clone(app);
+    response
+        .with_header("Pragma", "no-cache")
+        .on_sent(move |sent| finish_audit(&app, record, sent))
+}
+
+/// The exchange flow; an error carries the OAuth error code used when it is a 4xx.
+fn exchange_request(
+    app: &App,
+    req: &Request,
+    record: &mut Record,
+    now: u64,
+) -> Result<Issued, (Denial, &'static str)> {
+    let parsed = exchange::parse_request(
+        req.header("content-type"),
+        &req.body,
+        app.vendor.github_host(),
+    );
+    // A malformed request is still counted against the per-source limit: admit sees its error
+    // where a missing bearer token would be.
+    let token = match &parsed {
+        Ok(request) => Ok(request.subject_token.as_bytes()),
+        Err(e) => Err(Denial::new(400, e.description, e.to_string())),
+    };
+    let admitted = admit(app, req, token, record, now);
+    let (request, (generation, claims)) = match (parsed, admitted) {
+        (Ok(request), Ok(admitted)) => (request, admitted),
+        (Err(e), Err(d)) if d.status == 400 => return Err((d, e.code.as_str())),
+        (_, Err(d)) if d.status == 401 => {
+            return Err((
+                Denial {
+                    message: "the subject token is invalid",
+                    ..d
+                },
+                "invalid_request",
+            ));
+        }
+        (_, Err(d)) => return Err((d, "invalid_request")),
+        (Err(e), Ok(_)) => {
+            return Err((
+                Denial::new(400, e.description, e.to_string()),
+                e.code.as_str(),
+            ));
+        }
+    };
+    let ask = Ask {
+        generation: &generation,
+        reference: &request.profile,
+        claims: &claims,
+        permissions: request.scope.as_deref(),
+    };
+    let resource = request
+        .resource
+        .as_ref()
+        .map(|(o, n)| (o.as_str(), n.as_str()));
+    let vendor = &app.vendor;
+    let issued = match (request.profile.family(), resource) {
+        (Family::Pipeline, requested) => vendor.pipeline(ask, requested, record, now),
+        (Family::Organization, Some((owner, name))) => {
+            vendor.organization(ask, OrgTarget::Git { owner, name }, record, now)
+        }
+        (Family::Organization, None) => {
+            vendor.organization(ask, OrgTarget::Token { scope: None }, record, now)
+        }
+    };
+    match issued {
+        Ok(Some(issued)) => Ok(issued),
+        Ok(None) => {
+            let reason = record
+                .error
+                .take()
+                .unwrap_or_else(|| "resource not covered".into());
+            Err((
+                Denial::new(400, "the resource is not available to this subject", reason),
+                "invalid_target",
+            ))
+        }
+        Err(d) if d.message == "invalid scope" => Err((
+            Denial {
+                message: "the scope is beyond the profile",
+                ..d
+            },
+            "invalid_scope",
+        )),
+        Err(d) if matches!(d.status, 400 | 403 | 404) => Err((
+            Denial {
+                message: "the audience is not available to this subject",
+                ..d
+            },
+            "invalid_target",
+        )),
+        Err(d) => Err((d, "invalid_target")),
+    }
+}
+
+/// The audit record's `vended` for a token handed out (and the vend counter).
+fn vended_record(app: &App, issued: &Issued) -> audit::Vended {
+    app.metrics
+        .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
+    audit::Vended {
+        repositories: issued.repositories.clone(),
+        permissions: issued.permissions.clone(),
+        expiry: time::rfc3339(issued.minted.expires_at),
+        hashed_token: vend::hashed_token(issued.minted.token.expose()),
+        cache: issued.cache.as_str(),
+    }
+}
+
+/// Completes the audit record once the response is sent, and writes it.
+fn finish_audit(app: &App, mut record: Record, sent: &Sent) {
+    record.status = sent.status;
+    record.duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    record.time = time::rfc3339_millis(time::now_unix_millis());
+    app.audit.write(&record);
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+fn metrics_response(app: &App) -> Response {
+    let gauge =
+        |name: &'static str, help: &'static str, labels: String, value: f64| metrics::Gauge {
+            name,
+            help,
+            labels,
+            value,
+        };
+    let open = app.server.get().map_or(0, ServerHandle::open_connections);
+    let mut gauges = vec![
+        gauge(
+            "kitebridge_open_connections",
+            "Open client connections.",
+            String::new(),
+            open as f64,
+        ),
+        gauge(
+            "kitebridge_ready",
+            "1 when ready to vend.",
+            String::new(),
+            if app.is_ready() { 1.0 } else { 0.0 },
+        ),
+    ];
+    if let Some(generation) = app.generation() {
+        gauges.push(gauge(
+            "kitebridge_profiles_info",
+            "The loaded profile generation.",
+            format!("digest=\"{}\"", generation.digest()),
+            1.0,
+        ));
+        let unavailable = generation.quarantined().count() as f64;
+        gauges.push(gauge(
+            "kitebridge_profiles_unavailable",
+            "Profiles quarantined in the loaded generation.",
+            String::new(),
+            unavailable,
+        ));
+    }
+    if let Some(loaded_at) = app.profiles.loaded_at() {
+        gauges.push(gauge(
+            "kitebridge_profiles_loaded_timestamp_seconds",
+            "When the loaded generation was installed.",
+            String::new(),
+            loaded_at as f64,
+        ));
+    }
+    Response::new(
+        200,
+        "text/plain; version=0.0.4; charset=utf-8",
+        app.metrics.render(&gauges),
+    )
+}
+
 /// `GET/HEAD /healthcheck`: 200 `OK` while serving, 503 `not ready` before readiness and while draining.
 fn healthcheck(app: &App) -> Response {
     if app.is_ready() {
@@ -313,16 +585,10 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
     );
     let mut credential_request = None;
     let result = vend_request(app, req, route, &mut record, &mut credential_request, now);
-    let mut response = match result {
+    let response = match result {
         Ok(Answer::Issued(issued)) => {
             record.authorized = true;
-            let vended = audit::Vended {
-                repositories: issued.repositories.clone(),
-                permissions: issued.permissions.clone(),
-                expiry: time::rfc3339(issued.minted.expires_at),
-                hashed_token: vend::hashed_token(issued.minted.token.expose()),
-                cache: issued.cache.as_str(),
-            };
+            let vended = vended_record(app, &issued);
             let org = record
                 .pipeline
                 .as_ref()
@@ -351,30 +617,25 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
             denial_response(&denial, route.is_git())
         }
     };
-    if route == TokenRoute::OrgToken || !route.is_git() {
-        response = response.with_header("Pragma", "no-cache");
-    }
     let app = Arc::clone(app);
-    response.on_sent(move |sent| {
-        record.status = sent.status;
-        record.duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
-        record.time = time::rfc3339_millis(time::now_unix_millis());
-        app.audit.write(&record);
-    })
+    response.on_sent(move |sent| finish_audit(&app, record, sent))
 }
 
-fn vend_request(
+/// The steps every token route shares, in order: the per-source limit (before any JWT work),
+/// readiness, the caller's token (`token`, already extracted from the header or form), its
+/// verification, the per-pipeline limit. Returns the generation this request uses throughout and
+/// the verified claims, and records what it learned.
+fn admit(
     app: &App,
     req: &Request,
-    route: TokenRoute,
+    token: Result<&[u8], Denial>,
     record: &mut Record,
-    credential_request: &mut Option<credential::CredentialRequest>,
     now: u64,
-) -> Result<Answer, Denial> {
+) -> Result<(Arc<Generation>, Claims), Denial> {
     if let Some(limiter) = &app.per_source {
         limiter
             .check(&req.peer.ip(), Instant::now())
-            .map_err(|secs| rate_limited(secs, "per-source rate limit"))?;
+            .map_err(|secs| rate_limited(app, secs, "source"))?;
     }
     let Some(generation) = app.generation().filter(|_| app.is_ready()) else {
         return Err(Denial::new(
@@ -383,15 +644,7 @@ fn vend_request(
             "not ready (profiles, key set or installation account not loaded yet, or draining)",
         ));
     };
-    let token = oidc::bearer_token(&req.header_values("authorization")).map_err(|e| {
-        let message = if matches!(e, oidc::Error::MissingAuthorization) {
-            "missing authorization"
-        } else {
-            "invalid token"
-        };
-        Denial::new(401, message, e.to_string())
-    })?;
-    let claims = match app.verifier.verify(token, now) {
+    let claims = match app.verifier.verify(token?, now) {
         Ok(verified) => {
             record.jwt = Some(jwt_info(
                 Some(verified.kid.clone()),
@@ -419,8 +672,32 @@ fn vend_request(
         let key = format!("{}/{}", claims.organization_slug, claims.pipeline_slug);
         limiter
             .check(&key, Instant::now())
-            .map_err(|secs| rate_limited(secs, "per-pipeline rate limit"))?;
+            .map_err(|secs| rate_limited(app, secs, "pipeline"))?;
     }
+    Ok((generation, claims))
+}
+
+/// The bearer token of the `Authorization` header (401 without one, or with a malformed one).
+fn bearer(req: &Request) -> Result<&[u8], Denial> {
+    oidc::bearer_token(&req.header_values("authorization")).map_err(|e| {
+        let message = if matches!(e, oidc::Error::MissingAuthorization) {
+            "missing authorization"
+        } else {
+            "invalid token"
+        };
+        Denial::new(401, message, e.to_string())
+    })
+}
+
+fn vend_request(
+    app: &App,
+    req: &Request,
+    route: TokenRoute,
+    record: &mut Record,
+    credential_request: &mut Option<credential::CredentialRequest>,
+    now: u64,
+) -> Result<Answer, Denial> {
+    let (generation, claims) = admit(app, req, bearer(req), record, now)?;
     let segment = req.param(0).unwrap_or("default");
     let reference = profiles::parse_profile_ref(route.family(), segment).map_err(|e| {
         Denial::new(
@@ -429,17 +706,19 @@ fn vend_request(
             format!("profile reference: {e}"),
         )
     })?;
+    let ask = Ask {
+        generation: &generation,
+        reference: &reference,
+        claims: &claims,
+        permissions: None,
+    };
     let vendor = &app.vendor;
     let issued = match route {
-        TokenRoute::PipelineToken => {
-            vendor.pipeline(&generation, &reference, &claims, None, record, now)?
-        }
+        TokenRoute::PipelineToken => vendor.pipeline(ask, None, record, now)?,
         TokenRoute::OrgToken => {
             let scope = repository_scope(req)?;
             vendor.organization(
-                &generation,
-                &reference,
-                &claims,
+                ask,
                 OrgTarget::Token {
                     scope: scope.as_deref(),
                 },
@@ -452,19 +731,13 @@ fn vend_request(
                 .map_err(|e| Denial::new(400, "malformed git credential request", e.to_string()))?;
             let ours =
                 cred.protocol == "https" && cred.host.eq_ignore_ascii_case(vendor.github_host());
-            let repo = vend::repository_from_path(&cred.path);
-            let issued = match (ours, repo) {
+            let issued = match (ours, vend::repository_from_path(&cred.path)) {
                 (true, Some(repo)) if route == TokenRoute::PipelineGit => {
-                    vendor.pipeline(&generation, &reference, &claims, Some(repo), record, now)?
+                    vendor.pipeline(ask, Some(repo), record, now)?
                 }
-                (true, Some((owner, name))) => vendor.organization(
-                    &generation,
-                    &reference,
-                    &claims,
-                    OrgTarget::Git { owner, name },
-                    record,
-                    now,
-                )?,
+                (true, Some((owner, name))) => {
+                    vendor.organization(ask, OrgTarget::Git { owner, name }, record, now)?
+                }
                 _ => {
                     record.requested_repository = Some(audit::truncate(&format!(
                         "{}://{}/{}",
@@ -481,7 +754,10 @@ fn vend_request(
     Ok(issued.map_or(Answer::NotMine, Answer::Issued))
 }
 
-fn rate_limited(retry_after_secs: u64, what: &str) -> Denial {
+fn rate_limited(app: &App, retry_after_secs: u64, limit: &'static str) -> Denial {
+    app.metrics
+        .count(metrics::RATE_LIMITED, &[("limit", limit)]);
+    let what = format!("per-{limit} rate limit");
     Denial {
         retry_after_secs: Some(retry_after_secs),
         ..Denial::new(429, "rate limited", format!("{what} exceeded"))
@@ -681,6 +957,26 @@ pub fn start(
         })?;
     if matches!(app.config.jwks, JwksSource::Url(_)) {
         oidc::spawn_refresher(Arc::clone(&app.keys));
+    }
+    if let MetricsConfig::Listen(metrics_addr) = app.config.metrics {
+        let metrics_app = Arc::clone(&app);
+        let router = Router::new(None).route(
+            Method::Get,
+            "/metrics",
+            Pool::Inline,
+            ErrorStyle::Json,
+            move |_: &Request| metrics_response(&metrics_app),
+        );
+        let limits = Limits {
+            workers: 1,
+            max_connections: 16,
+            ..app.limits()
+        };
+        let server = Server::new(TcpListener::bind(metrics_addr)?, router, limits)?;
+        log::info!("metrics on http://{}/metrics", server.local_addr()?);
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || server.run())?;
     }
     Ok(Running {
         app,

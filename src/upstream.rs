@@ -56,6 +56,22 @@ pub struct Settings {
     /// Comma-separated hosts that bypass the proxy (`NO_PROXY`): `example.com` matches it and its
     /// subdomains, `.example.com` only subdomains, `*` everything. Default none.
     pub no_proxy: Option<String>,
+    /// Told about every call (metrics). Default none.
+    pub observer: Option<Observer>,
+}
+
+/// Told about every call: the upstream's host, the outcome (`2xx` … `5xx`, or `timeout`,
+/// `connect`, `tls`, `error`) and how long it took.
+#[derive(Clone)]
+pub struct Observer(pub std::sync::Arc<ObserveFn>);
+
+/// The function an [`Observer`] wraps: `(host, outcome, elapsed)`.
+pub type ObserveFn = dyn Fn(&str, &str, Duration) + Send + Sync;
+
+impl fmt::Debug for Observer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Default for Settings {
@@ -68,6 +84,7 @@ impl Default for Settings {
             ssl_cert_file: None,
             https_proxy: None,
             no_proxy: None,
+            observer: None,
         }
     }
 }
@@ -183,6 +200,7 @@ impl Response {
 pub struct Client {
     agent: ureq::Agent,
     max_body: usize,
+    observer: Option<Observer>,
 }
 
 impl fmt::Debug for Client {
@@ -213,12 +231,36 @@ impl Client {
         Ok(Client {
             agent: config.new_agent(),
             max_body: settings.max_body,
+            observer: settings.observer.clone(),
         })
     }
 
     /// One call. Returns the response whatever its status, except 3xx (but 304), which is
     /// [`Error::Redirect`]. The body is refused beyond `max_body` bytes.
     pub fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        max_body: usize,
+    ) -> Result<Response, Error> {
+        let started = std::time::Instant::now();
+        let result = self.call(method, url, headers, body, max_body);
+        if let Some(Observer(observe)) = &self.observer {
+            let outcome = match &result {
+                Ok(response) => format!("{}xx", response.status / 100),
+                Err(Error::Timeout) => "timeout".into(),
+                Err(Error::Connect(_)) => "connect".into(),
+                Err(Error::Tls(_)) => "tls".into(),
+                Err(_) => "error".into(),
+            };
+            observe(host_of(url), &outcome, started.elapsed());
+        }
+        result
+    }
+
+    fn call(
         &self,
         method: Method,
         url: &str,
@@ -291,6 +333,12 @@ impl Client {
         let max_age = response.header("cache-control").and_then(parse_max_age);
         Ok((response.body, max_age))
     }
+}
+
+/// The host (and port) of a URL, for metrics labels (configured base URLs only).
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
 }
 
 /// The `max-age` directive of a `Cache-Control` value, in seconds.

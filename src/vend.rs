@@ -12,7 +12,9 @@ use crate::buildkite;
 use crate::cache::{CoalescingCache, Outcome};
 use crate::github::{self, MintRequest, Minted};
 use crate::oidc::Claims;
-use crate::profiles::{ClaimSource, Generation, Lookup, Profile, ProfileRef, RepositoryScope};
+use crate::profiles::{
+    ClaimSource, Generation, Lookup, Permission, Profile, ProfileRef, RepositoryScope,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -118,6 +120,20 @@ impl Issued {
     }
 }
 
+/// Who asks for which profile, from which generation.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The one generation this request uses throughout.
+    pub generation: &'a Generation,
+    pub reference: &'a ProfileRef,
+    /// The caller's verified claims.
+    pub claims: &'a Claims,
+    /// A narrower permission set than the profile's (the token exchange's `scope`): each must be
+    /// in the profile at the same or a higher level, else 400 `invalid scope`. `metadata:read` is
+    /// always added.
+    pub permissions: Option<&'a [Permission]>,
+}
+
 /// What the caller asks an organization profile for.
 #[derive(Debug, Clone, Copy)]
 pub enum OrgTarget<'a> {
@@ -187,13 +203,8 @@ impl Vendor {
     }
 
     /// Looks the profile up and evaluates its rules against the caller's claims.
-    fn authorize<'g>(
-        &self,
-        generation: &'g Generation,
-        reference: &ProfileRef,
-        claims: &Claims,
-        audit: &mut Record,
-    ) -> Result<&'g Profile, Denial> {
+    fn authorize<'g>(&self, ask: &Ask<'g>, audit: &mut Record) -> Result<&'g Profile, Denial> {
+        let (generation, reference, claims) = (ask.generation, ask.reference, ask.claims);
         audit.profile = Some(reference.to_string());
         audit.profile_digest = Some(generation.digest().to_owned());
         let profile = match generation.lookup(reference) {
@@ -236,14 +247,13 @@ impl Vendor {
     /// route's `owner/name`), a different repository is the "not mine" answer: `Ok(None)`.
     pub fn pipeline(
         &self,
-        generation: &Generation,
-        reference: &ProfileRef,
-        claims: &Claims,
+        ask: Ask<'_>,
         requested: Option<(&str, &str)>,
         audit: &mut Record,
         now: u64,
     ) -> Result<Option<Issued>, Denial> {
-        let profile = self.authorize(generation, reference, claims, audit)?;
+        let profile = self.authorize(&ask, audit)?;
+        let claims = ask.claims;
         let Some(buildkite) = &self.buildkite else {
             return Err(Denial::new(
                 500,
@@ -277,7 +287,7 @@ impl Vendor {
         }
         let pipeline = format!("{}/{}", claims.organization_slug, claims.pipeline_slug);
         let issued = self.mint(
-            generation,
+            &ask,
             profile,
             Some(vec![repo.name.clone()]),
             Some(pipeline),
@@ -293,14 +303,12 @@ impl Vendor {
     /// `Ok(None)` is the "not mine" answer.
     pub fn organization(
         &self,
-        generation: &Generation,
-        reference: &ProfileRef,
-        claims: &Claims,
+        ask: Ask<'_>,
         target: OrgTarget<'_>,
         audit: &mut Record,
         now: u64,
     ) -> Result<Option<Issued>, Denial> {
-        let profile = self.authorize(generation, reference, claims, audit)?;
+        let profile = self.authorize(&ask, audit)?;
         let scope = profile.repository_scope().ok_or_else(|| {
             Denial::new(
                 500,
@@ -349,24 +357,20 @@ impl Vendor {
                 ));
             }
         };
-        self.mint(generation, profile, repositories, None, now)
-            .map(Some)
+        self.mint(&ask, profile, repositories, None, now).map(Some)
     }
 
     /// Serves from the cache or mints (concurrent identical misses share one GitHub call).
     fn mint(
         &self,
-        generation: &Generation,
+        ask: &Ask<'_>,
         profile: &Profile,
         repositories: Option<Vec<String>>,
         pipeline: Option<String>,
         now: u64,
     ) -> Result<Issued, Denial> {
-        let permissions: Vec<String> = profile
-            .permissions()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let granted = permissions_for(profile, ask.permissions)?;
+        let permissions: Vec<String> = granted.iter().map(ToString::to_string).collect();
         let mut key_repos: Vec<String> = repositories
             .iter()
             .flatten()
@@ -374,7 +378,7 @@ impl Vendor {
             .collect();
         key_repos.sort();
         let key = TokenKey {
-            digest: generation.digest().to_owned(),
+            digest: ask.generation.digest().to_owned(),
             profile: profile.to_string(),
             repositories: key_repos,
             pipeline,
@@ -382,8 +386,7 @@ impl Vendor {
         };
         let request = MintRequest {
             repositories,
-            permissions: profile
-                .permissions()
+            permissions: granted
                 .iter()
                 .map(|p| (p.name().to_owned(), p.level().as_str().to_owned()))
                 .collect::<BTreeMap<_, _>>(),
@@ -408,6 +411,35 @@ impl Vendor {
             permissions,
         })
     }
+}
+
+/// The permissions to mint with: the profile's, or the narrower `requested` set (each in the
+/// profile at the same or a higher level) plus `metadata:read`; sorted, without duplicates.
+fn permissions_for(
+    profile: &Profile,
+    requested: Option<&[Permission]>,
+) -> Result<Vec<Permission>, Denial> {
+    let Some(requested) = requested else {
+        return Ok(profile.permissions().to_vec());
+    };
+    let allowed = |want: &Permission| {
+        profile
+            .permissions()
+            .iter()
+            .any(|have| have.name() == want.name() && have.level() >= want.level())
+    };
+    if let Some(extra) = requested.iter().find(|p| !allowed(p)) {
+        return Err(Denial::new(
+            400,
+            "invalid scope",
+            format!("scope {extra} is beyond profile {profile}"),
+        ));
+    }
+    let mut granted: Vec<Permission> = requested.to_vec();
+    granted.push(Permission::METADATA_READ);
+    granted.sort();
+    granted.dedup();
+    Ok(granted)
 }
 
 /// Standard padded base64 of the token's SHA-256: what GitHub's audit log shows for it.

@@ -425,15 +425,28 @@ fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 fn keep_alive_serves_several_requests_and_pipelining_works() {
     let srv = start(quick_limits());
     let mut s = connect(srv.addr);
-    s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\nPOST /token/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    assert_eq!(read_response(&mut s).unwrap().status, 200);
-    assert_eq!(read_response(&mut s).unwrap().body, b"a");
-    s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    let first = read_response(&mut s).unwrap();
+    assert_eq!(
+        (first.status, first.header("connection")),
+        (200, None),
+        "kept alive"
+    );
+    // Three pipelined requests in one write; the last closes.
+    s.write_all(b"POST /token/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nPOST /token/b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let last = read_response(&mut s).unwrap();
-    assert_eq!(last.header("connection"), Some("close"));
-    assert!(closed(&mut s));
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap(); // ends: the server closed after the third
+    let text = String::from_utf8(raw).unwrap();
+    let statuses = text.matches("HTTP/1.1 200 OK\r\n").count();
+    assert_eq!(statuses, 3, "{text}");
+    let (a, b) = (
+        text.find("\r\n\r\na").unwrap(),
+        text.find("\r\n\r\nb").unwrap(),
+    );
+    assert!(a < b, "answered in order");
+    assert!(text.ends_with("Connection: close\r\n\r\nOK"), "{text}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ mod server;
 
 pub use head::Method;
 pub use message::{Request, Response, Sent, json_string, reason_phrase};
-pub use router::{ErrorStyle, Handler, Pool, Resolution, Router};
+pub use router::{ErrorStyle, Handler, Observer, Pool, Resolution, Router};
 pub use server::{Limits, Server, ServerHandle, new_request_id};
 
 /// Largest request head (request line and headers), in bytes.

@@ -34,9 +34,15 @@ enum Segment {
     Param,
 }
 
+/// Told about every response the server writes: the route pattern (`/token/{profile}`, or
+/// `unmatched` / `edge` for requests no route handled) and the status.
+pub type Observer = Arc<dyn Fn(&str, u16) + Send + Sync>;
+
 /// One registered route.
 pub struct Route {
     method: Method,
+    /// The pattern as registered (a metrics label).
+    pub pattern: String,
     segments: Vec<Segment>,
     pub pool: Pool,
     pub errors: ErrorStyle,
@@ -61,6 +67,7 @@ pub enum Resolution<'a> {
 pub struct Router {
     routes: Vec<Route>,
     base_path: Option<String>,
+    observer: Option<Observer>,
 }
 
 impl Router {
@@ -69,6 +76,20 @@ impl Router {
         Router {
             routes: Vec::new(),
             base_path,
+            observer: None,
+        }
+    }
+
+    /// Sets the observer told about every response.
+    pub fn observe(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Reports one written response to the observer, if any.
+    pub fn observed(&self, route: &str, status: u16) {
+        if let Some(observer) = &self.observer {
+            observer(route, status);
         }
     }
 
@@ -92,6 +113,7 @@ impl Router {
             .collect();
         self.routes.push(Route {
             method,
+            pattern: pattern.to_owned(),
             segments,
             pool,
             errors,

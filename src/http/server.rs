@@ -273,7 +273,14 @@ enum ReadError {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The socket's current read and write timeouts (set only when they change).
+    read_tick: Option<Duration>,
+    write_tick: Option<Duration>,
 }
+
+/// Socket timeouts are set to at most this; a read or write that wakes without progress re-checks
+/// its deadline. So the timeouts are set once per connection, not before every read and write.
+const TIMEOUT_TICK: Duration = Duration::from_secs(1);
 
 impl Conn {
     /// Reads what is available into the buffer (up to `room` more bytes) before `deadline`.
@@ -282,9 +289,13 @@ impl Conn {
         if left.is_zero() {
             return Err(ReadError::Timeout);
         }
-        self.stream
-            .set_read_timeout(Some(left))
-            .map_err(|_| ReadError::Closed)?;
+        let tick = left.min(TIMEOUT_TICK);
+        if self.read_tick != Some(tick) {
+            self.stream
+                .set_read_timeout(Some(tick))
+                .map_err(|_| ReadError::Closed)?;
+            self.read_tick = Some(tick);
+        }
         let mut chunk = [0u8; 4096];
         let want = room.min(chunk.len());
         let target = chunk.get_mut(..want).ok_or(ReadError::Closed)?;
@@ -295,13 +306,14 @@ impl Conn {
                     .extend_from_slice(target.get(..n).unwrap_or_default());
                 Ok(n)
             }
+            // A tick passed without data: the caller loops and the deadline decides.
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(ReadError::Timeout)
+                Ok(0)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(_) => Err(ReadError::Closed),
@@ -314,12 +326,11 @@ impl Conn {
         first_byte_wait: Duration,
         header_timeout: Duration,
     ) -> Result<Option<Head>, HeadError> {
-        if self.buf.is_empty()
-            && self
-                .fill(Instant::now() + first_byte_wait, MAX_HEAD_BYTES)
-                .is_err()
-        {
-            return Ok(None);
+        let first_byte_deadline = Instant::now() + first_byte_wait;
+        while self.buf.is_empty() {
+            if self.fill(first_byte_deadline, MAX_HEAD_BYTES).is_err() {
+                return Ok(None);
+            }
         }
         let deadline = Instant::now() + header_timeout;
         loop {
@@ -373,9 +384,11 @@ impl Conn {
         timeout: Duration,
     ) -> bool {
         let deadline = Instant::now() + timeout;
-        let head = response.head_bytes(request_id, close);
-        let body: &[u8] = if head_only { &[] } else { &response.body };
-        let ok = self.write_by(&head, deadline) && self.write_by(body, deadline);
+        let mut bytes = response.head_bytes(request_id, close);
+        if !head_only {
+            bytes.extend_from_slice(&response.body); // one write, one segment for small responses
+        }
+        let ok = self.write_by(&bytes, deadline);
         if !ok {
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
         } else if close {
@@ -388,13 +401,26 @@ impl Conn {
     fn write_by(&mut self, mut bytes: &[u8], deadline: Instant) -> bool {
         while !bytes.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_write_timeout(Some(left)).is_err() {
+            if left.is_zero() {
                 return false;
+            }
+            let tick = left.min(TIMEOUT_TICK);
+            if self.write_tick != Some(tick) {
+                if self.stream.set_write_timeout(Some(tick)).is_err() {
+                    return false;
+                }
+                self.write_tick = Some(tick);
             }
             match self.stream.write(bytes) {
                 Ok(0) => return false,
                 Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => return false,
             }
         }
@@ -427,15 +453,27 @@ impl From<ChunkError> for BodyError {
     }
 }
 
-/// A generated request id: 16 hex characters from the system RNG.
+/// A generated request id: 16 hex characters, unique in the process and not guessable from
+/// earlier ones — a counter run through a keyed bijective mixer (splitmix64's finaliser) whose key
+/// comes from the system RNG once per process. No syscall per request.
 pub fn new_request_id() -> String {
     use ring::rand::SecureRandom;
-    static FALLBACK: AtomicUsize = AtomicUsize::new(0);
-    let mut bytes = [0u8; 8];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        bytes = (FALLBACK.fetch_add(1, Ordering::Relaxed) as u64).to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicU64;
+    static KEY: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let key = *KEY.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+        u64::from_le_bytes(bytes)
+    });
+    let mut z = COUNTER
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(key)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    format!("{:016x}", z ^ (z >> 31))
 }
 
 fn edge_error(style: ErrorStyle, status: u16, reason: &'static str) -> Response {
@@ -453,6 +491,8 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let mut conn = Conn {
         stream,
         buf: Vec::with_capacity(1024),
+        read_tick: None,
+        write_tick: None,
     };
     let mut first_byte_wait = limits.timeout_header;
     loop {
@@ -474,6 +514,7 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                     true,
                     limits.timeout_write,
                 );
+                shared.router.observed("edge", e.status());
                 return;
             }
         };
@@ -500,9 +541,9 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         Some(path) => router.resolve(&head.method, path),
         None => Resolution::NotFound,
     };
-    let style = match &resolution {
-        Resolution::Found { route, .. } => route.errors,
-        _ => ErrorStyle::Json,
+    let (style, label) = match &resolution {
+        Resolution::Found { route, .. } => (route.errors, route.pattern.clone()),
+        _ => (ErrorStyle::Json, "unmatched".to_owned()),
     };
     let head_only = head.method == Method::Head;
 
@@ -536,6 +577,7 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
                 true,
                 shared.limits.timeout_write,
             );
+            router.observed(&label, status);
             return false;
         }
     };
@@ -568,6 +610,7 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         close,
         shared.limits.timeout_write,
     );
+    router.observed(&label, response.status);
     if let Some(hook) = response.take_on_sent() {
         hook(&Sent {
             status: response.status,

@@ -93,6 +93,8 @@ impl std::error::Error for LoadError {
 pub struct Store {
     current: RwLock<Option<Arc<Generation>>>,
     source: Source,
+    /// Unix seconds when the current generation was installed (0: never).
+    loaded_at: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Store {
@@ -171,6 +173,7 @@ impl Store {
         Store {
             current: RwLock::new(Some(Arc::new(Generation::builtin()))),
             source: Source::Builtin,
+            loaded_at: crate::time::now_unix().into(),
         }
     }
 
@@ -182,6 +185,7 @@ impl Store {
                 path,
                 seen: Mutex::new(None),
             },
+            loaded_at: 0.into(),
         }
     }
 
@@ -208,6 +212,7 @@ impl Store {
                     },
                     fetch: Mutex::new(Fetch::default()),
                 },
+                loaded_at: 0.into(),
             },
         }
     }
@@ -219,6 +224,11 @@ impl Store {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Unix seconds when the current generation was installed; `None` before the first.
+    pub fn loaded_at(&self) -> Option<u64> {
+        Some(self.loaded_at.load(std::sync::atomic::Ordering::SeqCst)).filter(|&t| t > 0)
     }
 
     /// Whether a generation is loaded (the server is ready).
@@ -292,6 +302,8 @@ impl Store {
             }
             *current = Some(Arc::clone(&generation));
         }
+        self.loaded_at
+            .store(crate::time::now_unix(), std::sync::atomic::Ordering::SeqCst);
         log::info!(
             "profiles: loaded digest {} from {}: {} profiles, {} unavailable",
             generation.digest(),

@@ -277,7 +277,9 @@ impl Process {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
-            let lines: Vec<Value> = text
+            // A read can catch a line while it is being appended: only newline-ended lines count.
+            let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+            let lines: Vec<Value> = complete
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();

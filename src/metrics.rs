@@ -1,0 +1,234 @@
+//! Prometheus text exposition (format 0.0.4) for `GET /metrics`: request counts by route and
+//! status, vend outcomes, upstream calls and their latency by upstream host and outcome, JWKS
+//! fetches, rate-limited requests, and gauges (open connections, readiness, the profile
+//! generation). Label values are route patterns, status codes, configured hosts and fixed words:
+//! never a token, a claim value or a secret.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the upstream latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+];
+
+/// A counter family: name and help text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+pub const HTTP_REQUESTS: Family = Family {
+    name: "kitebridge_http_requests_total",
+    help: "Responses sent, by route pattern and status.",
+};
+pub const VENDS: Family = Family {
+    name: "kitebridge_vend_total",
+    help: "Tokens handed out, by cache outcome (hit, miss, coalesced).",
+};
+pub const UPSTREAM_REQUESTS: Family = Family {
+    name: "kitebridge_upstream_requests_total",
+    help: "Calls to GitHub, Buildkite and the JWKS, by host and outcome.",
+};
+pub const JWKS_FETCHES: Family = Family {
+    name: "kitebridge_jwks_fetch_total",
+    help: "Key set fetches, by outcome (ok, error).",
+};
+pub const RATE_LIMITED: Family = Family {
+    name: "kitebridge_rate_limited_total",
+    help: "Requests refused with 429, by limit (source, pipeline).",
+};
+
+const UPSTREAM_SECONDS: &str = "kitebridge_upstream_request_duration_seconds";
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// A gauge value supplied at render time.
+#[derive(Debug, Clone)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// Rendered labels, e.g. `digest="ab12…"`, or empty.
+    pub labels: String,
+    pub value: f64,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The registry.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(Family, Labels), u64>>,
+    latency: Mutex<BTreeMap<Labels, Histogram>>,
+}
+
+/// `"` `\` and newlines escaped, as the exposition format wants.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_labels(labels: &[(&'static str, String)]) -> String {
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if inner.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", inner.join(","))
+    }
+}
+
+impl Metrics {
+    /// Adds one to the counter `family{labels}`.
+    pub fn count(&self, family: Family, labels: &[(&'static str, &str)]) {
+        let labels: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        *self
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((family, labels))
+            .or_insert(0) += 1;
+    }
+
+    /// Records one upstream call.
+    pub fn upstream(&self, host: &str, outcome: &str, elapsed: Duration) {
+        self.count(
+            UPSTREAM_REQUESTS,
+            &[("upstream", host), ("outcome", outcome)],
+        );
+        let labels: Labels = vec![
+            ("upstream", host.to_owned()),
+            ("outcome", outcome.to_owned()),
+        ];
+        let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let h = latency.entry(labels).or_default();
+        let secs = elapsed.as_secs_f64();
+        for (bucket, bound) in h.buckets.iter_mut().zip(BUCKETS) {
+            if secs <= bound {
+                *bucket += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// The exposition text, counters and histograms followed by `gauges`.
+    pub fn render(&self, gauges: &[Gauge]) -> String {
+        let mut out = String::new();
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut last: Option<Family> = None;
+        for ((family, labels), value) in &counters {
+            if last != Some(*family) {
+                let _ = writeln!(
+                    out,
+                    "# HELP {} {}\n# TYPE {} counter",
+                    family.name, family.help, family.name
+                );
+                last = Some(*family);
+            }
+            let _ = writeln!(out, "{}{} {value}", family.name, render_labels(labels));
+        }
+        let latency = self
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !latency.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP {UPSTREAM_SECONDS} Upstream call duration, by host and outcome.\n# TYPE {UPSTREAM_SECONDS} histogram"
+            );
+        }
+        for (labels, h) in &latency {
+            let base = render_labels(labels);
+            let inner = base.trim_start_matches('{').trim_end_matches('}');
+            for (count, bound) in h.buckets.iter().zip(BUCKETS) {
+                let _ = writeln!(
+                    out,
+                    "{UPSTREAM_SECONDS}_bucket{{{inner},le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{UPSTREAM_SECONDS}_bucket{{{inner},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "{UPSTREAM_SECONDS}_sum{base} {}", h.sum);
+            let _ = writeln!(out, "{UPSTREAM_SECONDS}_count{base} {}", h.count);
+        }
+        for g in gauges {
+            let labels = if g.labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", g.labels)
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {} {}\n# TYPE {} gauge\n{}{labels} {}",
+                g.name, g.help, g.name, g.name, g.value
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        let m = Metrics::default();
+        m.count(HTTP_REQUESTS, &[("route", "/token"), ("status", "200")]);
+        m.count(HTTP_REQUESTS, &[("route", "/token"), ("status", "200")]);
+        m.count(VENDS, &[("outcome", "hit")]);
+        m.upstream("api.github.com", "2xx", Duration::from_millis(30));
+        let text = m.render(&[Gauge {
+            name: "kitebridge_ready",
+            help: "1 when ready.",
+            labels: String::new(),
+            value: 1.0,
+        }]);
+        assert!(
+            text.contains("kitebridge_http_requests_total{route=\"/token\",status=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "# TYPE kitebridge_vend_total counter\nkitebridge_vend_total{outcome=\"hit\"} 1\n"
+        ));
+        assert!(text.contains("kitebridge_upstream_request_duration_seconds_bucket{upstream=\"api.github.com\",outcome=\"2xx\",le=\"0.025\"} 0\n"));
+        assert!(text.contains("kitebridge_upstream_request_duration_seconds_bucket{upstream=\"api.github.com\",outcome=\"2xx\",le=\"0.05\"} 1\n"));
+        assert!(text.contains("kitebridge_upstream_request_duration_seconds_count{upstream=\"api.github.com\",outcome=\"2xx\"} 1\n"));
+        assert!(text.contains("# TYPE kitebridge_ready gauge\nkitebridge_ready 1\n"));
+        assert_eq!(
+            text.matches("# TYPE kitebridge_http_requests_total")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            render_labels(&[("a", "x\"y\\z\nw".into())]),
+            "{a=\"x\\\"y\\\\z\\nw\"}"
+        );
+    }
+}
