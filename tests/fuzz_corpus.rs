@@ -111,3 +111,8 @@ fn jwt_verify_seeds_start_from_an_accepted_token() {
         checks::jwt_verify::ORGANIZATION
     );
 }
+
+#[test]
+fn token_exchange() {
+    replay("token_exchange", checks::token_exchange::check);
+}

@@ -13,3 +13,4 @@ pub mod jwt_verify;
 pub mod pem_key;
 pub mod profiles_file;
 pub mod repository_url;
+pub mod token_exchange;
