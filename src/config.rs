@@ -237,7 +237,7 @@ pub struct Config {
     /// trailing `/`; `/` alone means none. Segments are non-empty unreserved URL characters
     /// (`A-Z a-z 0-9 - . _ ~`), never `.` or `..`.
     pub server_base_path: Option<String>,
-    /// `SERVER_WORKERS` (default 16, 1–1024): request-handling threads.
+    /// `SERVER_WORKERS` (default 16, 1–1024): requests handled at once (request-handling permits).
     pub server_workers: usize,
     /// `SERVER_MAX_CONNECTIONS` (default 512, 1–65536): open connections beyond this are closed.
     pub max_connections: usize,

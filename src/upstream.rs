@@ -49,8 +49,7 @@ pub struct Settings {
     pub timeout_connect: Duration,
     /// Time allowed for a whole call, body included. Default 15 s.
     pub timeout_global: Duration,
-    /// Response body cap for [`Client::get`], [`Client::post`] and [`Client::delete`].
-    /// Default 1 MiB.
+    /// Response body cap for [`Client::get`] and [`Client::send`]. Default 1 MiB.
     pub max_body: usize,
     /// Extra PEM CA bundle trusted on top of the platform roots (`SSL_CERT_FILE`). Default none.
     pub ssl_cert_file: Option<PathBuf>,

@@ -9,13 +9,14 @@ use std::sync::Arc;
 /// A request handler.
 pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
-/// Where a handler runs.
+/// Whether a handler needs a request-handling permit. Every handler runs on its connection's
+/// thread; at most `SERVER_WORKERS` [`Pool::Worker`] handlers run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
-    /// On the connection's own thread: cheap handlers that must answer even while every worker waits
-    /// on an upstream (`/healthcheck`, `/metrics`).
+    /// No permit: cheap handlers that must answer even while every permit is held by a request
+    /// waiting on an upstream (`/healthcheck`, `/metrics`).
     Inline,
-    /// On one of the `SERVER_WORKERS` request-handling threads.
+    /// Takes one of the `SERVER_WORKERS` permits (waiting for one if all are held).
     Worker,
 }
 

@@ -36,7 +36,7 @@ pub struct Limits {
     pub timeout_body: Duration,
     /// Keep-alive idle time between requests. Default 30 s.
     pub timeout_idle: Duration,
-    /// Time allowed for each write of the response. Default 10 s.
+    /// Time allowed to write the whole response. Default 10 s.
     pub timeout_write: Duration,
 }
 

@@ -1,7 +1,8 @@
 //! Profiles: who may get which token (`shared/spec/profiles.md`).
 //!
-//! This module is the pure core: bytes in, a [`Generation`] out; claims in, a [`Verdict`] out.
-//! Loading (file, SIGHUP, GitHub contents API) and HTTP routes sit on top of it elsewhere.
+//! The core is pure: bytes in, a [`Generation`] out; claims in, a [`Verdict`] out. [`store`]
+//! loads generations (a local file watched for changes and re-read on SIGHUP, or the GitHub
+//! contents API) and swaps them atomically ([`start`]); the HTTP routes live in `app`.
 //!
 //! - [`Generation::parse`] reads a profile file: strict JSON (`json.rs`: duplicate keys are
 //!   errors), a hand-walked schema (any unknown key, missing key or wrong type fails the whole
