@@ -5,7 +5,7 @@
 use super::form::{FormError, parse_urlencoded};
 use super::head::Method;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A complete request, body included, as handed to a handler. `Debug` shows header names but no
 /// values and no body (they carry the JWT).
@@ -23,8 +23,6 @@ pub struct Request {
     pub request_id: String,
     /// Values of the route's `{param}` segments, in order.
     pub params: Vec<String>,
-    /// When the head was complete.
-    pub received: Instant,
 }
 
 impl std::fmt::Debug for Request {
@@ -76,8 +74,6 @@ impl Request {
 pub struct Sent {
     pub status: u16,
     pub duration: Duration,
-    /// Whether every byte reached the socket.
-    pub written: bool,
 }
 
 type SentHook = Box<dyn FnOnce(&Sent) + Send>;

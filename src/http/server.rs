@@ -597,7 +597,6 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
                 peer,
                 request_id: request_id.clone(),
                 params,
-                received,
             };
             dispatch(shared, route.pool, &route.handler, request)
         }
@@ -615,7 +614,6 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         hook(&Sent {
             status: response.status,
             duration: received.elapsed(),
-            written,
         });
     }
     written && !close

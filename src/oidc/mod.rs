@@ -313,11 +313,6 @@ impl Verifier {
         Verifier { settings, keys }
     }
 
-    /// The settings this verifier enforces.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Runs every check in the order of the module documentation at time `now` (Unix seconds).
     pub fn verify(&self, token: &[u8], now: u64) -> Result<Verified, Rejected> {
         let unverified = UnverifiedToken::parse(token).map_err(Rejected::bare)?;
