@@ -28,14 +28,12 @@ use log::LevelFilter;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// The Buildkite OIDC issuer, the default `JWT_ISSUER_URL`.
-const DEFAULT_ISSUER: &str = "https://agent.buildkite.com";
+use crate::buildkite::DEFAULT_API_URL as DEFAULT_BUILDKITE_API_URL;
+use crate::github::DEFAULT_API_URL as DEFAULT_GITHUB_API_URL;
+use crate::oidc::DEFAULT_ISSUER;
+
 /// Buildkite's OIDC key set, the default `JWT_JWKS_URL`.
 const DEFAULT_JWKS_URL: &str = "https://agent.buildkite.com/.well-known/jwks";
-/// The default `BUILDKITE_API_URL`.
-const DEFAULT_BUILDKITE_API_URL: &str = "https://api.buildkite.com";
-/// The default `GITHUB_API_URL`.
-const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 /// The default `GITHUB_HOST`.
 const DEFAULT_GITHUB_HOST: &str = "github.com";
 
@@ -814,7 +812,7 @@ fn upstream_url(text: &str) -> Result<String, String> {
     let (host, _port) = host_port(authority).map_err(|what| format!("{what}; {EXPECTED}"))?;
     match scheme {
         "https" => {}
-        "http" if is_loopback(host) => {}
+        "http" if crate::upstream::is_loopback(host) => {}
         "http" => {
             return Err(format!(
                 "plain http:// to a host that is not loopback; {EXPECTED}"
@@ -873,12 +871,6 @@ fn host_port(authority: &str) -> Result<(&str, Option<u16>), &'static str> {
     Ok((host, port))
 }
 
-/// `localhost`, 127.0.0.0/8 or ::1.
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// `GITHUB_HOST`: `HOST[:PORT]`, lowercased.
 fn github_host(text: &str) -> Result<String, String> {
     if text.contains("://") {
@@ -919,13 +911,10 @@ fn github_profile(text: &str) -> Result<ProfileSource, String> {
 fn github_owner(owner: &str) -> Result<(), &'static str> {
     match owner {
         "" => Err("OWNER is empty"),
-        _ if owner
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
-        {
-            Ok(())
-        }
-        _ => Err("OWNER has characters other than A-Z a-z 0-9 -"),
+        _ if crate::github::is_valid_owner(owner) => Ok(()),
+        _ => Err(
+            "OWNER is not a GitHub account name (A-Z a-z 0-9 - _, not starting with -, at most 100)",
+        ),
     }
 }
 
@@ -933,8 +922,10 @@ fn github_repo(repo: &str) -> Result<(), &'static str> {
     match repo {
         "" => Err("REPO is empty"),
         "." | ".." => Err("REPO is . or .."),
-        _ if repo.bytes().all(is_name_byte) => Ok(()),
-        _ => Err("REPO has characters other than A-Z a-z 0-9 - _ ."),
+        _ if crate::github::is_valid_repo_name(repo) => Ok(()),
+        _ => Err(
+            "REPO is not a GitHub repository name (A-Z a-z 0-9 - _ ., at most 100, not ending in .git)",
+        ),
     }
 }
 
@@ -1336,10 +1327,20 @@ mod tests {
             ("acme:config", Err("not three :-separated parts")),
             ("acme", Err("not three :-separated parts")),
             (":config:p.json", Err("OWNER is empty")),
-            ("ac_me:config:p.json", Err("OWNER has characters")),
+            (
+                "-acme:config:p.json",
+                Err("OWNER is not a GitHub account name"),
+            ),
+            (
+                "ac me:config:p.json",
+                Err("OWNER is not a GitHub account name"),
+            ),
             ("acme::p.json", Err("REPO is empty")),
             ("acme:..:p.json", Err("REPO is . or ..")),
-            ("acme:con fig:p.json", Err("REPO has characters")),
+            (
+                "acme:con fig:p.json",
+                Err("REPO is not a GitHub repository name"),
+            ),
             ("acme:config:", Err("PATH is empty")),
             ("acme:config:@main", Err("PATH is empty")),
             ("acme:config:/etc/p.json", Err("PATH starts with /")),

@@ -427,8 +427,8 @@ fn check_url(url: &str) -> Result<(), Error> {
     }
 }
 
-/// `localhost`, `127.0.0.0/8` or `::1` (the URI form keeps IPv6 brackets).
-fn is_loopback(host: &str) -> bool {
+/// `localhost`, `127.0.0.0/8` or `::1` (with or without the URI form's IPv6 brackets).
+pub fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
