@@ -3,21 +3,13 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn base_command() -> Command {
@@ -57,7 +49,7 @@ fn version_and_help() {
 
 #[test]
 fn bad_configuration_exits_2_with_every_problem_before_listening() {
-    let port = free_port();
+    let port = support::kitebridge::free_port();
     let out = base_command()
         .env_remove("JWT_AUDIENCE")
         .env("SERVER_PORT", port.to_string())

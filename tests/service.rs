@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,14 +22,6 @@ fn signal(pid: u32, name: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn_raw(env: &BTreeMap<String, String>, program: &str, args: &[&str]) -> Child {
@@ -84,7 +76,7 @@ fn datagrams_until(sock: &UnixDatagram, until: &str, within: Duration) -> Vec<St
 #[test]
 fn socket_activation_serves_healthcheck() {
     let up = Upstreams::start();
-    let port = free_port();
+    let port = support::kitebridge::free_port();
     let mut env = up.env();
     env.insert("SERVER_PORT".into(), "1".into()); // must be ignored under socket activation
     // systemd-socket-activate passes on only the variables named with --setenv.
