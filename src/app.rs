@@ -6,7 +6,7 @@ use crate::audit::{self, AuditLog, Record};
 use crate::buildkite;
 use crate::config::{AuditTarget, Config, JwksSource, Metrics as MetricsConfig, RateLimit};
 use crate::credential;
-use crate::exchange;
+use crate::exchange::{self, ErrorCode};
 use crate::github;
 use crate::http::{
     ErrorStyle, Limits, Method, Pool, Request, Response, Router, Sent, Server, ServerHandle,
@@ -332,13 +332,7 @@ pub fn router(app: &Arc<App>) -> Router {
 /// `POST /oauth/token`: RFC 8693 token exchange onto the same admit → authorize → mint steps.
 fn oauth_token(app: &Arc<App>, req: &Request) -> Response {
     let now = time::now_unix();
-    let mut record = Record::new(
-        &req.request_id,
-        req.method.as_str(),
-        &req.path,
-        req.peer.ip().to_string(),
-        req.header("user-agent"),
-    );
+    let mut record = audit_record(req);
     let response = match exchange_request(app, req, &mut record, now) {
         Ok(issued) => {
             record.authorized = true;
@@ -359,7 +353,7 @@ fn oauth_token(app: &Arc<App>, req: &Request) -> Response {
                 token_type: "Bearer",
                 expires_in: issued.minted.expires_at.saturating_sub(now),
                 scope: issued.permissions.join(" "),
-                repositories: &issued.repositories,
+                repositories: issued.repositories(),
                 hashed_token: &vended.hashed_token,
             };
             let response = match serde_json::to_vec(&body) {
@@ -374,17 +368,13 @@ fn oauth_token(app: &Arc<App>, req: &Request) -> Response {
             let (status, code) = match denial.status {
                 429 | 503 => (denial.status, "temporarily_unavailable"),
                 status @ 500..=599 => (status, "server_error"),
-                _ => (400, code),
+                _ => (400, code.as_str()),
             };
             let body = format!(
                 "{{\"error\":\"{code}\",\"error_description\":{}}}",
                 json_string(denial.message)
             );
-            let mut response = Response::json(status, body);
-            if let Some(secs) = denial.retry_after_secs {
-                response = response.with_header("Retry-After", secs.max(1).to_string());
-            }
-            response
+            with_retry_after(Response::json(status, body), &denial)
         }
     };
     let app = Arc::clone(app);
@@ -393,45 +383,32 @@ fn oauth_token(app: &Arc<App>, req: &Request) -> Response {
         .on_sent(move |sent| finish_audit(&app, record, sent))
 }
 
-/// The exchange flow; an error carries the OAuth error code used when it is a 4xx.
+/// The exchange flow; an error carries the OAuth error code used when it is a 4xx. A malformed
+/// request still counts against the per-source limit first.
 fn exchange_request(
     app: &App,
     req: &Request,
     record: &mut Record,
     now: u64,
-) -> Result<Issued, (Denial, &'static str)> {
-    let parsed = exchange::parse_request(
+) -> Result<Issued, (Denial, ErrorCode)> {
+    admit_source(app, req).map_err(|d| (d, ErrorCode::InvalidRequest))?;
+    let request = exchange::parse_request(
         req.header("content-type"),
         &req.body,
         app.vendor.github_host(),
-    );
-    // A malformed request is still counted against the per-source limit: admit sees its error
-    // where a missing bearer token would be.
-    let token = match &parsed {
-        Ok(request) => Ok(request.subject_token.as_bytes()),
-        Err(e) => Err(Denial::new(400, e.description, e.to_string())),
-    };
-    let admitted = admit(app, req, token, record, now);
-    let (request, (generation, claims)) = match (parsed, admitted) {
-        (Ok(request), Ok(admitted)) => (request, admitted),
-        (Err(e), Err(d)) if d.status == 400 => return Err((d, e.code.as_str())),
-        (_, Err(d)) if d.status == 401 => {
-            return Err((
+    )
+    .map_err(|e| (Denial::new(400, e.description, e.to_string()), e.code))?;
+    let (generation, claims) = admit_token(app, Ok(request.subject_token.as_bytes()), record, now)
+        .map_err(|d| match d.status {
+            401 => (
                 Denial {
                     message: "the subject token is invalid",
                     ..d
                 },
-                "invalid_request",
-            ));
-        }
-        (_, Err(d)) => return Err((d, "invalid_request")),
-        (Err(e), Ok(_)) => {
-            return Err((
-                Denial::new(400, e.description, e.to_string()),
-                e.code.as_str(),
-            ));
-        }
-    };
+                ErrorCode::InvalidRequest,
+            ),
+            _ => (d, ErrorCode::InvalidRequest),
+        })?;
     let ask = Ask {
         generation: &generation,
         reference: &request.profile,
@@ -461,24 +438,43 @@ fn exchange_request(
                 .unwrap_or_else(|| "resource not covered".into());
             Err((
                 Denial::new(400, "the resource is not available to this subject", reason),
-                "invalid_target",
+                ErrorCode::InvalidTarget,
             ))
         }
-        Err(d) if d.message == "invalid scope" => Err((
+        Err(d) if d.message == vend::INVALID_SCOPE => Err((
             Denial {
                 message: "the scope is beyond the profile",
                 ..d
             },
-            "invalid_scope",
+            ErrorCode::InvalidScope,
         )),
         Err(d) if matches!(d.status, 400 | 403 | 404) => Err((
             Denial {
                 message: "the audience is not available to this subject",
                 ..d
             },
-            "invalid_target",
+            ErrorCode::InvalidTarget,
         )),
-        Err(d) => Err((d, "invalid_target")),
+        Err(d) => Err((d, ErrorCode::InvalidTarget)),
+    }
+}
+
+/// A fresh audit record for a token-route request.
+fn audit_record(req: &Request) -> Record {
+    Record::new(
+        &req.request_id,
+        req.method.as_str(),
+        &req.path,
+        req.peer.ip().to_string(),
+        req.header("user-agent"),
+    )
+}
+
+/// Adds `Retry-After` when the denial knows it.
+fn with_retry_after(response: Response, denial: &Denial) -> Response {
+    match denial.retry_after_secs {
+        Some(secs) => response.with_header("Retry-After", secs.max(1).to_string()),
+        None => response,
     }
 }
 
@@ -487,10 +483,10 @@ fn vended_record(app: &App, issued: &Issued) -> audit::Vended {
     app.metrics
         .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
     audit::Vended {
-        repositories: issued.repositories.clone(),
+        repositories: issued.repositories().to_vec(),
         permissions: issued.permissions.clone(),
         expiry: time::rfc3339(issued.minted.expires_at),
-        hashed_token: vend::hashed_token(issued.minted.token.expose()),
+        hashed_token: issued.minted.hashed_token.clone(),
         cache: issued.cache.as_str(),
     }
 }
@@ -576,13 +572,7 @@ enum Answer {
 /// A token route: the whole flow, then the audit record once the response is sent.
 fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
     let now = time::now_unix();
-    let mut record = Record::new(
-        &req.request_id,
-        req.method.as_str(),
-        &req.path,
-        req.peer.ip().to_string(),
-        req.header("user-agent"),
-    );
+    let mut record = audit_record(req);
     let mut credential_request = None;
     let result = vend_request(app, req, route, &mut record, &mut credential_request, now);
     let response = match result {
@@ -622,22 +612,26 @@ fn token_route(app: &Arc<App>, req: &Request, route: TokenRoute) -> Response {
     response.on_sent(move |sent| finish_audit(&app, record, sent))
 }
 
-/// The steps every token route shares, in order: the per-source limit (before any JWT work),
-/// readiness, the caller's token (`token`, already extracted from the header or form), its
-/// verification, the per-pipeline limit. Returns the generation this request uses throughout and
-/// the verified claims, and records what it learned.
-fn admit(
+/// The per-source rate limit: first, before any JWT work.
+fn admit_source(app: &App, req: &Request) -> Result<(), Denial> {
+    match &app.per_source {
+        Some(limiter) => limiter
+            .check(&source_key(req.peer.ip()), Instant::now())
+            .map_err(|secs| rate_limited(app, secs, "source")),
+        None => Ok(()),
+    }
+}
+
+/// After [`admit_source`], the steps every token route shares, in order: readiness, the caller's
+/// token (`token`, already extracted from the header or form), its verification, the per-pipeline
+/// limit. Returns the generation this request uses throughout and the verified claims, and
+/// records what it learned.
+fn admit_token(
     app: &App,
-    req: &Request,
     token: Result<&[u8], Denial>,
     record: &mut Record,
     now: u64,
 ) -> Result<(Arc<Generation>, Claims), Denial> {
-    if let Some(limiter) = &app.per_source {
-        limiter
-            .check(&source_key(req.peer.ip()), Instant::now())
-            .map_err(|secs| rate_limited(app, secs, "source"))?;
-    }
     let Some(generation) = app.generation().filter(|_| app.is_ready()) else {
         return Err(Denial::new(
             503,
@@ -712,7 +706,8 @@ fn vend_request(
     credential_request: &mut Option<credential::CredentialRequest>,
     now: u64,
 ) -> Result<Answer, Denial> {
-    let (generation, claims) = admit(app, req, bearer(req), record, now)?;
+    admit_source(app, req)?;
+    let (generation, claims) = admit_token(app, bearer(req), record, now)?;
     let segment = req.param(0).unwrap_or("default");
     let reference = profiles::parse_profile_ref(route.family(), segment).map_err(|e| {
         Denial::new(
@@ -884,7 +879,7 @@ fn git_success(cred: &credential::CredentialRequest, issued: &Issued) -> Respons
 }
 
 fn denial_response(denial: &Denial, git: bool) -> Response {
-    let mut response = match (denial.status, git) {
+    let response = match (denial.status, git) {
         (401, false) if denial.message == "missing authorization" => {
             Response::json(401, r#"{"error":"invalid_token"}"#)
                 .with_header("WWW-Authenticate", r#"Bearer realm="kitebridge""#)
@@ -904,10 +899,7 @@ fn denial_response(denial: &Denial, git: bool) -> Response {
         (status, false) => Response::json_error(status, denial.message),
         (status, true) => Response::new(status, "text/plain", format!("{}\n", denial.message)),
     };
-    if let Some(secs) = denial.retry_after_secs {
-        response = response.with_header("Retry-After", secs.max(1).to_string());
-    }
-    response
+    with_retry_after(response, denial)
 }
 
 /// A running server: its address and handle, and the thread accepting connections.
@@ -919,17 +911,6 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, waits up to the configured shutdown timeout for in-flight requests, and
-    /// returns whether they all finished.
-    pub fn shutdown(self) -> bool {
-        self.handle.begin_shutdown();
-        let drained = self
-            .handle
-            .wait_idle(Duration::from_secs(self.app.config.timeout_shutdown_secs));
-        let _ = self.accept.join();
-        drained
-    }
-
     /// Blocks until the accept loop ends (after [`ServerHandle::begin_shutdown`]).
     pub fn wait(self) {
         let _ = self.accept.join();

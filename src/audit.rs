@@ -4,6 +4,7 @@
 //! shows).
 #![forbid(unsafe_code)]
 
+use crate::profiles::RuleMatch;
 use serde::Serialize;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -59,13 +60,6 @@ pub struct Vended {
     pub hashed_token: String,
     /// `hit`, `miss` or `coalesced`.
     pub cache: &'static str,
-}
-
-/// One rule that matched (on success).
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleMatch {
-    pub claim: String,
-    pub value: String,
 }
 
 /// One audit line. Field order is the order of `operations.md`.

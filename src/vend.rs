@@ -16,7 +16,7 @@ use crate::profiles::{
     ClaimSource, Generation, Lookup, Permission, Profile, ProfileRef, RepositoryScope,
 };
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock};
 
 impl ClaimSource for Claims {
     fn claim(&self, name: &str) -> Option<String> {
@@ -35,6 +35,10 @@ pub struct Settings {
     /// Most cached tokens (`TOKEN_CACHE_MAX_ENTRIES`). Default 10000.
     pub token_cache_max_entries: usize,
 }
+
+/// The message of the denial for a `scope` beyond the profile (the token exchange maps it to
+/// `invalid_scope`).
+pub const INVALID_SCOPE: &str = "invalid scope";
 
 /// A refusal: the status, the fixed client message, the precise reason for the audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,13 +107,16 @@ pub struct Issued {
     pub profile: String,
     /// The pipeline repository as `https://HOST/OWNER/NAME` (pipeline routes), else empty.
     pub repository_url: String,
-    /// `owner/name` of each repository covered; empty for all repositories.
-    pub repositories: Vec<String>,
     /// Sorted `name:level`.
     pub permissions: Vec<String>,
 }
 
 impl Issued {
+    /// `owner/name` of each repository covered, as GitHub reported it; empty for all.
+    pub fn repositories(&self) -> &[String] {
+        &self.minted.repositories
+    }
+
     /// `selected` or `all`, as GitHub reported it.
     pub fn repository_selection(&self) -> &str {
         &self.minted.repository_selection
@@ -156,7 +163,7 @@ pub struct Vendor {
     settings: Settings,
     github: Arc<github::Client>,
     buildkite: Option<buildkite::Client>,
-    account: RwLock<Option<String>>,
+    account: OnceLock<String>,
     tokens: CoalescingCache<TokenKey, Minted, Denial>,
 }
 
@@ -173,24 +180,23 @@ impl Vendor {
             settings,
             github,
             buildkite,
-            account: RwLock::new(None),
+            account: OnceLock::new(),
             tokens,
         }
     }
 
     /// The installation's account (the owner of every repository it can mint for), once known.
-    pub fn account(&self) -> Option<String> {
-        self.account
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    pub fn account(&self) -> Option<&str> {
+        self.account.get().map(String::as_str)
     }
 
-    /// Asks GitHub for the installation's account; readiness waits for it.
-    pub fn learn_account(&self, now: u64) -> Result<String, github::Error> {
-        let login = self.github.installation_account(now)?;
-        *self.account.write().unwrap_or_else(|e| e.into_inner()) = Some(login.clone());
-        Ok(login)
+    /// Asks GitHub for the installation's account (once; readiness waits for it).
+    pub fn learn_account(&self, now: u64) -> Result<&str, github::Error> {
+        if self.account.get().is_none() {
+            let login = self.github.installation_account(now)?;
+            let _ = self.account.set(login);
+        }
+        Ok(self.account().unwrap_or_default())
     }
 
     /// The GitHub host of git URLs.
@@ -228,14 +234,8 @@ impl Vendor {
                 format!("profile {}: {reason}", reference.name()),
             ));
         }
-        audit.matches = verdict
-            .matches
-            .into_iter()
-            .map(|m| audit::RuleMatch {
-                claim: m.claim,
-                value: audit::truncate(&m.value),
-            })
-            .collect();
+        // A matching value is at most 256 bytes (longer ones never match), as the audit wants.
+        audit.matches = verdict.matches;
         Ok(profile)
     }
 
@@ -272,7 +272,7 @@ impl Vendor {
             audit.requested_repository = Some(full_name.clone());
         }
         let account = self.account().unwrap_or_default();
-        if !repo.owner.eq_ignore_ascii_case(&account) {
+        if !repo.owner.eq_ignore_ascii_case(account) {
             return Err(Denial::new(
                 500,
                 "internal error",
@@ -317,7 +317,7 @@ impl Vendor {
             OrgTarget::Git { owner, name } => {
                 audit.requested_repository = Some(audit::truncate(&format!("{owner}/{name}")));
                 let account = self.account().unwrap_or_default();
-                if !owner.eq_ignore_ascii_case(&account) {
+                if !owner.eq_ignore_ascii_case(account) {
                     audit.error = Some(format!(
                         "requested owner is not the installation's account {account:?}"
                     ));
@@ -380,30 +380,22 @@ impl Vendor {
             pipeline,
             permissions: permissions.clone(),
         };
-        let request = MintRequest {
-            repositories,
-            permissions: granted
-                .iter()
-                .map(|p| (p.name().to_owned(), p.level().as_str().to_owned()))
-                .collect::<BTreeMap<_, _>>(),
-        };
         let min_remaining = self.settings.token_min_remaining_secs;
         let fresh = |m: &Minted| m.expires_at.saturating_sub(now) >= min_remaining;
         let (result, cache) = self.tokens.get_or_load(&key, fresh, || {
+            let permissions = granted.iter().map(|p| (p.name().to_owned(), p.level().as_str().to_owned()));
+            let request = MintRequest { repositories, permissions: permissions.collect::<BTreeMap<_, _>>() };
             let minted = self.github.mint(&request, now)?;
             if minted.expires_at.saturating_sub(now) < min_remaining {
                 log::warn!("GitHub minted a token with less than TOKEN_MIN_REMAINING_SECS to live; it will not be cached for reuse");
             }
             Ok(minted)
         });
-        let minted = result?;
-        let repositories = minted.repositories.clone();
         Ok(Issued {
-            minted,
+            minted: result?,
             cache,
             profile: profile.to_string(),
             repository_url: String::new(),
-            repositories,
             permissions,
         })
     }
@@ -427,7 +419,7 @@ fn permissions_for(
     if let Some(extra) = requested.iter().find(|p| !allowed(p)) {
         return Err(Denial::new(
             400,
-            "invalid scope",
+            INVALID_SCOPE,
             format!("scope {extra} is beyond profile {profile}"),
         ));
     }
@@ -436,13 +428,6 @@ fn permissions_for(
     granted.sort();
     granted.dedup();
     Ok(granted)
-}
-
-/// Standard padded base64 of the token's SHA-256: what GitHub's audit log shows for it.
-pub fn hashed_token(token: &str) -> String {
-    use base64::Engine;
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 /// `owner/name` from a git credential `path` (`acme/widgets.git`, leading or trailing `/`
@@ -457,15 +442,6 @@ pub fn repository_from_path(path: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashed_token_is_standard_base64_of_sha256() {
-        // echo -n ghs_test | openssl dgst -sha256 -binary | base64
-        assert_eq!(
-            hashed_token("ghs_test"),
-            "+ap9b45KaFoq9FYVnxBIoSlD6sFaJaJ040tydS0EIxw="
-        );
-    }
 
     #[test]
     fn repository_from_path_table() {

@@ -87,6 +87,8 @@ pub struct MintRequest {
 pub struct Minted {
     /// The token.
     pub token: Token,
+    /// [`hashed_token`] of it, computed once per mint (cache hits reuse it).
+    pub hashed_token: String,
     /// Unix seconds.
     pub expires_at: u64,
     /// What GitHub granted (a subset of what was asked).
@@ -161,6 +163,13 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// Standard padded base64 of the token's SHA-256: what GitHub's audit log shows for it.
+pub fn hashed_token(token: &str) -> String {
+    use base64::Engine;
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 /// Whether `login` can be a GitHub account (user or organization) name.
@@ -270,6 +279,7 @@ impl Client {
             .and_then(|raw| grant::check_grant(request, raw, now));
         match checked {
             Ok(grant) => Ok(Minted {
+                hashed_token: hashed_token(token.expose()),
                 token,
                 expires_at: grant.expires_at,
                 permissions: grant.permissions,
@@ -548,6 +558,15 @@ fn from_upstream(e: upstream::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hashed_token_is_standard_base64_of_sha256() {
+        // echo -n ghs_test | openssl dgst -sha256 -binary | base64
+        assert_eq!(
+            super::hashed_token("ghs_test"),
+            "+ap9b45KaFoq9FYVnxBIoSlD6sFaJaJ040tydS0EIxw="
+        );
+    }
+
     use super::*;
 
     fn response(status: u16, headers: &[(&str, &str)]) -> Response {

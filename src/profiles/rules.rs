@@ -158,7 +158,7 @@ impl fmt::Display for Rule {
 
 /// A rule that held: the claim and the value that satisfied it (at most 256 bytes, as every
 /// matching value is).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RuleMatch {
     pub claim: String,
     pub value: String,
