@@ -265,3 +265,75 @@ fn secrets_come_from_the_credentials_directory() {
         r.text()
     );
 }
+
+#[test]
+fn accept_errors_are_logged_and_survived() {
+    let up = Upstreams::start();
+    let dir = temp_dir("emfile");
+    let port = support::kitebridge::free_port();
+    let mut env = up.env();
+    env.insert("SERVER_PORT".into(), port.to_string());
+    env.insert(
+        "AUDIT_LOG".into(),
+        dir.join("audit.log").display().to_string(),
+    );
+    // 48 file descriptors in all: a few dozen connections exhaust them, so accept() fails (EMFILE).
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=48:48", BIN])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let healthy = || {
+        TcpStream::connect(addr).is_ok()
+            && exchange(
+                addr,
+                b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .status
+                == 200
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !healthy() {
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hogs: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = || std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+    while !log().contains("accept failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no accept error logged:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(hogs);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !healthy() {
+        assert!(
+            Instant::now() < deadline,
+            "did not recover after the accept errors:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        log().matches("accept failed").count() < 50,
+        "the warning is rate limited"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -195,6 +195,7 @@ impl Server {
     /// Accepts until [`ServerHandle::begin_shutdown`]. Errors from `accept()` are logged and survived.
     pub fn run(self) {
         let shared = self.shared;
+        let mut last_accept_warning: Option<Instant> = None;
         loop {
             let accepted = self.listener.accept();
             if shared.draining.load(Ordering::SeqCst) {
@@ -203,8 +204,14 @@ impl Server {
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    log::warn!("accept failed (continuing): {e}");
-                    // EMFILE and friends persist until a connection closes: do not spin.
+                    // EMFILE and friends persist until a connection closes: do not spin, and log
+                    // at most once a second.
+                    if last_accept_warning
+                        .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        log::warn!("accept failed (continuing): {e}");
+                        last_accept_warning = Some(Instant::now());
+                    }
                     thread::sleep(Duration::from_millis(10));
                     continue;
                 }
