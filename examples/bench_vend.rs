@@ -144,7 +144,9 @@ fn main() {
     let rsa = rsa_verify_cost(&up);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    println!("command: cargo run --release --example bench_vend {secs}   ({cores} cores; client and server share them)");
+    println!(
+        "command: cargo run --release --example bench_vend {secs}   ({cores} cores; client and server share them)"
+    );
     println!(
         "bare RSA-2048 verify (ring), median: {:.1} µs\n",
         rsa.as_secs_f64() * 1e6

@@ -208,9 +208,8 @@ impl App {
     fn try_become_ready(&self) -> bool {
         let now = time::now_unix();
         if !self.keys.is_loaded() {
-            if let Err(e) = self.keys.load(now) {
-                log::warn!("key set not loaded yet (retrying): {e}");
-            }
+            // The key store logs the failure itself; readiness retries.
+            let _ = self.keys.load(now);
         }
         if self.vendor.account().is_none() {
             match self.vendor.learn_account(now) {

@@ -303,16 +303,10 @@ impl Client {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let run = |request: http::Request<&[u8]>| match timeout {
-            Some(t) => self.agent.run(
-                self.agent
-                    .configure_request(request)
-                    .timeout_global(Some(t))
-                    .build(),
-            ),
-            None => self.agent.run(request),
+        let sent = match body {
+            Some(bytes) => builder.body(bytes).map(|r| self.run(r, timeout)),
+            None => builder.body(()).map(|r| self.run(r, timeout)),
         };
-        let sent = builder.body(body.unwrap_or_default()).map(run);
         // An http::Error names the bad part, never a header value.
         let mut response = sent
             .map_err(|e| Error::BadUrl(e.to_string()))?
@@ -354,6 +348,23 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<Response, Error> {
         self.request(method, url, headers, body, self.max_body)
+    }
+
+    /// Runs one request, with a tighter whole-call timeout when given.
+    fn run<S: ureq::AsSendBody>(
+        &self,
+        request: http::Request<S>,
+        timeout: Option<Duration>,
+    ) -> Result<http::Response<ureq::Body>, ureq::Error> {
+        match timeout {
+            Some(t) => self.agent.run(
+                self.agent
+                    .configure_request(request)
+                    .timeout_global(Some(t))
+                    .build(),
+            ),
+            None => self.agent.run(request),
+        }
     }
 
     /// Fetches a JWKS document: `GET` capped at 64 KiB, anything but 200 is an error. Returns the
