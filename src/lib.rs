@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod profiles;
 pub mod ratelimit;
+pub mod routes;
 pub mod systemd;
 pub mod time;
 pub mod upstream;

@@ -514,6 +514,7 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                     414 => "uri too long",
                     _ => "bad request",
                 };
+                shared.router.observed("edge", e.status());
                 conn.write_response(
                     &edge_error(ErrorStyle::Json, e.status(), reason),
                     &request_id,
@@ -521,7 +522,6 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                     true,
                     limits.timeout_write,
                 );
-                shared.router.observed("edge", e.status());
                 return;
             }
         };
@@ -577,6 +577,7 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
             log::info!(
                 "request {request_id} from {peer}: body refused at the edge: {status}: {detail}"
             );
+            router.observed(&label, status);
             conn.write_response(
                 &edge_error(style, status, reason),
                 &request_id,
@@ -584,7 +585,6 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
                 true,
                 shared.limits.timeout_write,
             );
-            router.observed(&label, status);
             return false;
         }
     };
@@ -609,6 +609,8 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         }
     };
     let close = !head.keep_alive || response.close || shared.draining.load(Ordering::SeqCst);
+    // Counted before the write, so a client that has its answer also sees it counted.
+    router.observed(&label, response.status);
     let written = conn.write_response(
         &response,
         &request_id,
@@ -616,7 +618,6 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         close,
         shared.limits.timeout_write,
     );
-    router.observed(&label, response.status);
     if let Some(hook) = response.take_on_sent() {
         hook(&Sent {
             status: response.status,
