@@ -6,8 +6,10 @@
 //! caching and coalescing mints ([`vend`]). Every token-route request leaves one audit record
 //! ([`audit`]).
 //!
-//! Data flows one way: [`http`] (the edge) → [`oidc`] (verify) → [`profiles`] (authorize) →
-//! [`vend`] (cache, then [`github`] / [`buildkite`] to mint) → the response.
+//! Data flows one way: [`http`] (the edge) → [`routes`] → [`oidc`] (verify) → [`profiles`]
+//! (authorize) → [`vend`] (cache, then [`github`] / [`buildkite`] to mint) → the response and its
+//! [`audit`] record. [`app`] builds the shared state and runs the process; [`systemd`] is the only
+//! module allowed `unsafe`.
 //!
 //! The specification lives in `shared/spec/`; the README says what was chosen where it is silent.
 // No unwrap, expect, panic or indexing outside tests: untrusted input must not be able to panic.
