@@ -10,8 +10,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use kitebridge::app;
 use kitebridge::config::Config;
+use kitebridge::{app, serve};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -119,7 +119,7 @@ fn main() {
     let config = Config::from_vars(&env).expect("bench configuration");
     let listener = TcpListener::bind("127.0.0.1:0").expect("port");
     let (tx, rx) = std::sync::mpsc::channel();
-    let running = app::start(app::App::new(config).expect("app"), listener, move |_| {
+    let running = serve::start(app::App::new(config).expect("app"), listener, move |_| {
         let _ = tx.send(());
     })
     .expect("start");

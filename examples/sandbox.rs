@@ -10,8 +10,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use kitebridge::app;
 use kitebridge::config::Config;
+use kitebridge::{app, serve};
 use std::net::{SocketAddr, TcpListener};
 use support::kitebridge::{AUDIENCE, ORG, PIPELINE, Upstreams, git_post, plugin_post};
 
@@ -48,7 +48,7 @@ fn main() {
         .expect("a loopback port");
     let app = app::App::new(config).expect("the sandbox app starts");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let running = app::start(app, listener, move |_status| {
+    let running = serve::start(app, listener, move |_status| {
         let _ = ready_tx.send(());
     })
     .expect("kitebridge starts");

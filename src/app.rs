@@ -1,25 +1,23 @@
-//! The application: its shared state built from the configuration, and the process lifecycle
-//! (listen, become ready, serve, drain) that `main` and the tests share. The routes are in
-//! [`crate::routes`].
+//! The application: its shared state, built from the configuration. It knows no routes
+//! ([`crate::routes`]) and runs nothing ([`crate::serve`]).
 #![forbid(unsafe_code)]
 
 use crate::audit::AuditLog;
 use crate::buildkite;
-use crate::config::{AuditTarget, Config, JwksSource, Metrics as MetricsConfig, RateLimit};
+use crate::config::{AuditTarget, Config, JwksSource, RateLimit};
 use crate::github;
-use crate::http::{ErrorStyle, Limits, Method, Pool, Request, Router, Server, ServerHandle};
+use crate::http::Limits;
 use crate::metrics::{self, Metrics};
 use crate::oidc::{self, FetchedJwks, KeySource, KeyStore, Verifier};
 use crate::profiles::{self, Generation, Store};
 use crate::ratelimit::RateLimiter;
+use crate::readiness::Readiness;
 use crate::time;
+use crate::token;
 use crate::upstream;
-use crate::vend::{self, Vendor};
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the application could not be built from a (syntactically valid) configuration.
@@ -52,17 +50,13 @@ impl From<io::Error> for StartError {
 /// Shared state of a running kitebridge.
 pub struct App {
     pub config: Config,
-    pub audit: AuditLog,
     pub keys: Arc<KeyStore>,
-    pub(crate) verifier: Verifier,
-    pub vendor: Vendor,
+    /// What the token routes need.
+    pub token: token::Service,
     pub metrics: Arc<Metrics>,
     /// The profile generations; a request takes one with [`Store::current`] and uses only it.
     pub profiles: Arc<Store>,
-    pub(crate) per_source: Option<RateLimiter<IpAddr>>,
-    pub(crate) per_pipeline: Option<RateLimiter<String>>,
-    ready: AtomicBool,
-    pub(crate) server: OnceLock<ServerHandle>,
+    pub readiness: Arc<Readiness>,
 }
 
 fn limiter<K: Eq + std::hash::Hash + Clone>(limit: &RateLimit) -> Option<RateLimiter<K>> {
@@ -75,13 +69,13 @@ fn limiter<K: Eq + std::hash::Hash + Clone>(limit: &RateLimit) -> Option<RateLim
 }
 
 impl App {
-    /// Builds the application: audit log, upstream clients, key store, vendor, profiles.
+    /// Builds the application: audit log, upstream clients, key store, token service, profiles.
     pub fn new(config: Config) -> Result<App, StartError> {
-        let audit = match &config.audit_log {
+        let audit = Arc::new(match &config.audit_log {
             AuditTarget::Stdout => AuditLog::stdout(),
             AuditTarget::Stderr => AuditLog::stderr(),
             AuditTarget::File(path) => AuditLog::file(path)?,
-        };
+        });
         let metrics = Arc::new(Metrics::default());
         let observer = {
             let metrics = Arc::clone(&metrics);
@@ -158,32 +152,35 @@ impl App {
                 None
             }
         };
-        let vendor = Vendor::new(
-            vend::Settings {
-                github_host: config.github_host.clone(),
-                token_min_remaining_secs: config.token_min_remaining_secs,
-                token_cache_max_entries: config.token_cache_max_entries,
-            },
-            Arc::clone(&github),
-            buildkite,
-        );
         let profiles = profiles::start(
             &config.profiles,
             Arc::clone(&github),
             config.profiles_refresh_secs,
         )?;
-        Ok(App {
+        let readiness = Arc::new(Readiness::default());
+        let token = token::Service::new(token::Parts {
+            settings: token::Settings {
+                github_host: config.github_host.clone(),
+                token_min_remaining_secs: config.token_min_remaining_secs,
+                token_cache_max_entries: config.token_cache_max_entries,
+            },
+            verifier,
             per_source: limiter(&config.rate_limit_per_source),
             per_pipeline: limiter(&config.rate_limit_per_pipeline),
-            config,
+            readiness: Arc::clone(&readiness),
+            profiles: Arc::clone(&profiles),
+            github,
+            buildkite,
+            metrics: Arc::clone(&metrics),
             audit,
+        });
+        Ok(App {
+            config,
             keys,
-            verifier,
-            vendor,
+            token,
             metrics,
             profiles,
-            ready: AtomicBool::new(false),
-            server: OnceLock::new(),
+            readiness,
         })
     }
 
@@ -195,19 +192,18 @@ impl App {
     /// Ready to vend: listening, the key set loaded once, the installation's account known, the
     /// first profile generation loaded; and not draining.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-            && !self.server.get().is_some_and(ServerHandle::is_draining)
+        self.readiness.is_ready()
     }
 
     /// One attempt at everything readiness waits for; returns whether all is there now.
-    fn try_become_ready(&self) -> bool {
+    pub(crate) fn try_become_ready(&self) -> bool {
         let now = time::now_unix();
         if !self.keys.is_loaded() {
             // The key store logs the failure itself; readiness retries.
             let _ = self.keys.load(now);
         }
-        if self.vendor.account().is_none() {
-            match self.vendor.learn_account(now) {
+        if self.token.account().is_none() {
+            match self.token.learn_account(now) {
                 Ok(login) => log::info!(
                     "installation {} belongs to {login:?}",
                     self.config.github_installation_id
@@ -216,8 +212,8 @@ impl App {
             }
         }
         let ready =
-            self.keys.is_loaded() && self.vendor.account().is_some() && self.generation().is_some();
-        self.ready.store(ready, Ordering::SeqCst);
+            self.keys.is_loaded() && self.token.account().is_some() && self.generation().is_some();
+        self.readiness.set_loaded(ready);
         ready
     }
 
@@ -233,139 +229,4 @@ impl App {
             timeout_write: Duration::from_secs(10),
         }
     }
-}
-
-/// A running server: its address and handle, and the thread accepting connections.
-pub struct Running {
-    pub app: Arc<App>,
-    pub addr: SocketAddr,
-    pub handle: ServerHandle,
-    accept: std::thread::JoinHandle<()>,
-}
-
-impl Running {
-    /// Blocks until the accept loop ends (after [`ServerHandle::begin_shutdown`]).
-    pub fn wait(self) {
-        let _ = self.accept.join();
-    }
-}
-
-/// Opens the listener from the configuration (used when systemd passed none).
-pub fn bind(config: &Config) -> io::Result<TcpListener> {
-    TcpListener::bind(SocketAddr::new(config.server_host, config.server_port))
-}
-
-/// Starts serving on `listener` in a background thread, and a readiness thread that retries what
-/// readiness waits for (first after 200 ms, backing off to every 5 s) and then calls `on_ready`
-/// with the profile status line.
-pub fn start(
-    app: App,
-    listener: TcpListener,
-    on_ready: impl FnOnce(String) + Send + 'static,
-) -> io::Result<Running> {
-    let app = Arc::new(app);
-    let server = Server::new(listener, crate::routes::router(&app), app.limits())?;
-    let addr = server.local_addr()?;
-    let handle = server.handle();
-    let _ = app.server.set(handle.clone());
-    let accept = std::thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || server.run())?;
-    log::info!("kitebridge {} listening on http://{addr}", crate::VERSION);
-    let ready_app = Arc::clone(&app);
-    std::thread::Builder::new()
-        .name("readiness".into())
-        .spawn(move || {
-            let mut wait = Duration::from_millis(200);
-            while !ready_app.try_become_ready() {
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            let status = ready_app.profiles.status_line();
-            log::info!("ready: {status}");
-            on_ready(status);
-        })?;
-    if matches!(app.config.jwks, JwksSource::Url(_)) {
-        oidc::spawn_refresher(Arc::clone(&app.keys))?;
-    }
-    if let MetricsConfig::Listen(metrics_addr) = app.config.metrics {
-        let metrics_app = Arc::clone(&app);
-        let router = Router::new(None).route(
-            Method::Get,
-            "/metrics",
-            Pool::Inline,
-            ErrorStyle::Json,
-            move |_: &Request| crate::routes::metrics_response(&metrics_app),
-        );
-        let limits = Limits {
-            workers: 1,
-            max_connections: 16,
-            ..app.limits()
-        };
-        let server = Server::new(TcpListener::bind(metrics_addr)?, router, limits)?;
-        log::info!("metrics on http://{}/metrics", server.local_addr()?);
-        std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || server.run())?;
-    }
-    Ok(Running {
-        app,
-        addr,
-        handle,
-        accept,
-    })
-}
-
-/// Calls `ping` every `interval` while the server is healthy: the accept loop is running and it
-/// answers its own `/healthcheck` over loopback (any status counts), or every connection slot is
-/// taken (then a self-check cannot get in, and a restart would only lose the token cache). A hung
-/// server stops pinging, and systemd's watchdog restarts it.
-pub fn spawn_watchdog(running: &Running, interval: Duration, ping: impl Fn() + Send + 'static) {
-    let addr = match running.addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
-    };
-    let handle = running.handle.clone();
-    let max_connections = running.app.config.max_connections;
-    let base = running
-        .app
-        .config
-        .server_base_path
-        .clone()
-        .unwrap_or_default();
-    let spawned = std::thread::Builder::new()
-        .name("watchdog".into())
-        .spawn(move || {
-            while !handle.is_draining() {
-                let at_cap = handle.open_connections() >= max_connections;
-                if at_cap || self_check(addr, &base, interval) {
-                    ping();
-                } else {
-                    log::warn!("watchdog: /healthcheck did not answer; not pinging systemd");
-                }
-                std::thread::sleep(interval);
-            }
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the watchdog thread: {e}");
-    }
-}
-
-fn self_check(addr: SocketAddr, base: &str, timeout: Duration) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(timeout));
-    let request =
-        format!("GET {base}/healthcheck HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut head = [0u8; 12];
-    stream.write_all(request.as_bytes()).is_ok()
-        && stream.read_exact(&mut head).is_ok()
-        && head.starts_with(b"HTTP/1.1 ")
 }

@@ -29,19 +29,21 @@ pub mod audit;
 pub mod buildkite;
 pub mod cache;
 pub mod config;
-pub mod credential;
-pub mod exchange;
 pub mod github;
 pub mod http;
 pub mod metrics;
 pub mod oidc;
 pub mod profiles;
 pub mod ratelimit;
+pub mod readiness;
 pub mod routes;
+pub mod serve;
 pub mod systemd;
 pub mod time;
+pub mod token;
 pub mod upstream;
-pub mod vend;
+
+pub use token::{credential, exchange};
 
 /// The version reported by `kitebridge --version` and in the upstream `User-Agent`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

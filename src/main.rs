@@ -7,9 +7,10 @@
     clippy::indexing_slicing
 )]
 
-use kitebridge::app::{self, App, StartError};
+use kitebridge::app::{App, StartError};
 use kitebridge::config::Config;
 use kitebridge::profiles::{self, Generation};
+use kitebridge::serve;
 use kitebridge::systemd::{self, Notifier, Signal};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -174,7 +175,7 @@ fn serve() -> ExitCode {
             log::info!("using the socket passed by systemd");
             listener
         }
-        None => match app::bind(&app.config) {
+        None => match serve::bind(&app.config) {
             Ok(listener) => listener,
             Err(e) => {
                 log::error!(
@@ -193,7 +194,7 @@ fn serve() -> ExitCode {
             notifier.ready();
         }
     };
-    let running = match app::start(app, listener, on_ready) {
+    let running = match serve::start(app, listener, on_ready) {
         Ok(running) => running,
         Err(e) => {
             log::error!("cannot start: {e}");
@@ -201,7 +202,7 @@ fn serve() -> ExitCode {
         }
     };
     if let Some(interval) = systemd::watchdog_interval() {
-        app::spawn_watchdog(&running, interval, {
+        serve::spawn_watchdog(&running, interval, {
             let notifier = Arc::clone(&notifier);
             move || notifier.watchdog()
         });

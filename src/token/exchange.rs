@@ -1,6 +1,6 @@
 //! RFC 8693 token exchange (`POST /oauth/token`): the standard OAuth 2.0 interface to the same
-//! vending, for any client with an OAuth library. This module reads and checks the request; the
-//! route in `app` then runs the same admit → authorize → cache → mint steps as the other routes.
+//! vending, for any client with an OAuth library. This module reads and checks the request's form;
+//! [`crate::token`] then runs the same admit → authorize → mint steps as the other routes.
 #![forbid(unsafe_code)]
 
 use crate::http::form::parse_urlencoded;
@@ -17,13 +17,16 @@ pub const SUBJECT_TOKEN_TYPES: [&str; 2] = [
 /// The only `requested_token_type`, and the `issued_token_type`.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
-/// RFC 6749 §5.2 / RFC 8693 §2.2.2 error codes.
+/// RFC 6749 §5.2 / RFC 8693 §2.2.2 error codes, and RFC 6749 §4.1.2.1's two for server-side
+/// failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
     UnsupportedGrantType,
     InvalidTarget,
     InvalidScope,
+    TemporarilyUnavailable,
+    ServerError,
 }
 
 impl ErrorCode {
@@ -34,6 +37,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::ServerError => "server_error",
         }
     }
 }

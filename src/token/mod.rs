@@ -1,0 +1,213 @@
+//! The token request, as typed steps: ask → admit → authorize → mint → respond, and the audit
+//! trail assembled from what each step returned.
+//!
+//! | step | module | proves / produces |
+//! |---|---|---|
+//! | ask | [`ask`] (+ [`exchange`], [`credential`]) | what is asked: [`ask::Ask`] |
+//! | admit | [`admit`] | the caller may be heard and is verified: [`admit::Admitted`] |
+//! | authorize | [`authorize`] (pure) | what the caller may have: [`authorize::Authorized`] |
+//! | mint | [`mint`] | a token from the cache or GitHub: [`mint::Issued`] |
+//! | respond | [`respond`] | the route's answer |
+//! | trail | [`trail`] | the audit record |
+//!
+//! Every refusal is a [`Refusal`]; "not mine" is the typed [`authorize::NotMine`].
+#![forbid(unsafe_code)]
+
+pub mod admit;
+pub mod ask;
+pub mod authorize;
+pub mod credential;
+pub mod exchange;
+pub mod mint;
+pub mod refusal;
+pub mod respond;
+pub mod trail;
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+pub use ask::Route;
+pub use mint::{Issued, Settings};
+pub use refusal::Refusal;
+
+use crate::audit::AuditLog;
+use crate::buildkite;
+use crate::cache::CoalescingCache;
+use crate::github::{self, Minted};
+use crate::http::{Request, Response};
+use crate::metrics::{self, Metrics};
+use crate::oidc::Verifier;
+use crate::profiles::Store;
+use crate::ratelimit::RateLimiter;
+use crate::readiness::Readiness;
+use crate::time;
+use ask::{Ask, Target};
+use authorize::{NotMine, Reach};
+use mint::Cover;
+use respond::Style;
+use trail::Trail;
+
+/// What the token steps need.
+pub struct Service {
+    settings: Settings,
+    verifier: Verifier,
+    per_source: Option<RateLimiter<IpAddr>>,
+    per_pipeline: Option<RateLimiter<String>>,
+    readiness: Arc<Readiness>,
+    profiles: Arc<Store>,
+    github: Arc<github::Client>,
+    buildkite: Option<buildkite::Client>,
+    /// The installation's account, once known (readiness waits for it).
+    account: OnceLock<String>,
+    tokens: CoalescingCache<mint::TokenKey, Minted, github::Error>,
+    metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
+}
+
+/// The parts a [`Service`] is built from.
+pub struct Parts {
+    pub settings: Settings,
+    pub verifier: Verifier,
+    pub per_source: Option<RateLimiter<IpAddr>>,
+    pub per_pipeline: Option<RateLimiter<String>>,
+    pub readiness: Arc<Readiness>,
+    pub profiles: Arc<Store>,
+    pub github: Arc<github::Client>,
+    /// `None` when no Buildkite API token is configured: pipeline profiles then answer 500.
+    pub buildkite: Option<buildkite::Client>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<AuditLog>,
+}
+
+impl Service {
+    /// A service with an empty token cache.
+    pub fn new(parts: Parts) -> Service {
+        Service {
+            tokens: CoalescingCache::new(parts.settings.token_cache_max_entries),
+            settings: parts.settings,
+            verifier: parts.verifier,
+            per_source: parts.per_source,
+            per_pipeline: parts.per_pipeline,
+            readiness: parts.readiness,
+            profiles: parts.profiles,
+            github: parts.github,
+            buildkite: parts.buildkite,
+            account: OnceLock::new(),
+            metrics: parts.metrics,
+            audit: parts.audit,
+        }
+    }
+
+    /// The installation's account (the owner of every repository it can mint for), once known.
+    pub fn account(&self) -> Option<&str> {
+        self.account.get().map(String::as_str)
+    }
+
+    /// Asks GitHub for the installation's account (once; readiness waits for it).
+    pub fn learn_account(&self, now: u64) -> Result<&str, github::Error> {
+        if self.account.get().is_none() {
+            let login = self.github.installation_account(now)?;
+            let _ = self.account.set(login);
+        }
+        Ok(self.account().unwrap_or_default())
+    }
+
+    /// The GitHub host of git URLs.
+    pub fn github_host(&self) -> &str {
+        &self.settings.github_host
+    }
+}
+
+/// What the flow ends in, short of a refusal.
+enum Outcome {
+    Issued(Issued),
+    NotMine(NotMine),
+}
+
+/// One token request, start to finish; the audit record is written once the response is sent.
+pub fn handle(svc: &Service, route: Route, req: &Request) -> Response {
+    let now = time::now_unix();
+    let mut trail = Trail::new(req);
+    let style = Style::of(route);
+    let response = match flow(svc, route, req, now, &mut trail) {
+        Ok((ask, organization_slug, Outcome::Issued(issued))) => {
+            svc.metrics
+                .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
+            trail.issued(&issued);
+            respond::issued(&ask.reply, &organization_slug, &issued, now)
+        }
+        Ok((_, _, Outcome::NotMine(why))) => {
+            trail.not_mine(&why);
+            respond::not_mine(style)
+        }
+        Err(refusal) => {
+            trail.refused(&refusal, now);
+            respond::refused(style, &refusal)
+        }
+    };
+    trail.write_when_sent(response, Arc::clone(&svc.audit))
+}
+
+/// The steps in order. Each step's output is recorded on the trail as it comes.
+fn flow(
+    svc: &Service,
+    route: Route,
+    req: &Request,
+    now: u64,
+    trail: &mut Trail,
+) -> Result<(Ask, String, Outcome), Refusal> {
+    admit::source(svc, req.peer.ip(), Instant::now())?;
+    let (admitted, ask) = match route {
+        Route::Exchange => {
+            let (subject_token, ask) = ask::exchange(req, svc.github_host())?;
+            let admitted = admit::verify(svc, Ok(subject_token.as_bytes()), now)?;
+            (admitted, Some(ask))
+        }
+        _ => (admit::verify(svc, ask::bearer(req), now)?, None),
+    };
+    trail.admitted(&admitted, now);
+    admit::pipeline(svc, &admitted, Instant::now())?;
+    let ask = match ask {
+        Some(ask) => ask,
+        None => ask::read(route, req, svc.github_host())?,
+    };
+    let claims = &admitted.verified.claims;
+    let organization_slug = claims.organization_slug.clone();
+    if matches!(ask.target, Target::Elsewhere { .. }) {
+        trail.requested(&ask.target);
+        return Ok((ask, organization_slug, Outcome::NotMine(NotMine::OtherHost)));
+    }
+    let generation = &admitted.generation;
+    trail.asked(&ask, generation.digest());
+    let account = svc.account().unwrap_or_default();
+    let authorized = authorize::authorize(
+        generation,
+        &ask.profile,
+        claims,
+        &ask.target,
+        ask.scope.as_deref(),
+        account,
+    )?;
+    trail.authorized(&authorized);
+    trail.requested(&ask.target);
+    let repository;
+    let cover = match &authorized.reach {
+        Reach::NotMine(why) => return Ok((ask, organization_slug, Outcome::NotMine(why.clone()))),
+        Reach::All => Cover::All,
+        Reach::Repositories(names) => Cover::Repositories(names),
+        Reach::Pipeline => {
+            repository = mint::pipeline_repository(svc, claims, now)?;
+            trail.pipeline_repository(&repository.full_name());
+            if let Some(why) = authorize::pipeline_repository(&ask.target, &repository, account)? {
+                return Ok((ask, organization_slug, Outcome::NotMine(why)));
+            }
+            Cover::Pipeline {
+                claims,
+                repository: &repository,
+            }
+        }
+    };
+    let issued = mint::mint(svc, generation.digest(), &authorized, cover, now)?;
+    Ok((ask, organization_slug, Outcome::Issued(issued)))
+}

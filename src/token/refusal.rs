@@ -1,0 +1,322 @@
+//! Why a token request was refused: one variant per violated rule, carrying its data.
+//!
+//! [`Refusal::answer`] is the one table that says how each refusal is answered: the HTTP status,
+//! the fixed client message, and the OAuth error code and description of `POST /oauth/token`.
+//! `Display` is the precise reason for the audit record (untrusted strings escaped); it is never
+//! sent to the client. No refusal is ever recognised by its text.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use super::credential::CredentialError;
+use super::exchange::{ErrorCode, ExchangeError};
+use crate::buildkite;
+use crate::github;
+use crate::http::form::FormError;
+use crate::oidc::{self, Rejected};
+use crate::profiles::{Permission, ProfileRef, RefError};
+
+/// Which rate limit was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `RATE_LIMIT_PER_SOURCE`: by client address (IPv6 by /64).
+    Source,
+    /// `RATE_LIMIT_PER_PIPELINE`: by the verified `organization/pipeline`.
+    Pipeline,
+}
+
+impl Limit {
+    /// `source` or `pipeline` (the metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Source => "source",
+            Limit::Pipeline => "pipeline",
+        }
+    }
+}
+
+/// What is wrong with the `repository-scope` query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryProblem {
+    /// The query string does not decode.
+    Undecodable(FormError),
+    /// `repository-scope` appears more than once.
+    RepeatedScope,
+    /// `repository-scope` is not a bare GitHub repository name.
+    ScopeNotARepositoryName,
+}
+
+/// A refused token request. See the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A rate limit is exhausted; the caller may retry after the given time.
+    RateLimited { limit: Limit, retry_after_secs: u64 },
+    /// Profiles, key set or installation account not loaded yet, or draining.
+    NotReady,
+    /// No `Authorization` header.
+    MissingAuthorization,
+    /// Several `Authorization` headers, one over 8 KiB, a scheme other than `Bearer`, or no token.
+    MalformedAuthorization,
+    /// The caller's token failed verification (what was read before the failure comes along for
+    /// the audit record).
+    InvalidToken(Box<Rejected>),
+    /// The `{profile}` path segment is malformed.
+    MalformedProfileRef(RefError),
+    /// The query is malformed.
+    MalformedQuery(QueryProblem),
+    /// The git credential input is malformed.
+    MalformedCredential(CredentialError),
+    /// The token-exchange form breaks RFC 8693's rules.
+    MalformedExchange(ExchangeError),
+    /// No profile of this name.
+    ProfileNotFound { profile: ProfileRef },
+    /// The profile exists but failed validation (quarantined).
+    ProfileUnavailable { profile: ProfileRef, reason: String },
+    /// The profile's match rules do not admit the caller's claims.
+    RulesNotMet { profile: ProfileRef, reason: String },
+    /// The exchange's `scope` asks for a permission the profile does not give.
+    ScopeBeyondProfile {
+        profile: ProfileRef,
+        permission: Permission,
+    },
+    /// A caller-scoped organization profile was asked without a repository.
+    RepositoryScopeRequired,
+    /// An organization profile without a repository list (cannot happen for a validated file).
+    ProfileWithoutRepositories,
+    /// A pipeline profile was asked but no `BUILDKITE_API_TOKEN` is configured.
+    NoBuildkiteToken,
+    /// The pipeline's repository belongs to another account than the installation's.
+    ForeignRepository { repository: String, account: String },
+    /// GitHub failed or refused.
+    GitHub(github::Error),
+    /// Buildkite failed or refused.
+    Buildkite(buildkite::Error),
+}
+
+/// How a refusal is answered: one row of [`Refusal::answer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status of the JSON and git routes.
+    pub status: u16,
+    /// The fixed client message (never request input).
+    pub message: &'static str,
+    /// The OAuth error code of `POST /oauth/token`.
+    pub oauth_error: ErrorCode,
+    /// Its fixed `error_description`.
+    pub oauth_description: &'static str,
+}
+
+impl Answer {
+    /// The status of `POST /oauth/token`: 429 and 5xx as they are, every other 4xx is RFC 6749's 400.
+    pub fn oauth_status(&self) -> u16 {
+        match self.status {
+            429 | 500..=599 => self.status,
+            _ => 400,
+        }
+    }
+}
+
+const SUBJECT_INVALID: &str = "the subject token is invalid";
+const AUDIENCE_UNAVAILABLE: &str = "the audience is not available to this subject";
+
+/// A row whose OAuth answer is `invalid_request` with the client message.
+const fn plain(status: u16, message: &'static str) -> Answer {
+    let oauth_error = match status {
+        429 | 503 => ErrorCode::TemporarilyUnavailable,
+        500..=599 => ErrorCode::ServerError,
+        _ => ErrorCode::InvalidRequest,
+    };
+    Answer {
+        status,
+        message,
+        oauth_error,
+        oauth_description: message,
+    }
+}
+
+/// A row with its own OAuth code and description.
+const fn oauth(
+    status: u16,
+    message: &'static str,
+    oauth_error: ErrorCode,
+    oauth_description: &'static str,
+) -> Answer {
+    Answer {
+        status,
+        message,
+        oauth_error,
+        oauth_description,
+    }
+}
+
+/// An upstream failure by the status it is answered with.
+fn upstream(status: u16) -> Answer {
+    match status {
+        503 => plain(503, "upstream unavailable"),
+        502 => plain(502, "upstream error"),
+        _ => plain(500, "internal error"),
+    }
+}
+
+impl Refusal {
+    /// The one table: status, client message, OAuth code and description.
+    pub fn answer(&self) -> Answer {
+        use ErrorCode::{InvalidScope, InvalidTarget};
+        match self {
+            Refusal::RateLimited { .. } => plain(429, "rate limited"),
+            Refusal::NotReady => plain(503, "not ready"),
+            Refusal::MissingAuthorization => oauth(
+                401,
+                "missing authorization",
+                ErrorCode::InvalidRequest,
+                SUBJECT_INVALID,
+            ),
+            Refusal::MalformedAuthorization | Refusal::InvalidToken(_) => oauth(
+                401,
+                "invalid token",
+                ErrorCode::InvalidRequest,
+                SUBJECT_INVALID,
+            ),
+            Refusal::MalformedProfileRef(_) => plain(400, "malformed profile reference"),
+            Refusal::MalformedQuery(_) => plain(400, "malformed query"),
+            Refusal::MalformedCredential(_) => plain(400, "malformed git credential request"),
+            Refusal::MalformedExchange(e) => oauth(400, e.description, e.code, e.description),
+            Refusal::ProfileNotFound { .. } => oauth(
+                404,
+                "profile not found",
+                InvalidTarget,
+                AUDIENCE_UNAVAILABLE,
+            ),
+            Refusal::ProfileUnavailable { .. } => oauth(
+                404,
+                "profile unavailable",
+                InvalidTarget,
+                AUDIENCE_UNAVAILABLE,
+            ),
+            Refusal::RulesNotMet { .. } => {
+                oauth(403, "forbidden", InvalidTarget, AUDIENCE_UNAVAILABLE)
+            }
+            Refusal::ScopeBeyondProfile { .. } => oauth(
+                400,
+                "invalid scope",
+                InvalidScope,
+                "the scope is beyond the profile",
+            ),
+            Refusal::RepositoryScopeRequired => oauth(
+                400,
+                "repository-scope required",
+                InvalidTarget,
+                AUDIENCE_UNAVAILABLE,
+            ),
+            Refusal::ProfileWithoutRepositories
+            | Refusal::NoBuildkiteToken
+            | Refusal::ForeignRepository { .. } => plain(500, "internal error"),
+            Refusal::GitHub(e) => upstream(e.status_hint()),
+            Refusal::Buildkite(e) => upstream(e.status_hint()),
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, when known.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Refusal::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Refusal::GitHub(e) => e.retry_after_secs(),
+            Refusal::Buildkite(e) => e.retry_after_secs(),
+            _ => None,
+        }
+    }
+}
+
+impl From<github::Error> for Refusal {
+    fn from(e: github::Error) -> Self {
+        Refusal::GitHub(e)
+    }
+}
+
+impl From<buildkite::Error> for Refusal {
+    fn from(e: buildkite::Error) -> Self {
+        Refusal::Buildkite(e)
+    }
+}
+
+impl From<oidc::Error> for Refusal {
+    /// A refusal of the `Authorization` header itself (nothing of the token was read).
+    fn from(error: oidc::Error) -> Self {
+        match error {
+            oidc::Error::MissingAuthorization => Refusal::MissingAuthorization,
+            oidc::Error::MalformedAuthorization => Refusal::MalformedAuthorization,
+            error => Refusal::InvalidToken(Box::new(Rejected {
+                error,
+                kid: None,
+                claims: None,
+            })),
+        }
+    }
+}
+
+impl fmt::Display for QueryProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryProblem::Undecodable(e) => write!(f, "{e}"),
+            QueryProblem::RepeatedScope => f.write_str("repository-scope given more than once"),
+            QueryProblem::ScopeNotARepositoryName => {
+                f.write_str("repository-scope is not a bare repository name")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::RateLimited { limit, .. } => {
+                write!(f, "per-{} rate limit exceeded", limit.as_str())
+            }
+            Refusal::NotReady => f.write_str(
+                "not ready (profiles, key set or installation account not loaded yet, or draining)",
+            ),
+            Refusal::MissingAuthorization => oidc::Error::MissingAuthorization.fmt(f),
+            Refusal::MalformedAuthorization => oidc::Error::MalformedAuthorization.fmt(f),
+            Refusal::InvalidToken(rejected) => rejected.error.fmt(f),
+            Refusal::MalformedProfileRef(e) => write!(f, "profile reference: {e}"),
+            Refusal::MalformedQuery(problem) => write!(f, "query: {problem}"),
+            Refusal::MalformedCredential(e) => e.fmt(f),
+            Refusal::MalformedExchange(e) => e.fmt(f),
+            Refusal::ProfileNotFound { profile } => {
+                write!(f, "profile {}: not found", profile.name())
+            }
+            Refusal::ProfileUnavailable { profile, reason } => {
+                write!(f, "profile {}: unavailable: {reason}", profile.name())
+            }
+            Refusal::RulesNotMet { profile, reason } => {
+                write!(f, "profile {}: {reason}", profile.name())
+            }
+            Refusal::ScopeBeyondProfile {
+                profile,
+                permission,
+            } => write!(f, "scope {permission} is beyond profile {profile}"),
+            Refusal::RepositoryScopeRequired => {
+                f.write_str("caller-scoped profile without repository-scope")
+            }
+            Refusal::ProfileWithoutRepositories => {
+                f.write_str("organization profile without repositories")
+            }
+            Refusal::NoBuildkiteToken => f.write_str("pipeline profiles need BUILDKITE_API_TOKEN"),
+            Refusal::ForeignRepository {
+                repository,
+                account,
+            } => write!(
+                f,
+                "pipeline repository {repository} is not owned by the installation's account {account:?}"
+            ),
+            Refusal::GitHub(e) => write!(f, "github: {e}"),
+            Refusal::Buildkite(e) => write!(f, "buildkite: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}

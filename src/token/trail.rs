@@ -1,0 +1,147 @@
+//! The audit trail: the record of one token request, assembled in [`super::handle`] from what
+//! each step returned (the admitted caller, the ask, the authorization, the issued token, the
+//! "not mine" reason or the refusal), completed and written once the response is sent.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use super::admit::Admitted;
+use super::ask::{Ask, Target};
+use super::authorize::{Authorized, NotMine};
+use super::mint::Issued;
+use super::refusal::Refusal;
+use crate::audit::{self, AuditLog, JwtInfo, PipelineInfo, Record, Vended};
+use crate::http::{Request, Response, Sent};
+use crate::oidc::{Audience, Claims};
+use crate::time;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Trail {
+    record: Record,
+}
+
+impl Trail {
+    /// A trail for a request, before anything about it is known.
+    pub fn new(req: &Request) -> Trail {
+        Trail {
+            record: Record::new(
+                &req.request_id,
+                req.method.as_str(),
+                &req.path,
+                req.peer.ip().to_string(),
+                req.header("user-agent"),
+            ),
+        }
+    }
+
+    /// The caller passed verification.
+    pub fn admitted(&mut self, admitted: &Admitted, now: u64) {
+        let verified = &admitted.verified;
+        self.record.jwt = Some(jwt_info(Some(&verified.kid), Some(&verified.claims), now));
+        self.record.pipeline = Some(pipeline_info(&verified.claims));
+    }
+
+    /// The profile about to be authorized, from the generation with `digest`.
+    pub fn asked(&mut self, ask: &Ask, digest: &str) {
+        self.record.profile = Some(ask.profile.to_string());
+        self.record.profile_digest = Some(digest.to_owned());
+    }
+
+    /// The caller's claims met the profile's rules.
+    pub fn authorized(&mut self, authorized: &Authorized<'_>) {
+        // A matching value is at most 256 bytes (longer ones never match), as the audit wants.
+        self.record.matches = authorized.matches.clone();
+    }
+
+    /// The repository the caller named, if any.
+    pub fn requested(&mut self, target: &Target) {
+        self.record.requested_repository = match target {
+            Target::Own => None,
+            Target::Scoped(name) => Some(audit::truncate(name)),
+            Target::Named { owner, name } => Some(audit::truncate(&format!("{owner}/{name}"))),
+            Target::Elsewhere { url } => Some(audit::truncate(url)),
+        };
+    }
+
+    /// The pipeline's repository, when the caller named none.
+    pub fn pipeline_repository(&mut self, full_name: &str) {
+        if self.record.requested_repository.is_none() {
+            self.record.requested_repository = Some(audit::truncate(full_name));
+        }
+    }
+
+    /// The "not mine" answer. Authorized only if a profile's rules were evaluated.
+    pub fn not_mine(&mut self, why: &NotMine) {
+        self.record.authorized = self.record.profile.is_some();
+        self.record.error = Some(why.to_string());
+    }
+
+    /// A token handed out.
+    pub fn issued(&mut self, issued: &Issued) {
+        self.record.authorized = true;
+        self.record.vended = Some(Vended {
+            repositories: issued.repositories().to_vec(),
+            permissions: issued.permissions.clone(),
+            expiry: time::rfc3339(issued.minted.expires_at),
+            hashed_token: issued.minted.hashed_token.clone(),
+            cache: issued.cache.as_str(),
+        });
+    }
+
+    /// A refusal: its precise reason, and what a rejected token showed before it failed.
+    pub fn refused(&mut self, refusal: &Refusal, now: u64) {
+        if let Refusal::InvalidToken(rejected) = refusal {
+            let claims = rejected.claims.as_deref();
+            self.record.jwt = Some(jwt_info(rejected.kid.as_deref(), claims, now));
+            self.record.pipeline = claims.map(pipeline_info);
+        }
+        self.record.error = Some(refusal.to_string());
+    }
+
+    /// Writes the record to `audit` once `response` is sent, with its status and duration.
+    pub fn write_when_sent(self, response: Response, audit: Arc<AuditLog>) -> Response {
+        let mut record = self.record;
+        response.on_sent(move |sent: &Sent| {
+            record.status = sent.status;
+            record.duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+            record.time = time::rfc3339_millis(time::now_unix_millis());
+            audit.write(&record);
+        })
+    }
+}
+
+fn jwt_info(kid: Option<&str>, claims: Option<&Claims>, now: u64) -> JwtInfo {
+    let mut info = JwtInfo {
+        kid: kid.map(audit::truncate),
+        ..JwtInfo::default()
+    };
+    if let Some(c) = claims {
+        info.jti = c.jti.as_deref().map(audit::truncate);
+        info.sub = Some(audit::truncate(&c.sub));
+        info.iss = Some(audit::truncate(&c.iss));
+        info.aud = match &c.aud {
+            Audience::One(a) => vec![audit::truncate(a)],
+            Audience::Many(list) => list.iter().take(8).map(|a| audit::truncate(a)).collect(),
+        };
+        info.exp = Some(time::rfc3339(c.exp));
+        info.expiry_remaining_secs = Some(
+            i64::try_from(c.exp)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(now).unwrap_or(0)),
+        );
+    }
+    info
+}
+
+fn pipeline_info(c: &Claims) -> PipelineInfo {
+    PipelineInfo {
+        organization_slug: audit::truncate(&c.organization_slug),
+        pipeline_slug: audit::truncate(&c.pipeline_slug),
+        pipeline_id: audit::truncate(&c.pipeline_id),
+        build_number: c.build_number,
+        build_branch: audit::truncate(&c.build_branch),
+        job_id: audit::truncate(&c.job_id),
+        agent_id: audit::truncate(&c.agent_id),
+    }
+}
