@@ -3,10 +3,9 @@
 //! Used for:
 //! - minted tokens ([`crate::vend`]: N simultaneous identical requests cause exactly one GitHub
 //!   call);
-//! - pipeline → repository lookups ([`crate::buildkite`]).
-//!
-//! A single value is a `CoalescingCache<(), V, E>` of one entry; [`CoalescingCache::invalidate`]
-//! drops a value the upstream refused.
+//! - pipeline → repository lookups ([`crate::buildkite`]);
+//! - the App JWT (`github::app_jwt`), a single value: a `CoalescingCache<(), V, E>` of one
+//!   entry, dropped with [`CoalescingCache::invalidate`] when GitHub refuses it.
 //!
 //! Only successful loads are stored; every waiter of a load gets its result, error included. A
 //! loader that panics releases its waiters, and they start over. Time is never read here: the
