@@ -4,7 +4,8 @@
 //! - minted tokens ([`crate::vend`]: N simultaneous identical requests cause exactly one GitHub
 //!   call);
 //! - pipeline → repository lookups ([`crate::buildkite`]);
-//! - the App JWT (`github::app_jwt`), a single value: a `CoalescingCache<(), V, E>` of one
+//! - the App JWT (`github::app_jwt`) and the profile store's contents token
+//!   ([`crate::profiles::store`]), each a single value: a `CoalescingCache<(), V, E>` of one
 //!   entry, dropped with [`CoalescingCache::invalidate`] when GitHub refuses it.
 //!
 //! Only successful loads are stored; every waiter of a load gets its result, error included. A
