@@ -1,12 +1,16 @@
-//! A bounded cache whose concurrent misses on one key are coalesced into one load.
+//! The crate's single-flight mechanism: a bounded cache whose concurrent misses on one key are
+//! coalesced into one load.
 //!
-//! Used for:
+//! Its users:
 //! - minted tokens ([`crate::vend`]: N simultaneous identical requests cause exactly one GitHub
 //!   call);
 //! - pipeline → repository lookups ([`crate::buildkite`]);
 //! - the App JWT (`github::app_jwt`) and the profile store's contents token
 //!   ([`crate::profiles::store`]), each a single value: a `CoalescingCache<(), V, E>` of one
 //!   entry, dropped with [`CoalescingCache::invalidate`] when GitHub refuses it.
+//!
+//! The OIDC key set ([`crate::oidc::jwks::KeyStore`]) keeps a single flight of its own; its
+//! refresh code says why.
 //!
 //! Only successful loads are stored; every waiter of a load gets its result, error included. A
 //! loader that panics releases its waiters, and they start over. Time is never read here: the
