@@ -1,9 +1,21 @@
-//! A bounded cache whose concurrent misses on one key are coalesced into one load.
+//! The crate's single-flight mechanism: a bounded cache whose concurrent misses on one key are
+//! coalesced into one load.
 //!
-//! Used for minted tokens (N simultaneous identical requests cause exactly one GitHub call) and
-//! for pipeline → repository lookups. Only successful loads are stored; every waiter of a load gets
-//! its result, error included. Eviction: unusable (expired) entries first, then the least recently
-//! used.
+//! Its users:
+//! - minted tokens ([`crate::vend`]: N simultaneous identical requests cause exactly one GitHub
+//!   call);
+//! - pipeline → repository lookups ([`crate::buildkite`]);
+//! - the App JWT (`github::app_jwt`) and the profile store's contents token
+//!   ([`crate::profiles::store`]), each a single value: a `CoalescingCache<(), V, E>` of one
+//!   entry, dropped with [`CoalescingCache::invalidate`] when GitHub refuses it.
+//!
+//! The OIDC key set ([`crate::oidc::jwks::KeyStore`]) keeps a single flight of its own; its
+//! refresh code says why.
+//!
+//! Only successful loads are stored; every waiter of a load gets its result, error included. A
+//! loader that panics releases its waiters, and they start over. Time is never read here: the
+//! caller's `usable` rule carries its `now`. Eviction: unusable (expired) entries first, then the
+//! least recently used.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -96,7 +108,6 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
         usable: impl Fn(&V) -> bool,
         load: impl FnOnce() -> Result<V, E>,
     ) -> (Result<Arc<V>, E>, Outcome) {
-        let mut load = Some(load);
         loop {
             let flight = {
                 let mut state = lock(&self.state);
@@ -110,7 +121,7 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
                     state.entries.remove(key);
                 }
                 match state.flights.get(key) {
-                    Some(flight) => Some(Arc::clone(flight)),
+                    Some(flight) => Arc::clone(flight),
                     None => {
                         let flight = Arc::new(Flight {
                             state: Mutex::new(FlightState::Running),
@@ -118,22 +129,28 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
                         });
                         state.flights.insert(key.clone(), Arc::clone(&flight));
                         drop(state);
-                        let Some(load) = load.take() else { continue };
+                        // `load` moves only here, and this arm returns: a caller leads at most once.
                         return (self.lead(key, &flight, &usable, load), Outcome::Miss);
                     }
                 }
             };
-            if let Some(flight) = flight {
-                let mut st = lock(&flight.state);
-                while matches!(*st, FlightState::Running) {
-                    st = flight.done.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
-                if let FlightState::Done(result) = &*st {
-                    return (result.clone(), Outcome::Coalesced);
-                }
-                // Abandoned: try again (possibly as the new leader).
+            let mut st = lock(&flight.state);
+            while matches!(*st, FlightState::Running) {
+                st = flight.done.wait(st).unwrap_or_else(|e| e.into_inner());
             }
+            if let FlightState::Done(result) = &*st {
+                return (result.clone(), Outcome::Coalesced);
+            }
+            // Abandoned: try again (possibly as the new leader).
         }
+    }
+
+    /// Drops the value stored for `key`, if any, so the next [`CoalescingCache::get_or_load`]
+    /// loads anew: for a credential the upstream refused. A load already running for `key` is
+    /// left alone and its result is stored: whatever a caller was refused was handed out by an
+    /// earlier, finished load, so the running one produces a different value.
+    pub fn invalidate(&self, key: &K) {
+        lock(&self.state).entries.remove(key);
     }
 
     /// Runs the load for a flight this caller created, publishes the result, stores a success.
@@ -291,6 +308,80 @@ mod tests {
         let (r, outcome) = cache.get_or_load(&k, |_| true, || Ok(9));
         assert!(leader.join().is_err());
         assert_eq!((r, outcome), (Ok(Arc::new(9)), Outcome::Miss));
+    }
+
+    #[test]
+    fn invalidate_drops_the_stored_value_so_the_next_call_loads() {
+        let cache = Cache::new(10);
+        let (a, b) = ("a".to_owned(), "b".to_owned());
+        cache.get_or_load(&a, |_| true, || Ok(1)).0.unwrap();
+        cache.get_or_load(&b, |_| true, || Ok(2)).0.unwrap();
+        cache.invalidate(&a);
+        cache.invalidate(&"absent".to_owned());
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            cache.get_or_load(&a, |_| true, || Ok(3)),
+            (Ok(Arc::new(3)), Outcome::Miss)
+        );
+        assert_eq!(
+            cache.get_or_load(&b, |_| true, || Ok(0)),
+            (Ok(Arc::new(2)), Outcome::Hit)
+        );
+    }
+
+    #[test]
+    fn invalidate_leaves_a_running_load_alone() {
+        let cache = Arc::new(Cache::new(10));
+        let k = "k".to_owned();
+        let (c2, k2) = (Arc::clone(&cache), k.clone());
+        let leader = thread::spawn(move || {
+            c2.get_or_load(
+                &k2,
+                |_| true,
+                || {
+                    thread::sleep(Duration::from_millis(100));
+                    Ok(1)
+                },
+            )
+        });
+        thread::sleep(Duration::from_millis(20));
+        cache.invalidate(&k);
+        assert_eq!(leader.join().unwrap(), (Ok(Arc::new(1)), Outcome::Miss));
+        assert_eq!(cache.get_or_load(&k, |_| true, || Ok(2)).1, Outcome::Hit);
+    }
+
+    #[test]
+    fn a_unit_key_is_a_single_value_slot() {
+        let slot = Arc::new(CoalescingCache::<(), u64, String>::new(1));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(20));
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                let (slot, loads, barrier) =
+                    (Arc::clone(&slot), Arc::clone(&loads), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    barrier.wait();
+                    slot.get_or_load(
+                        &(),
+                        |_| true,
+                        || {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            thread::sleep(Duration::from_millis(100));
+                            Ok(1)
+                        },
+                    )
+                })
+            })
+            .collect();
+        for handle in handles {
+            assert_eq!(handle.join().unwrap().0, Ok(Arc::new(1)));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        // An unusable value is replaced, never kept beside the new one.
+        assert_eq!(slot.get_or_load(&(), |v| *v > 1, || Ok(2)).1, Outcome::Miss);
+        assert_eq!(slot.len(), 1);
+        slot.invalidate(&());
+        assert!(slot.is_empty());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The GitHub App's private key and the App JWT it signs (RS256, `iat` = now − 60,
-//! `exp` = now + 540, `iss` = the App ID), re-used for [`JWT_REUSE_SECS`].
+//! `exp` = now + 540, `iss` = the App ID), re-used for [`JWT_REUSE_SECS`] from a one-value
+//! [`CoalescingCache`] (concurrent callers that find it stale wait for one signature).
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::sync::Mutex;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +11,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
+
+use crate::cache::CoalescingCache;
 
 /// How long one signed App JWT is used (its `exp` is 540 s after signing, so a re-used JWT
 /// still has a minute left).
@@ -105,7 +107,9 @@ struct Signed {
 pub(super) struct AppJwt {
     app_id: String,
     key: AppKey,
-    cache: Mutex<Option<Signed>>,
+    /// The JWT in use, under the unit key. A failed signature (`()`: ring says no more) is not
+    /// stored.
+    cache: CoalescingCache<(), Signed, ()>,
 }
 
 impl AppJwt {
@@ -113,28 +117,27 @@ impl AppJwt {
         AppJwt {
             app_id,
             key,
-            cache: Mutex::new(None),
+            cache: CoalescingCache::new(1),
         }
     }
 
     /// The JWT to use at `now`; `None` only if signing fails.
     pub(super) fn get(&self, now: u64) -> Option<String> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = |s: &Signed| now >= s.signed_at && now - s.signed_at < JWT_REUSE_SECS;
-        if let Some(signed) = cache.as_ref().filter(|s| fresh(s)) {
-            return Some(signed.jwt.clone());
-        }
-        let jwt = self.key.sign(&self.app_id, now)?;
-        *cache = Some(Signed {
-            jwt: jwt.clone(),
-            signed_at: now,
-        });
-        Some(jwt)
+        let sign = || {
+            let jwt = self.key.sign(&self.app_id, now).ok_or(())?;
+            Ok(Signed {
+                jwt,
+                signed_at: now,
+            })
+        };
+        let (signed, _) = self.cache.get_or_load(&(), fresh, sign);
+        signed.ok().map(|s| s.jwt.clone())
     }
 
     /// Drops the cached JWT (after GitHub refused it) so the next call signs anew.
     pub(super) fn forget(&self) {
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.cache.invalidate(&());
     }
 }
 
@@ -202,6 +205,6 @@ mod tests {
         // A clock that went backwards gets a fresh JWT, never one from the future.
         assert_eq!(claims(&jwt.get(900).unwrap())["iat"], 840);
         jwt.forget();
-        assert!(jwt.cache.lock().unwrap().is_none());
+        assert!(jwt.cache.is_empty());
     }
 }

@@ -10,6 +10,9 @@
 //! and keeps serving after failed refreshes until it is 24 h old; then verification fails
 //! closed. An unknown `kid` triggers at most one fetch per 30 s (any fetch counts), and
 //! concurrent fetches are single-flight. A static set never expires and is never refetched.
+//!
+//! The single flight is this module's own, not `crate::cache::CoalescingCache` (the crate's
+//! mechanism for everything else): `KeyStore::fetch_single_flight` says why.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -379,6 +382,23 @@ impl KeyStore {
     }
 
     /// Runs one fetch with the lock released, or waits for the running one.
+    ///
+    /// Why this is not `crate::cache::CoalescingCache`, which serves every other reused answer:
+    /// it does the same (one fetch for concurrent callers, every waiter gets its result, only a
+    /// success is stored, no clock read), but the key store's policy lives between the steps
+    /// that the cache keeps to itself, so putting it there would make both worse:
+    /// - Last good: the cache loads only when its value is unusable and drops that value first.
+    ///   The key set is refreshed while it is still usable (after `max-age`, and on every
+    ///   [`KeyStore::load`]) and must keep serving after a failed refresh until it is 24 h old;
+    ///   that takes a second notion of "usable" (serve / refresh) that no other user needs.
+    /// - The 30 s window: an unknown `kid` fetches only if no fetch started in the last 30 s, or
+    ///   joins the one running. Here that check, recording the attempt and starting or joining
+    ///   the flight happen under one lock. Split across the key store's lock and the cache's, a
+    ///   fetch could finish in between and a second one start inside the window, unless the
+    ///   loader checked the window again: the rule twice.
+    /// - [`KeyStore::refresh_due`] asks whether a fetch is running, and a panicking fetcher
+    ///   counts as a failed attempt handed to every waiter; the cache exposes no running flight,
+    ///   and its waiters start over after a panic, each a new fetch inside the window.
     fn fetch_single_flight(&self, mut state: MutexGuard<'_, State>, now: u64) -> Result<(), Error> {
         if state.fetching {
             let generation = state.generation;

@@ -32,8 +32,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::generation::{FileError, Generation, MAX_FILE_BYTES};
+use crate::cache::CoalescingCache;
 use crate::config::ProfileSource;
-use crate::github::{self, Contents, MintRequest, Token};
+use crate::github::{self, Contents, MintRequest, Minted, Token};
 
 /// How often a local profile file is checked for changes (2 s).
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -120,21 +121,22 @@ enum Source {
     },
 }
 
-/// `GITHUB_ORG_PROFILE`: where the file is and the client to fetch it with.
+/// `GITHUB_ORG_PROFILE`: where the file is, the client to fetch it with, and the contents token.
 struct GitHubFile {
     client: Arc<github::Client>,
     owner: String,
     repo: String,
     path: String,
     git_ref: Option<String>,
+    /// The contents token, under the unit key. Loads are already serialized by the source's
+    /// mutex, so nothing coalesces here; it is the crate's single-flight mechanism all the same.
+    token: CoalescingCache<(), Minted, github::Error>,
 }
 
 /// What a GitHub fetch remembers between polls.
 #[derive(Default)]
 struct Fetch {
     etag: Option<String>,
-    /// The contents token and its expiry (Unix seconds).
-    token: Option<(Token, u64)>,
 }
 
 /// What opening the local file found: its identity and version, or why it could not be opened.
@@ -209,6 +211,7 @@ impl Store {
                         repo: repo.clone(),
                         path: path.clone(),
                         git_ref: git_ref.clone(),
+                        token: CoalescingCache::new(1),
                     },
                     fetch: Mutex::new(Fetch::default()),
                 },
@@ -409,7 +412,7 @@ fn fetch_github(
     force: bool,
     now: u64,
 ) -> Result<Option<Generation>, LoadError> {
-    let token = contents_token(file, fetch, now)?;
+    let token = contents_token(file, now)?;
     let etag = if force { None } else { fetch.etag.as_deref() };
     let answer = file.client.contents(
         &token,
@@ -434,7 +437,7 @@ fn fetch_github(
             );
             if !transient {
                 // The token may be the problem (revoked, repository removed): mint afresh.
-                fetch.token = None;
+                file.token.invalidate(&());
             }
             Err(LoadError::GitHub(error))
         }
@@ -443,22 +446,20 @@ fn fetch_github(
 
 /// The cached contents token while it has at least [`TOKEN_MIN_REMAINING_SECS`] left, else a
 /// new one for exactly the profile repository with `contents:read` and `metadata:read`.
-fn contents_token(file: &GitHubFile, fetch: &mut Fetch, now: u64) -> Result<Token, LoadError> {
-    if let Some((token, expires_at)) = &fetch.token {
-        if expires_at.saturating_sub(now) >= TOKEN_MIN_REMAINING_SECS {
-            return Ok(token.clone());
-        }
-    }
-    let request = MintRequest {
-        repositories: Some(vec![file.repo.clone()]),
-        permissions: [("contents", "read"), ("metadata", "read")]
-            .iter()
-            .map(|(name, level)| (name.to_string(), level.to_string()))
-            .collect(),
+fn contents_token(file: &GitHubFile, now: u64) -> Result<Token, LoadError> {
+    let usable = |m: &Minted| m.expires_at.saturating_sub(now) >= TOKEN_MIN_REMAINING_SECS;
+    let mint = || {
+        let request = MintRequest {
+            repositories: Some(vec![file.repo.clone()]),
+            permissions: [("contents", "read"), ("metadata", "read")]
+                .iter()
+                .map(|(name, level)| (name.to_string(), level.to_string()))
+                .collect(),
+        };
+        file.client.mint(&request, now)
     };
-    let minted = file.client.mint(&request, now).map_err(LoadError::GitHub)?;
-    fetch.token = Some((minted.token.clone(), minted.expires_at));
-    Ok(minted.token)
+    let (minted, _) = file.token.get_or_load(&(), usable, mint);
+    minted.map(|m| m.token.clone()).map_err(LoadError::GitHub)
 }
 
 /// Starts serving profiles from `source`: the first attempt happens here (a good file is
