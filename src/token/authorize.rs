@@ -232,3 +232,421 @@ pub fn pipeline_repository(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::profiles::Permission;
+
+    /// A profile file with every rule kind, every repository form and a quarantined profile.
+    pub(crate) const PROFILES: &str = r#"{
+      "pipeline": {
+        "defaults": { "permissions": ["contents:read"] },
+        "profiles": [
+          { "name": "release", "match": [ { "claim": "build_branch", "value": "main" } ],
+            "permissions": ["contents:write", "pull_requests:write"] },
+          { "name": "tagged", "match": [ { "claim": "build_tag", "valueIn": ["v1", "v2"] } ],
+            "permissions": ["contents:read"] },
+          { "name": "prod", "match": [ { "claim": "pipeline_slug", "valueGlob": "*-prod" },
+                                      { "claim": "agent_tag:queue", "value": "deploy" } ],
+            "permissions": ["deployments:write"] },
+          { "name": "broken", "permissions": ["contents:fly"] }
+        ]
+      },
+      "organization": {
+        "profiles": [
+          { "name": "plugins", "repositories": ["Plugin-A", "plugin-b"], "permissions": ["contents:read"] },
+          { "name": "everything", "repositories": ["{{all-repositories}}"], "permissions": ["packages:read"] },
+          { "name": "star", "repositories": ["*"], "permissions": ["packages:read"] },
+          { "name": "one", "repositories": ["{{caller-scoped-repository}}"], "permissions": ["contents:read"] }
+        ]
+      }
+    }"#;
+
+    pub(crate) fn generation() -> Generation {
+        Generation::parse(PROFILES.as_bytes()).unwrap()
+    }
+
+    /// Verified-looking claims of `acme`'s `widgets` pipeline, changed by `edit`.
+    pub(crate) fn claims_with(edit: impl FnOnce(&mut serde_json::Value)) -> Claims {
+        let mut value = serde_json::json!({
+            "iss": "https://agent.buildkite.com", "aud": "kitebridge", "sub": "organization:acme:pipeline:widgets",
+            "exp": 2_000, "nbf": 1_000, "iat": 1_000, "organization_slug": "acme",
+            "pipeline_slug": "widgets", "pipeline_id": "p-1", "build_number": 7,
+            "build_branch": "main", "build_tag": null, "build_commit": "abc", "job_id": "j-1",
+            "agent_id": "a-1"
+        });
+        edit(&mut value);
+        Claims::from_json(value.to_string().as_bytes()).unwrap()
+    }
+
+    pub(crate) fn claims() -> Claims {
+        claims_with(|_| {})
+    }
+
+    fn pipeline(name: &str) -> ProfileRef {
+        crate::profiles::parse_profile_ref(Family::Pipeline, name).unwrap()
+    }
+
+    fn org(name: &str) -> ProfileRef {
+        crate::profiles::parse_profile_ref(Family::Organization, name).unwrap()
+    }
+
+    fn named(owner: &str, name: &str) -> Target {
+        Target::Named {
+            owner: owner.into(),
+            name: name.into(),
+        }
+    }
+
+    fn perms(list: &[&str]) -> Vec<Permission> {
+        list.iter().map(|p| Permission::parse(p).unwrap()).collect()
+    }
+
+    fn repos(list: &[&str]) -> Reach {
+        Reach::Repositories(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// What a case expects: the reach and permissions, or the refusal's audit reason.
+    type Want = Result<(Reach, &'static [&'static str]), &'static str>;
+
+    fn decide(
+        reference: &ProfileRef,
+        claims: &Claims,
+        target: &Target,
+        scope: Option<&[&str]>,
+    ) -> Result<(Reach, Vec<String>), String> {
+        let generation = generation();
+        let scope = scope.map(perms);
+        authorize(
+            &generation,
+            reference,
+            claims,
+            target,
+            scope.as_deref(),
+            "acme",
+        )
+        .map(|a| {
+            let p = a.permissions.iter().map(ToString::to_string).collect();
+            (a.reach, p)
+        })
+        .map_err(|r| r.to_string())
+    }
+
+    #[test]
+    fn every_rule_kind_family_and_literal() {
+        let main = claims();
+        let dev = claims_with(|c| c["build_branch"] = "dev".into());
+        let v2 = claims_with(|c| c["build_tag"] = "v2".into());
+        let v3 = claims_with(|c| c["build_tag"] = "v3".into());
+        let prod = claims_with(|c| {
+            c["pipeline_slug"] = "api-prod".into();
+            c["agent_tag:queue"] = "deploy".into();
+        });
+        let prod_other_queue = claims_with(|c| {
+            c["pipeline_slug"] = "api-prod".into();
+            c["agent_tag:queue"] = "default".into();
+        });
+        let cases: Vec<(&str, ProfileRef, &Claims, Target, Want)> = vec![
+            (
+                "built-in default",
+                pipeline("default"),
+                &main,
+                Target::Own,
+                Ok((Reach::Pipeline, &["contents:read", "metadata:read"])),
+            ),
+            (
+                "value holds",
+                pipeline("release"),
+                &main,
+                Target::Own,
+                Ok((
+                    Reach::Pipeline,
+                    &["contents:write", "metadata:read", "pull_requests:write"],
+                )),
+            ),
+            (
+                "value fails",
+                pipeline("release"),
+                &dev,
+                Target::Own,
+                Err(r#"profile release: build_branch "dev" does not match value "main""#),
+            ),
+            (
+                "valueIn holds",
+                pipeline("tagged"),
+                &v2,
+                Target::Own,
+                Ok((Reach::Pipeline, &["contents:read", "metadata:read"])),
+            ),
+            (
+                "valueIn fails",
+                pipeline("tagged"),
+                &v3,
+                Target::Own,
+                Err(r#"profile tagged: build_tag "v3" does not match valueIn ["v1", "v2"]"#),
+            ),
+            (
+                "absent claim never matches",
+                pipeline("tagged"),
+                &main,
+                Target::Own,
+                Err(
+                    r#"profile tagged: build_tag is absent or null, so valueIn ["v1", "v2"] cannot match"#,
+                ),
+            ),
+            (
+                "valueGlob and agent tag hold",
+                pipeline("prod"),
+                &prod,
+                Target::Own,
+                Ok((Reach::Pipeline, &["deployments:write", "metadata:read"])),
+            ),
+            (
+                "every failed rule is named",
+                pipeline("prod"),
+                &main,
+                Target::Own,
+                Err(
+                    r#"profile prod: pipeline_slug "widgets" does not match valueGlob "*-prod"; agent_tag:queue is absent or null, so value "deploy" cannot match"#,
+                ),
+            ),
+            (
+                "one rule of two fails",
+                pipeline("prod"),
+                &prod_other_queue,
+                Target::Own,
+                Err(r#"profile prod: agent_tag:queue "default" does not match value "deploy""#),
+            ),
+            (
+                "unknown profile",
+                pipeline("nonesuch"),
+                &main,
+                Target::Own,
+                Err("profile nonesuch: not found"),
+            ),
+            (
+                "quarantined profile",
+                pipeline("broken"),
+                &main,
+                Target::Own,
+                Err("profile broken: unavailable: "),
+            ),
+            (
+                "org list, whole",
+                org("plugins"),
+                &main,
+                Target::Own,
+                Ok((
+                    repos(&["Plugin-A", "plugin-b"]),
+                    &["contents:read", "metadata:read"],
+                )),
+            ),
+            (
+                "org list, scope in it (any case, profile's spelling)",
+                org("plugins"),
+                &main,
+                Target::Scoped("plugin-a".into()),
+                Ok((repos(&["Plugin-A"]), &["contents:read", "metadata:read"])),
+            ),
+            (
+                "org list, scope not in it",
+                org("plugins"),
+                &main,
+                Target::Scoped("other".into()),
+                Ok((
+                    Reach::NotMine(NotMine::NotInTheList),
+                    &["contents:read", "metadata:read"],
+                )),
+            ),
+            (
+                "org list, git path in it",
+                org("plugins"),
+                &main,
+                named("ACME", "plugin-b"),
+                Ok((repos(&["plugin-b"]), &["contents:read", "metadata:read"])),
+            ),
+            (
+                "org list, git path of another owner",
+                org("plugins"),
+                &main,
+                named("evil", "plugin-b"),
+                Ok((
+                    Reach::NotMine(NotMine::OtherOwner {
+                        account: "acme".into(),
+                    }),
+                    &["contents:read", "metadata:read"],
+                )),
+            ),
+            (
+                "org list, another host",
+                org("plugins"),
+                &main,
+                Target::Elsewhere {
+                    url: "https://gitlab.com/a/b".into(),
+                },
+                Ok((
+                    Reach::NotMine(NotMine::OtherHost),
+                    &["contents:read", "metadata:read"],
+                )),
+            ),
+            (
+                "{{all-repositories}}",
+                org("everything"),
+                &main,
+                Target::Own,
+                Ok((Reach::All, &["metadata:read", "packages:read"])),
+            ),
+            (
+                "* is all repositories",
+                org("star"),
+                &main,
+                Target::Own,
+                Ok((Reach::All, &["metadata:read", "packages:read"])),
+            ),
+            (
+                "all repositories narrowed by repository-scope",
+                org("everything"),
+                &main,
+                Target::Scoped("widgets".into()),
+                Ok((repos(&["widgets"]), &["metadata:read", "packages:read"])),
+            ),
+            (
+                "caller-scoped needs a repository",
+                org("one"),
+                &main,
+                Target::Own,
+                Err("caller-scoped profile without repository-scope"),
+            ),
+            (
+                "caller-scoped with repository-scope",
+                org("one"),
+                &main,
+                Target::Scoped("gadgets".into()),
+                Ok((repos(&["gadgets"]), &["contents:read", "metadata:read"])),
+            ),
+            (
+                "caller-scoped with a git path",
+                org("one"),
+                &main,
+                named("acme", "gadgets"),
+                Ok((repos(&["gadgets"]), &["contents:read", "metadata:read"])),
+            ),
+            (
+                "unknown organization profile",
+                org("default"),
+                &main,
+                Target::Own,
+                Err("profile default: not found"),
+            ),
+        ];
+        for (name, reference, claims, target, want) in cases {
+            let got = decide(&reference, claims, &target, None);
+            match (got, want) {
+                (Ok((reach, p)), Ok((want_reach, want_p))) => {
+                    assert_eq!(reach, want_reach, "{name}");
+                    assert_eq!(p, want_p, "{name}");
+                }
+                (Err(reason), Err(want)) => assert!(reason.starts_with(want), "{name}: {reason}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn exchange_scope_narrows_within_the_profile() {
+        let main = claims();
+        let release = pipeline("release");
+        let cases: &[(&[&str], Result<&[&str], &str>)] = &[
+            (&["contents:read"], Ok(&["contents:read", "metadata:read"])),
+            (
+                &["contents:write"],
+                Ok(&["contents:write", "metadata:read"]),
+            ),
+            (
+                &["pull_requests:read", "metadata:read", "pull_requests:read"],
+                Ok(&["metadata:read", "pull_requests:read"]),
+            ),
+            (
+                &["issues:write"],
+                Err("scope issues:write is beyond profile pipeline:release"),
+            ),
+        ];
+        for (scope, want) in cases {
+            let got = decide(&release, &main, &Target::Own, Some(scope)).map(|(_, p)| p);
+            match want {
+                Ok(want) => assert_eq!(
+                    got,
+                    Ok(want.iter().map(|s| s.to_string()).collect()),
+                    "{scope:?}"
+                ),
+                Err(want) => assert_eq!(got, Err(want.to_string()), "{scope:?}"),
+            }
+        }
+        // A higher level than the profile's is beyond it.
+        let read_only = decide(
+            &pipeline("default"),
+            &main,
+            &Target::Own,
+            Some(&["contents:write"]),
+        );
+        assert_eq!(
+            read_only,
+            Err("scope contents:write is beyond profile pipeline:default".to_owned())
+        );
+        // Rules come first: a caller the rules refuse learns nothing about the scope.
+        let dev = claims_with(|c| c["build_branch"] = "dev".into());
+        let refused = decide(&release, &dev, &Target::Own, Some(&["issues:write"]));
+        assert!(refused.unwrap_err().contains("does not match"));
+    }
+
+    #[test]
+    fn pipeline_repository_against_target_and_account() {
+        let repo =
+            crate::buildkite::parse_repository_url("git@github.com:acme/widgets.git", "github.com")
+                .unwrap();
+        let foreign = crate::buildkite::parse_repository_url(
+            "git@github.com:other/widgets.git",
+            "github.com",
+        )
+        .unwrap();
+        let cases: Vec<(&str, Target, &RepoRef, Result<Option<NotMine>, &str>)> = vec![
+            ("own", Target::Own, &repo, Ok(None)),
+            ("same, any case", named("ACME", "Widgets"), &repo, Ok(None)),
+            (
+                "another repository",
+                named("acme", "gadgets"),
+                &repo,
+                Ok(Some(NotMine::NotThePipelinesRepository {
+                    pipeline_repository: "acme/widgets".into(),
+                })),
+            ),
+            (
+                "another owner",
+                named("evil", "widgets"),
+                &repo,
+                Ok(Some(NotMine::NotThePipelinesRepository {
+                    pipeline_repository: "acme/widgets".into(),
+                })),
+            ),
+            (
+                "another host",
+                Target::Elsewhere { url: "x".into() },
+                &repo,
+                Ok(Some(NotMine::OtherHost)),
+            ),
+            (
+                "not the installation's",
+                Target::Own,
+                &foreign,
+                Err(
+                    r#"pipeline repository other/widgets is not owned by the installation's account "acme""#,
+                ),
+            ),
+        ];
+        for (name, target, repository, want) in cases {
+            let got = pipeline_repository(&target, repository, "acme").map_err(|r| r.to_string());
+            assert_eq!(got, want.map_err(str::to_owned), "{name}");
+        }
+    }
+}

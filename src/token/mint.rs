@@ -97,6 +97,34 @@ impl Cover<'_> {
     }
 }
 
+/// The cache key: everything that decides what a token covers.
+pub(super) fn token_key(digest: &str, authorized: &Authorized<'_>, cover: Cover<'_>) -> TokenKey {
+    let mut repositories: Vec<String> = cover
+        .repositories()
+        .iter()
+        .flatten()
+        .map(|r| r.to_ascii_lowercase())
+        .collect();
+    repositories.sort();
+    TokenKey {
+        digest: digest.to_owned(),
+        profile: authorized.profile.to_string(),
+        repositories,
+        pipeline: match cover {
+            Cover::Pipeline { claims, .. } => Some(format!(
+                "{}/{}",
+                claims.organization_slug, claims.pipeline_slug
+            )),
+            Cover::All | Cover::Repositories(_) => None,
+        },
+        permissions: authorized
+            .permissions
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    }
+}
+
 /// Serves from the cache or mints.
 pub fn mint(
     svc: &Service,
@@ -105,36 +133,13 @@ pub fn mint(
     cover: Cover<'_>,
     now: u64,
 ) -> Result<Issued, Refusal> {
-    let permissions: Vec<String> = authorized
-        .permissions
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let repositories = cover.repositories();
-    let mut key_repos: Vec<String> = repositories
-        .iter()
-        .flatten()
-        .map(|r| r.to_ascii_lowercase())
-        .collect();
-    key_repos.sort();
-    let key = TokenKey {
-        digest: digest.to_owned(),
-        profile: authorized.profile.to_string(),
-        repositories: key_repos,
-        pipeline: match cover {
-            Cover::Pipeline { claims, .. } => Some(format!(
-                "{}/{}",
-                claims.organization_slug, claims.pipeline_slug
-            )),
-            Cover::All | Cover::Repositories(_) => None,
-        },
-        permissions: permissions.clone(),
-    };
+    let key = token_key(digest, authorized, cover);
+    let permissions = key.permissions.clone();
     let min_remaining = svc.settings.token_min_remaining_secs;
     let fresh = |m: &Minted| m.expires_at.saturating_sub(now) >= min_remaining;
     let (result, cache) = svc.tokens.get_or_load(&key, fresh, || {
         let request = MintRequest {
-            repositories,
+            repositories: cover.repositories(),
             permissions: authorized
                 .permissions
                 .iter()
@@ -159,4 +164,83 @@ pub fn mint(
         },
         permissions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profiles::{Family, Generation, parse_profile_ref};
+    use crate::token::ask::Target;
+    use crate::token::authorize::{authorize, tests as fixture};
+
+    fn repo(url: &str) -> RepoRef {
+        crate::buildkite::parse_repository_url(url, "github.com").unwrap()
+    }
+
+    /// The key of an organization profile `name` asked with `target`, from `generation`.
+    fn org_key(generation: &Generation, name: &str, target: &Target) -> TokenKey {
+        let claims = fixture::claims();
+        let reference = parse_profile_ref(Family::Organization, name).unwrap();
+        let a = authorize(generation, &reference, &claims, target, None, "acme").unwrap();
+        let cover = match &a.reach {
+            crate::token::authorize::Reach::Repositories(names) => Cover::Repositories(names),
+            _ => Cover::All,
+        };
+        token_key("digest-1", &a, cover)
+    }
+
+    #[test]
+    fn the_cache_key_carries_everything_that_decides_the_token() {
+        let generation = fixture::generation();
+        let scoped = |name: &str| Target::Scoped(name.into());
+        let whole = org_key(&generation, "plugins", &Target::Own);
+        assert_eq!(
+            whole.repositories,
+            ["plugin-a", "plugin-b"],
+            "lowercased, sorted"
+        );
+        assert_eq!(whole.pipeline, None);
+        assert_eq!(whole.permissions, ["contents:read", "metadata:read"]);
+        assert_eq!(
+            whole,
+            org_key(&generation, "plugins", &Target::Own),
+            "stable"
+        );
+        let distinct = [
+            whole.clone(),
+            org_key(&generation, "plugins", &scoped("plugin-a")),
+            org_key(&generation, "one", &scoped("plugin-a")),
+            org_key(&generation, "everything", &Target::Own),
+            org_key(&generation, "star", &Target::Own),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for b in distinct.iter().skip(i + 1) {
+                assert_ne!(a, b);
+            }
+        }
+        // Case of the asked repository does not split the cache.
+        assert_eq!(
+            org_key(&generation, "one", &scoped("Gadgets")),
+            org_key(&generation, "one", &scoped("gadgets"))
+        );
+
+        // Pipeline profiles: one key per pipeline, so one pipeline never gets another's token.
+        let claims = fixture::claims();
+        let other = fixture::claims_with(|c| c["pipeline_slug"] = "gadgets".into());
+        let reference = parse_profile_ref(Family::Pipeline, "default").unwrap();
+        let a = authorize(&generation, &reference, &claims, &Target::Own, None, "acme").unwrap();
+        let widgets = repo("git@github.com:acme/widgets.git");
+        let key = |claims: &Claims, digest: &str| {
+            let cover = Cover::Pipeline {
+                claims,
+                repository: &widgets,
+            };
+            token_key(digest, &a, cover)
+        };
+        let mine = key(&claims, "digest-1");
+        assert_eq!(mine.pipeline.as_deref(), Some("acme/widgets"));
+        assert_eq!(mine.repositories, ["widgets"]);
+        assert_ne!(mine, key(&other, "digest-1"), "another pipeline");
+        assert_ne!(mine, key(&claims, "digest-2"), "another generation");
+    }
 }
