@@ -307,6 +307,19 @@ pub(super) mod tests {
         Reach::Repositories(list.iter().map(|s| s.to_string()).collect())
     }
 
+    /// (scope asked, the permissions granted or the refusal's audit reason)
+    type ScopeCase = (
+        &'static [&'static str],
+        Result<&'static [&'static str], &'static str>,
+    );
+    /// (name, target, the pipeline's repository, the "not mine" answer or the refusal's reason)
+    type RepoCase<'a> = (
+        &'a str,
+        Target,
+        &'a RepoRef,
+        Result<Option<NotMine>, &'a str>,
+    );
+
     /// What a case expects: the reach and permissions, or the refusal's audit reason.
     type Want = Result<(Reach, &'static [&'static str]), &'static str>;
 
@@ -557,7 +570,7 @@ pub(super) mod tests {
     fn exchange_scope_narrows_within_the_profile() {
         let main = claims();
         let release = pipeline("release");
-        let cases: &[(&[&str], Result<&[&str], &str>)] = &[
+        let cases: &[ScopeCase] = &[
             (&["contents:read"], Ok(&["contents:read", "metadata:read"])),
             (
                 &["contents:write"],
@@ -610,7 +623,7 @@ pub(super) mod tests {
             "github.com",
         )
         .unwrap();
-        let cases: Vec<(&str, Target, &RepoRef, Result<Option<NotMine>, &str>)> = vec![
+        let cases: Vec<RepoCase> = vec![
             ("own", Target::Own, &repo, Ok(None)),
             ("same, any case", named("ACME", "Widgets"), &repo, Ok(None)),
             (
