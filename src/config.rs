@@ -325,6 +325,15 @@ impl Config {
     pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         Reader::new(vars, &BTreeSet::new()).config()
     }
+
+    /// The name of every variable read here, sorted (so the documentation can be checked
+    /// against it).
+    pub fn variables() -> Vec<&'static str> {
+        let (vars, not_utf8) = (BTreeMap::new(), BTreeSet::new());
+        let mut reader = Reader::new(&vars, &not_utf8);
+        reader.read(); // with nothing set, every variable is looked up and no file is read
+        reader.looked_up.into_iter().collect()
+    }
 }
 
 /// A variable as found, before parsing.
@@ -377,6 +386,8 @@ struct Reader<'a> {
     vars: &'a BTreeMap<String, String>,
     not_utf8: &'a BTreeSet<String>,
     problems: Vec<Problem>,
+    /// The name of every variable looked up so far.
+    looked_up: BTreeSet<&'static str>,
 }
 
 impl<'a> Reader<'a> {
@@ -385,14 +396,27 @@ impl<'a> Reader<'a> {
             vars,
             not_utf8,
             problems: Vec::new(),
+            looked_up: BTreeSet::new(),
+        }
+    }
+
+    /// The configuration, or every problem found.
+    fn config(mut self) -> Result<Config, ConfigError> {
+        let config = self.read();
+        if self.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
         }
     }
 
     /// Parses every variable. Required values missing are given placeholders, which never escape:
-    /// a missing value is a problem, and any problem turns the result into an error.
-    fn config(mut self) -> Result<Config, ConfigError> {
+    /// a missing value is a problem, and any problem turns [`Reader::config`] into an error.
+    fn read(&mut self) -> Config {
         let credentials = self.optional("CREDENTIALS_DIRECTORY", |text| Ok(PathBuf::from(text)));
-        let config = Config {
+        Config {
             organization_slug: self.required(
                 "JWT_BUILDKITE_ORGANIZATION_SLUG",
                 "the Buildkite organization slug",
@@ -483,13 +507,6 @@ impl<'a> Reader<'a> {
             ssl_cert_file: self.optional("SSL_CERT_FILE", ca_bundle),
             https_proxy: self.either_case("HTTPS_PROXY", "https_proxy", proxy_url),
             no_proxy: self.either_case("NO_PROXY", "no_proxy", |text| Ok(text.to_string())),
-        };
-        if self.problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError {
-                problems: self.problems,
-            })
         }
     }
 
@@ -499,6 +516,7 @@ impl<'a> Reader<'a> {
 
     /// Looks a variable up; a non-UTF-8 value is recorded as a problem here.
     fn raw(&mut self, name: &'static str) -> Raw<'a> {
+        self.looked_up.insert(name);
         if self.not_utf8.contains(name) {
             self.problem(name, "not valid UTF-8; expected UTF-8 text".to_string());
             return Raw::Invalid;
