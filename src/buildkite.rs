@@ -16,6 +16,8 @@ use crate::upstream::{self, RateCircuit, Response, percent_encode};
 
 /// `BUILDKITE_API_URL`'s default.
 pub const DEFAULT_API_URL: &str = "https://api.buildkite.com";
+/// `PIPELINE_CACHE_SECS`'s default: [`Settings::cache_secs`].
+pub const DEFAULT_CACHE_SECS: u64 = 600;
 /// The longest back-off honoured from one rate-limit answer.
 pub const MAX_BACKOFF_SECS: u64 = 3600;
 /// The back-off when Buildkite rate limits without saying for how long.
@@ -173,9 +175,11 @@ impl fmt::Debug for ApiToken {
 pub struct Settings {
     /// API base. Default [`DEFAULT_API_URL`]; a trailing `/` is ignored.
     pub api_url: String,
-    /// How long a pipeline → repository answer is reused (`PIPELINE_CACHE_SECS`). Default 600.
+    /// How long a pipeline → repository answer is reused (`PIPELINE_CACHE_SECS`). Default
+    /// [`DEFAULT_CACHE_SECS`].
     pub cache_secs: u64,
-    /// The GitHub host repositories must be on (`GITHUB_HOST`). Default `github.com`.
+    /// The GitHub host repositories must be on (`GITHUB_HOST`). Default
+    /// [`github::DEFAULT_HOST`](crate::github::DEFAULT_HOST).
     pub github_host: String,
 }
 
@@ -183,8 +187,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             api_url: DEFAULT_API_URL.to_owned(),
-            cache_secs: 600,
-            github_host: "github.com".to_owned(),
+            cache_secs: DEFAULT_CACHE_SECS,
+            github_host: crate::github::DEFAULT_HOST.to_owned(),
         }
     }
 }

@@ -28,14 +28,28 @@ use log::LevelFilter;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::buildkite::DEFAULT_API_URL as DEFAULT_BUILDKITE_API_URL;
-use crate::github::DEFAULT_API_URL as DEFAULT_GITHUB_API_URL;
-use crate::oidc::DEFAULT_ISSUER;
+use crate::{buildkite, github, http, oidc, profiles};
 
-/// Buildkite's OIDC key set, the default `JWT_JWKS_URL`.
-const DEFAULT_JWKS_URL: &str = "https://agent.buildkite.com/.well-known/jwks";
-/// The default `GITHUB_HOST`.
-const DEFAULT_GITHUB_HOST: &str = "github.com";
+/// `SERVER_HOST`'s default: loopback only.
+pub const DEFAULT_SERVER_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// `SERVER_PORT`'s default.
+pub const DEFAULT_SERVER_PORT: u16 = 8080;
+/// `RATE_LIMIT_PER_PIPELINE`'s default.
+pub const DEFAULT_RATE_LIMIT_PER_PIPELINE: RateLimit = RateLimit::Limit {
+    count: 120,
+    window_secs: 60,
+};
+/// `RATE_LIMIT_PER_SOURCE`'s default.
+pub const DEFAULT_RATE_LIMIT_PER_SOURCE: RateLimit = RateLimit::Limit {
+    count: 600,
+    window_secs: 60,
+};
+/// `METRICS`'s default.
+pub const DEFAULT_METRICS: Metrics = Metrics::On;
+/// `AUDIT_LOG`'s default.
+pub const DEFAULT_AUDIT_LOG: AuditTarget = AuditTarget::Stdout;
+/// `LOG_LEVEL`'s default.
+pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 
 /// The largest secret file read (a 4096-bit PEM key is about 3.3 KiB).
 const SECRET_FILE_LIMIT: u64 = 64 * 1024;
@@ -77,8 +91,8 @@ impl fmt::Display for Secret {
 /// Where the Buildkite OIDC signing keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
-    /// Fetched from this base URL (`JWT_JWKS_URL`, default
-    /// `https://agent.buildkite.com/.well-known/jwks`), trailing `/` trimmed.
+    /// Fetched from this base URL (`JWT_JWKS_URL`, default [`oidc::DEFAULT_JWKS_URL`]), trailing
+    /// `/` trimmed.
     Url(String),
     /// A fixed JWKS document (`JWT_JWKS_STATIC`, or the contents of `JWT_JWKS_STATIC_FILE`): a JSON
     /// object with a `keys` array, at most 64 KiB. The keys themselves are checked by `oidc`.
@@ -130,7 +144,7 @@ pub enum RateLimit {
 /// Where `/metrics` is served (`METRICS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metrics {
-    /// `on` (the default): on the main listener, under the base path.
+    /// `on`: on the main listener, under the base path.
     On,
     /// `off`: not served at all.
     Off,
@@ -141,7 +155,7 @@ pub enum Metrics {
 /// Where audit records go (`AUDIT_LOG`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
-    /// `stdout` (the default).
+    /// `stdout`.
     Stdout,
     /// `stderr`.
     Stderr,
@@ -196,21 +210,23 @@ pub struct Config {
     pub organization_id: Option<String>,
     /// `JWT_AUDIENCE` (required): the `aud` clients request.
     pub audience: String,
-    /// `JWT_ISSUER_URL` (default `https://agent.buildkite.com`): the expected `iss`, compared
-    /// byte for byte, so kept exactly as given.
+    /// `JWT_ISSUER_URL` (default [`oidc::DEFAULT_ISSUER`]): the expected `iss`, compared byte for
+    /// byte, so kept exactly as given.
     pub issuer: String,
-    /// `JWT_JWKS_URL` (default `https://agent.buildkite.com/.well-known/jwks`), or
-    /// `JWT_JWKS_STATIC` / `JWT_JWKS_STATIC_FILE` (default unset; at most one of the three).
+    /// `JWT_JWKS_URL` (default [`oidc::DEFAULT_JWKS_URL`]), or `JWT_JWKS_STATIC` /
+    /// `JWT_JWKS_STATIC_FILE` (default unset; at most one of the three).
     pub jwks: JwksSource,
-    /// `JWT_LEEWAY_SECS` (default 5, 0–60): clock skew allowed on `exp`/`nbf`/`iat`.
+    /// `JWT_LEEWAY_SECS` (default [`oidc::DEFAULT_LEEWAY_SECS`], 0–60): clock skew allowed on
+    /// `exp`/`nbf`/`iat`.
     pub leeway_secs: u64,
-    /// `JWT_MAX_LIFETIME_SECS` (default 7200, 1–7200): the longest accepted `exp − iat`.
+    /// `JWT_MAX_LIFETIME_SECS` (default [`oidc::DEFAULT_MAX_LIFETIME_SECS`], 1–7200): the longest
+    /// accepted `exp − iat`.
     pub max_lifetime_secs: u64,
     /// `BUILDKITE_API_TOKEN` (+`_FILE`, or `$CREDENTIALS_DIRECTORY/buildkite-api-token`; default
     /// unset). Without it pipeline profiles cannot resolve their repository: such requests are
     /// answered 500 and the server warns at start.
     pub buildkite_api_token: Option<Secret>,
-    /// `BUILDKITE_API_URL` (default `https://api.buildkite.com`), trailing `/` trimmed.
+    /// `BUILDKITE_API_URL` (default [`buildkite::DEFAULT_API_URL`]), trailing `/` trimmed.
     pub buildkite_api_url: String,
     /// `GITHUB_APP_ID` (required): the numeric App ID or the client ID (`A-Z a-z 0-9 . _ -`).
     pub github_app_id: String,
@@ -219,50 +235,60 @@ pub struct Config {
     pub github_app_private_key: Secret,
     /// `GITHUB_APP_INSTALLATION_ID` (required, ≥ 1): the installation tokens are minted from.
     pub github_installation_id: u64,
-    /// `GITHUB_API_URL` (default `https://api.github.com`), trailing `/` trimmed.
+    /// `GITHUB_API_URL` (default [`github::DEFAULT_API_URL`]), trailing `/` trimmed.
     pub github_api_url: String,
-    /// `GITHUB_HOST` (default `github.com`): `HOST[:PORT]` in git URLs, lowercased.
+    /// `GITHUB_HOST` (default [`github::DEFAULT_HOST`]): `HOST[:PORT]` in git URLs, lowercased.
     pub github_host: String,
     /// `PROFILES_FILE` or `GITHUB_ORG_PROFILE` (default neither: [`ProfileSource::Builtin`]).
     pub profiles: ProfileSource,
-    /// `PROFILES_REFRESH_SECS` (default 300, 10–86400): re-fetch interval for `GITHUB_ORG_PROFILE`.
+    /// `PROFILES_REFRESH_SECS` (default [`profiles::DEFAULT_REFRESH_SECS`], 10–86400): re-fetch
+    /// interval for `GITHUB_ORG_PROFILE`.
     pub profiles_refresh_secs: u64,
-    /// `SERVER_HOST` (default `127.0.0.1`): the listen address, an IP address.
+    /// `SERVER_HOST` (default [`DEFAULT_SERVER_HOST`]): the listen address, an IP address.
     pub server_host: IpAddr,
-    /// `SERVER_PORT` (default 8080; 0 picks an ephemeral port).
+    /// `SERVER_PORT` (default [`DEFAULT_SERVER_PORT`]; 0 picks an ephemeral port).
     pub server_port: u16,
     /// `SERVER_BASE_PATH` (default unset): route prefix, normalised to a leading `/` and no
     /// trailing `/`; `/` alone means none. Segments are non-empty unreserved URL characters
     /// (`A-Z a-z 0-9 - . _ ~`), never `.` or `..`.
     pub server_base_path: Option<String>,
-    /// `SERVER_WORKERS` (default 16, 1–1024): requests handled at once (request-handling permits).
+    /// `SERVER_WORKERS` (default [`http::DEFAULT_WORKERS`], 1–1024): requests handled at once
+    /// (request-handling permits).
     pub server_workers: usize,
-    /// `SERVER_MAX_CONNECTIONS` (default 512, 1–65536): open connections beyond this are closed.
+    /// `SERVER_MAX_CONNECTIONS` (default [`http::DEFAULT_MAX_CONNECTIONS`], 1–65536): open
+    /// connections beyond this are closed.
     pub max_connections: usize,
-    /// `SERVER_HEADER_TIMEOUT_SECS` (default 10, 1–3600): time to receive the request head.
+    /// `SERVER_HEADER_TIMEOUT_SECS` (default [`http::DEFAULT_TIMEOUT_HEADER_SECS`], 1–3600): time
+    /// to receive the request head.
     pub timeout_header_secs: u64,
-    /// `SERVER_BODY_TIMEOUT_SECS` (default 10, 1–3600): time to receive the body.
+    /// `SERVER_BODY_TIMEOUT_SECS` (default [`http::DEFAULT_TIMEOUT_BODY_SECS`], 1–3600): time to
+    /// receive the body.
     pub timeout_body_secs: u64,
-    /// `SERVER_IDLE_TIMEOUT_SECS` (default 30, 1–3600): keep-alive idle time.
+    /// `SERVER_IDLE_TIMEOUT_SECS` (default [`http::DEFAULT_TIMEOUT_IDLE_SECS`], 1–3600): keep-alive
+    /// idle time.
     pub timeout_idle_secs: u64,
-    /// `SERVER_SHUTDOWN_TIMEOUT_SECS` (default 25, 1–3600): drain time on SIGTERM.
+    /// `SERVER_SHUTDOWN_TIMEOUT_SECS` (default [`http::DEFAULT_SHUTDOWN_TIMEOUT_SECS`], 1–3600):
+    /// drain time on SIGTERM.
     pub timeout_shutdown_secs: u64,
-    /// `TOKEN_MIN_REMAINING_SECS` (default 900, 0–3300): a cached token is served only while it
-    /// has at least this long to live (GitHub tokens live about 3600 s).
+    /// `TOKEN_MIN_REMAINING_SECS` (0–3300): a cached token is served only while it has at least
+    /// this long to live (GitHub tokens live about 3600 s).
     pub token_min_remaining_secs: u64,
-    /// `TOKEN_CACHE_MAX_ENTRIES` (default 10000, 1–1000000).
+    /// `TOKEN_CACHE_MAX_ENTRIES` (1–1000000): the most tokens cached.
     pub token_cache_max_entries: usize,
-    /// `PIPELINE_CACHE_SECS` (default 600, 0–86400): pipeline → repository cache life; 0 disables.
+    /// `PIPELINE_CACHE_SECS` (default [`buildkite::DEFAULT_CACHE_SECS`], 0–86400): pipeline →
+    /// repository cache life; 0 disables.
     pub pipeline_cache_secs: u64,
-    /// `RATE_LIMIT_PER_PIPELINE` (default `120/60s`): see [`RateLimit`] for the grammar.
+    /// `RATE_LIMIT_PER_PIPELINE` (default [`DEFAULT_RATE_LIMIT_PER_PIPELINE`]): see [`RateLimit`]
+    /// for the grammar.
     pub rate_limit_per_pipeline: RateLimit,
-    /// `RATE_LIMIT_PER_SOURCE` (default `600/60s`): see [`RateLimit`] for the grammar.
+    /// `RATE_LIMIT_PER_SOURCE` (default [`DEFAULT_RATE_LIMIT_PER_SOURCE`]): see [`RateLimit`] for
+    /// the grammar.
     pub rate_limit_per_source: RateLimit,
-    /// `METRICS` (default `on`).
+    /// `METRICS` (default [`DEFAULT_METRICS`]).
     pub metrics: Metrics,
-    /// `AUDIT_LOG` (default `stdout`).
+    /// `AUDIT_LOG` (default [`DEFAULT_AUDIT_LOG`]).
     pub audit_log: AuditTarget,
-    /// `LOG_LEVEL` (default `info`): `error`, `warn`, `info`, `debug` or `trace`.
+    /// `LOG_LEVEL` (default [`DEFAULT_LOG_LEVEL`]): `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: LevelFilter,
     /// `SSL_CERT_FILE` (default unset): an extra PEM CA bundle, checked to hold a certificate.
     pub ssl_cert_file: Option<PathBuf>,
@@ -298,6 +324,15 @@ impl Config {
     /// map) are read from disk.
     pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         Reader::new(vars, &BTreeSet::new()).config()
+    }
+
+    /// The name of every variable read here, sorted (so the documentation can be checked
+    /// against it).
+    pub fn variables() -> Vec<&'static str> {
+        let (vars, not_utf8) = (BTreeMap::new(), BTreeSet::new());
+        let mut reader = Reader::new(&vars, &not_utf8);
+        reader.read(); // with nothing set, every variable is looked up and no file is read
+        reader.looked_up.into_iter().collect()
     }
 }
 
@@ -351,6 +386,8 @@ struct Reader<'a> {
     vars: &'a BTreeMap<String, String>,
     not_utf8: &'a BTreeSet<String>,
     problems: Vec<Problem>,
+    /// The name of every variable looked up so far.
+    looked_up: BTreeSet<&'static str>,
 }
 
 impl<'a> Reader<'a> {
@@ -359,14 +396,27 @@ impl<'a> Reader<'a> {
             vars,
             not_utf8,
             problems: Vec::new(),
+            looked_up: BTreeSet::new(),
+        }
+    }
+
+    /// The configuration, or every problem found.
+    fn config(mut self) -> Result<Config, ConfigError> {
+        let config = self.read();
+        if self.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
         }
     }
 
     /// Parses every variable. Required values missing are given placeholders, which never escape:
-    /// a missing value is a problem, and any problem turns the result into an error.
-    fn config(mut self) -> Result<Config, ConfigError> {
+    /// a missing value is a problem, and any problem turns [`Reader::config`] into an error.
+    fn read(&mut self) -> Config {
         let credentials = self.optional("CREDENTIALS_DIRECTORY", |text| Ok(PathBuf::from(text)));
-        let config = Config {
+        Config {
             organization_slug: self.required(
                 "JWT_BUILDKITE_ORGANIZATION_SLUG",
                 "the Buildkite organization slug",
@@ -378,12 +428,21 @@ impl<'a> Reader<'a> {
                 "the audience clients request their OIDC token for",
                 identifier,
             ),
-            issuer: self.or("JWT_ISSUER_URL", DEFAULT_ISSUER.to_string(), identifier),
+            issuer: self.or(
+                "JWT_ISSUER_URL",
+                oidc::DEFAULT_ISSUER.to_string(),
+                identifier,
+            ),
             jwks: self.jwks(),
-            leeway_secs: self.or("JWT_LEEWAY_SECS", 5, |text| whole(text, 0, 60)),
-            max_lifetime_secs: self.or("JWT_MAX_LIFETIME_SECS", 7200, |text| whole(text, 1, 7200)),
+            leeway_secs: self.number("JWT_LEEWAY_SECS", oidc::DEFAULT_LEEWAY_SECS, 0, 60),
+            max_lifetime_secs: self.number(
+                "JWT_MAX_LIFETIME_SECS",
+                oidc::DEFAULT_MAX_LIFETIME_SECS,
+                1,
+                7200,
+            ),
             buildkite_api_token: self.buildkite_api_token(credentials.as_deref()),
-            buildkite_api_url: self.url("BUILDKITE_API_URL", DEFAULT_BUILDKITE_API_URL),
+            buildkite_api_url: self.url("BUILDKITE_API_URL", buildkite::DEFAULT_API_URL),
             github_app_id: self.required("GITHUB_APP_ID", "the GitHub App ID or client ID", app_id),
             github_app_private_key: self.github_app_private_key(credentials.as_deref()),
             github_installation_id: self.required(
@@ -391,55 +450,63 @@ impl<'a> Reader<'a> {
                 "the numeric installation ID",
                 |text| whole(text, 1, u64::MAX),
             ),
-            github_api_url: self.url("GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
-            github_host: self.or("GITHUB_HOST", DEFAULT_GITHUB_HOST.to_string(), github_host),
+            github_api_url: self.url("GITHUB_API_URL", github::DEFAULT_API_URL),
+            github_host: self.or("GITHUB_HOST", github::DEFAULT_HOST.to_string(), github_host),
             profiles: self.profiles(),
-            profiles_refresh_secs: self
-                .or("PROFILES_REFRESH_SECS", 300, |text| whole(text, 10, 86_400)),
-            server_host: self.or("SERVER_HOST", IpAddr::V4(Ipv4Addr::LOCALHOST), ip_address),
-            server_port: self.or("SERVER_PORT", 8080, |text| whole(text, 0, 65_535)),
+            profiles_refresh_secs: self.number(
+                "PROFILES_REFRESH_SECS",
+                profiles::DEFAULT_REFRESH_SECS,
+                10,
+                86_400,
+            ),
+            server_host: self.or("SERVER_HOST", DEFAULT_SERVER_HOST, ip_address),
+            server_port: self.number("SERVER_PORT", DEFAULT_SERVER_PORT, 0, 65_535),
             server_base_path: self.optional("SERVER_BASE_PATH", base_path).flatten(),
-            server_workers: self.or("SERVER_WORKERS", 16, |text| whole(text, 1, 1024)),
-            max_connections: self.or("SERVER_MAX_CONNECTIONS", 512, |text| whole(text, 1, 65_536)),
-            timeout_header_secs: self.timeout("SERVER_HEADER_TIMEOUT_SECS", 10),
-            timeout_body_secs: self.timeout("SERVER_BODY_TIMEOUT_SECS", 10),
-            timeout_idle_secs: self.timeout("SERVER_IDLE_TIMEOUT_SECS", 30),
-            timeout_shutdown_secs: self.timeout("SERVER_SHUTDOWN_TIMEOUT_SECS", 25),
-            token_min_remaining_secs: self
-                .or("TOKEN_MIN_REMAINING_SECS", 900, |text| whole(text, 0, 3300)),
-            token_cache_max_entries: self.or("TOKEN_CACHE_MAX_ENTRIES", 10_000, |text| {
-                whole(text, 1, 1_000_000)
-            }),
-            pipeline_cache_secs: self.or("PIPELINE_CACHE_SECS", 600, |text| whole(text, 0, 86_400)),
+            server_workers: self.number("SERVER_WORKERS", http::DEFAULT_WORKERS, 1, 1024),
+            max_connections: self.number(
+                "SERVER_MAX_CONNECTIONS",
+                http::DEFAULT_MAX_CONNECTIONS,
+                1,
+                65_536,
+            ),
+            timeout_header_secs: self.timeout(
+                "SERVER_HEADER_TIMEOUT_SECS",
+                http::DEFAULT_TIMEOUT_HEADER_SECS,
+            ),
+            timeout_body_secs: self
+                .timeout("SERVER_BODY_TIMEOUT_SECS", http::DEFAULT_TIMEOUT_BODY_SECS),
+            timeout_idle_secs: self
+                .timeout("SERVER_IDLE_TIMEOUT_SECS", http::DEFAULT_TIMEOUT_IDLE_SECS),
+            timeout_shutdown_secs: self.timeout(
+                "SERVER_SHUTDOWN_TIMEOUT_SECS",
+                http::DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            ),
+            // TODO(lead): owned by token settings.
+            token_min_remaining_secs: self.number("TOKEN_MIN_REMAINING_SECS", 900, 0, 3300),
+            // TODO(lead): owned by token settings.
+            token_cache_max_entries: self.number("TOKEN_CACHE_MAX_ENTRIES", 10_000, 1, 1_000_000),
+            pipeline_cache_secs: self.number(
+                "PIPELINE_CACHE_SECS",
+                buildkite::DEFAULT_CACHE_SECS,
+                0,
+                86_400,
+            ),
             rate_limit_per_pipeline: self.or(
                 "RATE_LIMIT_PER_PIPELINE",
-                RateLimit::Limit {
-                    count: 120,
-                    window_secs: 60,
-                },
+                DEFAULT_RATE_LIMIT_PER_PIPELINE,
                 rate_limit,
             ),
             rate_limit_per_source: self.or(
                 "RATE_LIMIT_PER_SOURCE",
-                RateLimit::Limit {
-                    count: 600,
-                    window_secs: 60,
-                },
+                DEFAULT_RATE_LIMIT_PER_SOURCE,
                 rate_limit,
             ),
-            metrics: self.or("METRICS", Metrics::On, metrics),
-            audit_log: self.or("AUDIT_LOG", AuditTarget::Stdout, audit_target),
-            log_level: self.or("LOG_LEVEL", LevelFilter::Info, log_level),
+            metrics: self.or("METRICS", DEFAULT_METRICS, metrics),
+            audit_log: self.or("AUDIT_LOG", DEFAULT_AUDIT_LOG, audit_target),
+            log_level: self.or("LOG_LEVEL", DEFAULT_LOG_LEVEL, log_level),
             ssl_cert_file: self.optional("SSL_CERT_FILE", ca_bundle),
             https_proxy: self.either_case("HTTPS_PROXY", "https_proxy", proxy_url),
             no_proxy: self.either_case("NO_PROXY", "no_proxy", |text| Ok(text.to_string())),
-        };
-        if self.problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError {
-                problems: self.problems,
-            })
         }
     }
 
@@ -449,6 +516,7 @@ impl<'a> Reader<'a> {
 
     /// Looks a variable up; a non-UTF-8 value is recorded as a problem here.
     fn raw(&mut self, name: &'static str) -> Raw<'a> {
+        self.looked_up.insert(name);
         if self.not_utf8.contains(name) {
             self.problem(name, "not valid UTF-8; expected UTF-8 text".to_string());
             return Raw::Invalid;
@@ -528,9 +596,14 @@ impl<'a> Reader<'a> {
         self.or(name, default.to_string(), upstream_url)
     }
 
+    /// A whole number in `min..=max` with a default.
+    fn number<T: TryFrom<u64>>(&mut self, name: &'static str, default: T, min: u64, max: u64) -> T {
+        self.or(name, default, |text| whole(text, min, max))
+    }
+
     /// A server timeout in seconds, 1–3600.
     fn timeout(&mut self, name: &'static str, default: u64) -> u64 {
-        self.or(name, default, |text| whole(text, 1, 3600))
+        self.number(name, default, 1, 3600)
     }
 
     /// `JWT_JWKS_URL`, `JWT_JWKS_STATIC`, `JWT_JWKS_STATIC_FILE`: at most one may be set.
@@ -559,7 +632,7 @@ impl<'a> Reader<'a> {
         match (inline.or(file), url) {
             (Some(document), _) => JwksSource::Static(document),
             (None, Some(url)) => JwksSource::Url(url),
-            (None, None) => JwksSource::Url(DEFAULT_JWKS_URL.to_string()),
+            (None, None) => JwksSource::Url(oidc::DEFAULT_JWKS_URL.to_string()),
         }
     }
 

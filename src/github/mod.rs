@@ -26,6 +26,8 @@ pub use grant::MAX_REPOSITORIES;
 
 /// `GITHUB_API_URL`'s default.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
+/// `GITHUB_HOST`'s default: the host in git URLs.
+pub const DEFAULT_HOST: &str = "github.com";
 /// The REST API version sent on every call.
 pub const API_VERSION: &str = "2022-11-28";
 /// The longest back-off honoured from one rate-limit answer.

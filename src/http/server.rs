@@ -22,33 +22,49 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The edge's limits. Defaults are those of `operations.md`.
+/// Default [`Limits::workers`] (`SERVER_WORKERS`).
+pub const DEFAULT_WORKERS: usize = 16;
+/// Default [`Limits::max_connections`] (`SERVER_MAX_CONNECTIONS`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default [`Limits::timeout_header`] in seconds (`SERVER_HEADER_TIMEOUT_SECS`).
+pub const DEFAULT_TIMEOUT_HEADER_SECS: u64 = 10;
+/// Default [`Limits::timeout_body`] in seconds (`SERVER_BODY_TIMEOUT_SECS`).
+pub const DEFAULT_TIMEOUT_BODY_SECS: u64 = 10;
+/// Default [`Limits::timeout_idle`] in seconds (`SERVER_IDLE_TIMEOUT_SECS`).
+pub const DEFAULT_TIMEOUT_IDLE_SECS: u64 = 30;
+/// Default [`Limits::timeout_write`] in seconds (not configurable).
+pub const DEFAULT_TIMEOUT_WRITE_SECS: u64 = 10;
+/// Default time given to in-flight requests after [`ServerHandle::begin_shutdown`], in seconds
+/// (`SERVER_SHUTDOWN_TIMEOUT_SECS`; the caller passes it to [`ServerHandle::wait_idle`]).
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 25;
+
+/// The edge's limits. Defaults are those of `operations.md`, each the constant named on its field.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Requests handled at once (the rest wait for a permit). Default 16.
+    /// Requests handled at once (the rest wait for a permit). Default [`DEFAULT_WORKERS`].
     pub workers: usize,
-    /// Open connections; the excess is closed at once. Default 512.
+    /// Open connections; the excess is closed at once. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// Time to receive a request head, from its first byte (from accept for the first request).
-    /// Default 10 s.
+    /// Default [`DEFAULT_TIMEOUT_HEADER_SECS`].
     pub timeout_header: Duration,
-    /// Time to receive a request body. Default 10 s.
+    /// Time to receive a request body. Default [`DEFAULT_TIMEOUT_BODY_SECS`].
     pub timeout_body: Duration,
-    /// Keep-alive idle time between requests. Default 30 s.
+    /// Keep-alive idle time between requests. Default [`DEFAULT_TIMEOUT_IDLE_SECS`].
     pub timeout_idle: Duration,
-    /// Time allowed to write the whole response. Default 10 s.
+    /// Time allowed to write the whole response. Default [`DEFAULT_TIMEOUT_WRITE_SECS`].
     pub timeout_write: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            workers: 16,
-            max_connections: 512,
-            timeout_header: Duration::from_secs(10),
-            timeout_body: Duration::from_secs(10),
-            timeout_idle: Duration::from_secs(30),
-            timeout_write: Duration::from_secs(10),
+            workers: DEFAULT_WORKERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            timeout_header: Duration::from_secs(DEFAULT_TIMEOUT_HEADER_SECS),
+            timeout_body: Duration::from_secs(DEFAULT_TIMEOUT_BODY_SECS),
+            timeout_idle: Duration::from_secs(DEFAULT_TIMEOUT_IDLE_SECS),
+            timeout_write: Duration::from_secs(DEFAULT_TIMEOUT_WRITE_SECS),
         }
     }
 }

@@ -42,6 +42,8 @@ pub use jws::{Segment, UnverifiedToken, verify_rs256};
 
 /// Buildkite's issuer, shared by every Buildkite organization.
 pub const DEFAULT_ISSUER: &str = "https://agent.buildkite.com";
+/// Buildkite's OIDC key set, where signing keys are fetched from by default (`JWT_JWKS_URL`).
+pub const DEFAULT_JWKS_URL: &str = "https://agent.buildkite.com/.well-known/jwks";
 /// Default clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
 pub const DEFAULT_LEEWAY_SECS: u64 = 5;
 /// Default longest accepted `exp − iat` (Buildkite's own maximum), in seconds.
@@ -61,9 +63,9 @@ pub struct Settings {
     pub organization_slug: String,
     /// Expected `organization_id`, checked only when set. Default `None`.
     pub organization_id: Option<String>,
-    /// Clock skew allowed on `exp`, `nbf` and `iat`. Default [`DEFAULT_LEEWAY_SECS`] (5 s).
+    /// Clock skew allowed on `exp`, `nbf` and `iat`. Default [`DEFAULT_LEEWAY_SECS`].
     pub leeway_secs: u64,
-    /// Longest accepted `exp − iat`. Default [`DEFAULT_MAX_LIFETIME_SECS`] (7200 s).
+    /// Longest accepted `exp − iat`. Default [`DEFAULT_MAX_LIFETIME_SECS`].
     pub max_lifetime_secs: u64,
 }
 

@@ -42,3 +42,7 @@ pub use store::{
     start_with,
 };
 pub use tools::{check, explain};
+
+/// Default re-fetch interval of a GitHub profile file, in seconds: the `refresh_secs` given to
+/// [`start`] (`PROFILES_REFRESH_SECS`).
+pub const DEFAULT_REFRESH_SECS: u64 = 300;
