@@ -226,7 +226,7 @@ impl App {
             timeout_header: Duration::from_secs(c.timeout_header_secs),
             timeout_body: Duration::from_secs(c.timeout_body_secs),
             timeout_idle: Duration::from_secs(c.timeout_idle_secs),
-            timeout_write: Duration::from_secs(10),
+            ..Limits::default()
         }
     }
 }

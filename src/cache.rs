@@ -2,7 +2,7 @@
 //! coalesced into one load.
 //!
 //! Its users:
-//! - minted tokens ([`crate::vend`]: N simultaneous identical requests cause exactly one GitHub
+//! - minted tokens ([`crate::token::mint`]: N simultaneous identical requests cause exactly one GitHub
 //!   call);
 //! - pipeline → repository lookups ([`crate::buildkite`]);
 //! - the App JWT (`github::app_jwt`) and the profile store's contents token

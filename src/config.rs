@@ -28,7 +28,7 @@ use log::LevelFilter;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::{buildkite, github, http, oidc, profiles};
+use crate::{buildkite, github, http, oidc, profiles, token};
 
 /// `SERVER_HOST`'s default: loopback only.
 pub const DEFAULT_SERVER_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -270,10 +270,10 @@ pub struct Config {
     /// `SERVER_SHUTDOWN_TIMEOUT_SECS` (default [`http::DEFAULT_SHUTDOWN_TIMEOUT_SECS`], 1–3600):
     /// drain time on SIGTERM.
     pub timeout_shutdown_secs: u64,
-    /// `TOKEN_MIN_REMAINING_SECS` (0–3300): a cached token is served only while it has at least
+    /// `TOKEN_MIN_REMAINING_SECS` (default [`token::DEFAULT_MIN_REMAINING_SECS`], 0–3300): a cached token is served only while it has at least
     /// this long to live (GitHub tokens live about 3600 s).
     pub token_min_remaining_secs: u64,
-    /// `TOKEN_CACHE_MAX_ENTRIES` (1–1000000): the most tokens cached.
+    /// `TOKEN_CACHE_MAX_ENTRIES` (default [`token::DEFAULT_CACHE_MAX_ENTRIES`], 1–1000000): the most tokens cached.
     pub token_cache_max_entries: usize,
     /// `PIPELINE_CACHE_SECS` (default [`buildkite::DEFAULT_CACHE_SECS`], 0–86400): pipeline →
     /// repository cache life; 0 disables.
@@ -481,10 +481,18 @@ impl<'a> Reader<'a> {
                 "SERVER_SHUTDOWN_TIMEOUT_SECS",
                 http::DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             ),
-            // TODO(lead): owned by token settings.
-            token_min_remaining_secs: self.number("TOKEN_MIN_REMAINING_SECS", 900, 0, 3300),
-            // TODO(lead): owned by token settings.
-            token_cache_max_entries: self.number("TOKEN_CACHE_MAX_ENTRIES", 10_000, 1, 1_000_000),
+            token_min_remaining_secs: self.number(
+                "TOKEN_MIN_REMAINING_SECS",
+                token::DEFAULT_MIN_REMAINING_SECS,
+                0,
+                3300,
+            ),
+            token_cache_max_entries: self.number(
+                "TOKEN_CACHE_MAX_ENTRIES",
+                token::DEFAULT_CACHE_MAX_ENTRIES,
+                1,
+                1_000_000,
+            ),
             pipeline_cache_secs: self.number(
                 "PIPELINE_CACHE_SECS",
                 buildkite::DEFAULT_CACHE_SECS,

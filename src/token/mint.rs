@@ -14,19 +14,34 @@ use super::authorize::Authorized;
 use super::refusal::Refusal;
 use crate::buildkite::RepoRef;
 use crate::cache::Outcome;
-use crate::github::{MintRequest, Minted};
+use crate::github::{self, MintRequest, Minted};
 use crate::oidc::Claims;
+
+/// `TOKEN_MIN_REMAINING_SECS`'s default: a cached token is served while it has 15 minutes left.
+pub const DEFAULT_MIN_REMAINING_SECS: u64 = 900;
+/// `TOKEN_CACHE_MAX_ENTRIES`'s default.
+pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 10_000;
 
 /// Minting settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// The host in git URLs (`GITHUB_HOST`). Default `github.com`.
+    /// The host in git URLs (`GITHUB_HOST`). Default [`github::DEFAULT_HOST`].
     pub github_host: String,
     /// A cached token is served only while it has at least this long to live
-    /// (`TOKEN_MIN_REMAINING_SECS`). Default 900.
+    /// (`TOKEN_MIN_REMAINING_SECS`). Default [`DEFAULT_MIN_REMAINING_SECS`].
     pub token_min_remaining_secs: u64,
-    /// Most cached tokens (`TOKEN_CACHE_MAX_ENTRIES`). Default 10000.
+    /// Most cached tokens (`TOKEN_CACHE_MAX_ENTRIES`). Default [`DEFAULT_CACHE_MAX_ENTRIES`].
     pub token_cache_max_entries: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            github_host: github::DEFAULT_HOST.to_owned(),
+            token_min_remaining_secs: DEFAULT_MIN_REMAINING_SECS,
+            token_cache_max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+        }
+    }
 }
 
 /// A vended token and what it covers.

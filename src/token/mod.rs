@@ -28,7 +28,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 pub use ask::Route;
-pub use mint::{Issued, Settings};
+pub use mint::{DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_MIN_REMAINING_SECS, Issued, Settings};
 pub use refusal::Refusal;
 
 use crate::audit::AuditLog;
