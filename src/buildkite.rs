@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::cache::CoalescingCache;
 use crate::github::{is_valid_owner, is_valid_repo_name, strip_git_suffix};
+use crate::secret::Secret;
 use crate::upstream::{self, RateCircuit, Response, percent_encode};
 
 /// `BUILDKITE_API_URL`'s default.
@@ -150,24 +151,6 @@ fn owner_and_name(path: &str) -> Result<(&str, &str), RepoUrlError> {
     Ok((owner, name))
 }
 
-/// The Buildkite REST API token. `Debug` prints `[redacted]`.
-#[derive(Clone)]
-pub struct ApiToken(String);
-
-impl ApiToken {
-    /// Wraps a token; `None` when empty or not visible ASCII.
-    pub fn new(value: String) -> Option<ApiToken> {
-        let usable = !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
-        usable.then_some(ApiToken(value))
-    }
-}
-
-impl fmt::Debug for ApiToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiToken([redacted])")
-    }
-}
-
 /// Where to look pipelines up.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -270,7 +253,7 @@ struct Fetched {
 pub struct Client {
     http: Arc<upstream::Client>,
     settings: Settings,
-    token: ApiToken,
+    token: Secret,
     cache: CoalescingCache<Key, Fetched, Error>,
     circuit: RateCircuit,
 }
@@ -284,8 +267,9 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client with an empty cache.
-    pub fn new(http: Arc<upstream::Client>, mut settings: Settings, token: ApiToken) -> Client {
+    /// A client with an empty cache. `token` is the `read_pipelines` API token
+    /// ([`Secret::header_safe`], as it is sent in a header).
+    pub fn new(http: Arc<upstream::Client>, mut settings: Settings, token: Secret) -> Client {
         settings.api_url = settings.api_url.trim_end_matches('/').to_owned();
         Client {
             http,
@@ -334,7 +318,7 @@ impl Client {
             percent_encode(org),
             percent_encode(slug)
         );
-        let authorization = format!("Bearer {}", self.token.0);
+        let authorization = format!("Bearer {}", self.token.expose());
         let headers = [
             ("Authorization", authorization.as_str()),
             ("Accept", "application/json"),
@@ -539,12 +523,5 @@ mod tests {
         ] {
             assert!(!is_valid_slug(bad), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn api_token_debug_is_redacted() {
-        let token = ApiToken::new("bkua_secret".into()).unwrap();
-        assert_eq!(format!("{token:?}"), "ApiToken([redacted])");
-        assert!(ApiToken::new("bad token".into()).is_none());
     }
 }

@@ -31,6 +31,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::buildkite::DEFAULT_API_URL as DEFAULT_BUILDKITE_API_URL;
 use crate::github::DEFAULT_API_URL as DEFAULT_GITHUB_API_URL;
 use crate::oidc::DEFAULT_ISSUER;
+use crate::secret::Secret;
 
 /// Buildkite's OIDC key set, the default `JWT_JWKS_URL`.
 const DEFAULT_JWKS_URL: &str = "https://agent.buildkite.com/.well-known/jwks";
@@ -45,34 +46,6 @@ const JWKS_LIMIT: u64 = 64 * 1024;
 const CA_BUNDLE_LIMIT: u64 = 4 * 1024 * 1024;
 /// The longest rate-limit window (one day).
 const RATE_WINDOW_MAX_SECS: u64 = 86_400;
-
-/// A secret value (the GitHub App key, the Buildkite API token): `Debug` and `Display` print
-/// `[redacted]`, so it cannot leak through logs or error messages by accident.
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    /// The secret itself, for the one place that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// Where the Buildkite OIDC signing keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,7 @@ pub mod oidc;
 pub mod profiles;
 pub mod ratelimit;
 pub mod routes;
+pub mod secret;
 pub mod systemd;
 pub mod time;
 pub mod upstream;

@@ -7,7 +7,8 @@ mod support;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use kitebridge::buildkite::{ApiToken, Client, Error, RepoUrlError, Settings};
+use kitebridge::buildkite::{Client, Error, RepoUrlError, Settings};
+use kitebridge::secret::Secret;
 use kitebridge::upstream;
 use support::buildkite::{BkFail, BuildkiteStandIn};
 
@@ -33,7 +34,7 @@ fn client_with(buildkite: &BuildkiteStandIn, token: &str) -> Client {
     Client::new(
         Arc::new(upstream::Client::new(&http).unwrap()),
         settings,
-        ApiToken::new(token.into()).unwrap(),
+        Secret::header_safe(token.into()).unwrap(),
     )
 }
 

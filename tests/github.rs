@@ -8,7 +8,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kitebridge::github::{AppKey, Client, Contents, Error, MintRequest, Settings, Token};
+use kitebridge::github::{AppKey, Client, Contents, Error, MintRequest, Settings};
+use kitebridge::secret::Secret;
 use kitebridge::upstream;
 use serde_json::json;
 use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
@@ -322,7 +323,7 @@ fn revoke_deletes_the_token() {
     assert!(matches!(again, Error::Misconfigured(_)), "{again}");
 }
 
-fn contents_token(client: &Client) -> Token {
+fn contents_token(client: &Client) -> Secret {
     client
         .mint(
             &request(

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::secret::Secret;
 use crate::upstream::{self, Method, RateCircuit, Response, percent_encode};
 
 pub use app_jwt::{AppKey, JWT_REUSE_SECS, KeyError};
@@ -48,29 +49,6 @@ pub struct Settings {
     pub installation_id: u64,
 }
 
-/// An installation token. Opaque: any visible ASCII, any length. `Debug` prints `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// Wraps a token; `None` when empty or not visible ASCII (which could break a header).
-    pub fn new(value: String) -> Option<Token> {
-        let usable = !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
-        usable.then_some(Token(value))
-    }
-
-    /// The secret itself, for the response body and `Authorization` headers only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token([redacted])")
-    }
-}
-
 /// What to mint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MintRequest {
@@ -85,8 +63,8 @@ pub struct MintRequest {
 /// A token GitHub minted, checked to grant no more than asked.
 #[derive(Clone, Debug)]
 pub struct Minted {
-    /// The token.
-    pub token: Token,
+    /// The token (opaque: any visible ASCII, any length).
+    pub token: Secret,
     /// [`hashed_token`] of it, computed once per mint (cache hits reuse it).
     pub hashed_token: String,
     /// Unix seconds.
@@ -272,7 +250,7 @@ impl Client {
         let token = value
             .get("token")
             .and_then(serde_json::Value::as_str)
-            .and_then(|t| Token::new(t.to_owned()))
+            .and_then(|t| Secret::header_safe(t.to_owned()))
             .ok_or_else(|| Error::Unusable("mint: no usable token in the 201 answer".into()))?;
         let checked = serde_json::from_value(value)
             .map_err(|e| json_error(&e))
@@ -294,7 +272,7 @@ impl Client {
     }
 
     /// `DELETE /installation/token`, authenticated with the token itself (204).
-    pub fn revoke(&self, token: &Token, now: u64) -> Result<(), Error> {
+    pub fn revoke(&self, token: &Secret, now: u64) -> Result<(), Error> {
         let call = Call::new(
             Method::Delete,
             "/installation/token",
@@ -313,7 +291,7 @@ impl Client {
     #[allow(clippy::too_many_arguments)] // each is one part of the GitHub request
     pub fn contents(
         &self,
-        token: &Token,
+        token: &Secret,
         owner: &str,
         repo: &str,
         path: &str,
@@ -401,7 +379,7 @@ impl Client {
     }
 
     /// Best-effort revocation of a token being refused; the refusal stands either way.
-    fn revoke_refused(&self, token: &Token, now: u64) {
+    fn revoke_refused(&self, token: &Secret, now: u64) {
         match self.revoke(token, now) {
             Ok(()) => log::warn!("revoked a github token that was refused"),
             Err(e) => log::error!("could not revoke a refused github token: {e}"),
@@ -688,16 +666,6 @@ mod tests {
         ];
         for value in refused {
             assert!(decode_file_object(&value).is_err(), "{value}");
-        }
-    }
-
-    #[test]
-    fn token_debug_is_redacted_and_charset_checked() {
-        let token = Token::new("ghs_abc.DEF-123_x".into()).unwrap();
-        assert_eq!(format!("{token:?}"), "Token([redacted])");
-        assert_eq!(token.expose(), "ghs_abc.DEF-123_x");
-        for bad in ["", "ghs_a b", "ghs_\n", "ghs_é"] {
-            assert!(Token::new(bad.into()).is_none(), "{bad:?}");
         }
     }
 

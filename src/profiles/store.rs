@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use super::generation::{FileError, Generation, MAX_FILE_BYTES};
 use crate::config::ProfileSource;
-use crate::github::{self, Contents, MintRequest, Token};
+use crate::github::{self, Contents, MintRequest};
+use crate::secret::Secret;
 
 /// How often a local profile file is checked for changes (2 s).
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -134,7 +135,7 @@ struct GitHubFile {
 struct Fetch {
     etag: Option<String>,
     /// The contents token and its expiry (Unix seconds).
-    token: Option<(Token, u64)>,
+    token: Option<(Secret, u64)>,
 }
 
 /// What opening the local file found: its identity and version, or why it could not be opened.
@@ -443,7 +444,7 @@ fn fetch_github(
 
 /// The cached contents token while it has at least [`TOKEN_MIN_REMAINING_SECS`] left, else a
 /// new one for exactly the profile repository with `contents:read` and `metadata:read`.
-fn contents_token(file: &GitHubFile, fetch: &mut Fetch, now: u64) -> Result<Token, LoadError> {
+fn contents_token(file: &GitHubFile, fetch: &mut Fetch, now: u64) -> Result<Secret, LoadError> {
     if let Some((token, expires_at)) = &fetch.token {
         if expires_at.saturating_sub(now) >= TOKEN_MIN_REMAINING_SECS {
             return Ok(token.clone());
