@@ -780,27 +780,6 @@ pub fn json_error(e: &serde_json::Error) -> String {
     )
 }
 
-/// A rate-limit circuit: once an upstream says "back off until T", calls before T fail fast.
-/// Time is passed in.
-#[derive(Debug, Default)]
-pub struct RateCircuit {
-    open_until: Mutex<Option<u64>>,
-}
-
-impl RateCircuit {
-    /// Opens (or extends) the circuit until `until` (Unix seconds).
-    pub fn open(&self, until: u64) {
-        let mut slot = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(slot.map_or(until, |old| old.max(until)));
-    }
-
-    /// Seconds left while open at `now` (at least 1), `None` when closed.
-    pub fn remaining(&self, now: u64) -> Option<u64> {
-        let slot = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
-        slot.filter(|until| *until > now).map(|until| until - now)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1042,17 +1021,6 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("ghs_"), "{text}");
-    }
-
-    #[test]
-    fn rate_circuit_opens_and_closes_with_time() {
-        let circuit = RateCircuit::default();
-        assert_eq!(circuit.remaining(100), None);
-        circuit.open(130);
-        assert_eq!(circuit.remaining(100), Some(30));
-        circuit.open(110); // never shortened
-        assert_eq!(circuit.remaining(129), Some(1));
-        assert_eq!(circuit.remaining(130), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::oidc::Claims;
 use crate::profiles::{
     ClaimSource, Generation, Lookup, Permission, Profile, ProfileRef, RepositoryScope,
 };
+use crate::upstream::Failure;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
@@ -78,23 +79,14 @@ impl Denial {
     }
 }
 
-impl From<github::Error> for Denial {
-    fn from(e: github::Error) -> Self {
-        Denial::upstream(
-            e.status_hint(),
-            format!("github: {e}"),
-            e.retry_after_secs(),
-        )
-    }
-}
-
-impl From<buildkite::Error> for Denial {
-    fn from(e: buildkite::Error) -> Self {
-        Denial::upstream(
-            e.status_hint(),
-            format!("buildkite: {e}"),
-            e.retry_after_secs(),
-        )
+impl From<Failure> for Denial {
+    fn from(e: Failure) -> Self {
+        let status = match e {
+            Failure::RateLimited { .. } | Failure::Unavailable { .. } => 503,
+            Failure::Unusable { .. } => 502,
+            Failure::Refused { .. } => 500,
+        };
+        Denial::upstream(status, e.to_string(), e.retry_after_secs())
     }
 }
 
@@ -191,7 +183,7 @@ impl Vendor {
     }
 
     /// Asks GitHub for the installation's account (once; readiness waits for it).
-    pub fn learn_account(&self, now: u64) -> Result<&str, github::Error> {
+    pub fn learn_account(&self, now: u64) -> Result<&str, Failure> {
         if self.account.get().is_none() {
             let login = self.github.installation_account(now)?;
             let _ = self.account.set(login);

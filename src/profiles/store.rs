@@ -35,6 +35,7 @@ use super::generation::{FileError, Generation, MAX_FILE_BYTES};
 use crate::config::ProfileSource;
 use crate::github::{self, Contents, MintRequest};
 use crate::secret::Secret;
+use crate::upstream::Failure;
 
 /// How often a local profile file is checked for changes (2 s).
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -57,7 +58,7 @@ pub enum LoadError {
     /// The file was read but rejected as a whole.
     File(FileError),
     /// Minting the contents token or fetching the file from GitHub failed.
-    GitHub(github::Error),
+    GitHub(Failure),
 }
 
 impl LoadError {
@@ -431,7 +432,7 @@ fn fetch_github(
         Err(error) => {
             let transient = matches!(
                 error,
-                github::Error::Transient(_) | github::Error::RateLimited { .. }
+                Failure::Unavailable { .. } | Failure::RateLimited { .. }
             );
             if !transient {
                 // The token may be the problem (revoked, repository removed): mint afresh.
