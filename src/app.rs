@@ -138,7 +138,7 @@ impl App {
         ));
         let buildkite = match &config.buildkite_api_token {
             Some(token) => {
-                let token = buildkite::ApiToken::new(token.expose().to_owned())
+                let token = crate::secret::Secret::header_safe(token.expose().to_owned())
                     .ok_or_else(|| StartError::Config("BUILDKITE_API_TOKEN: unusable".into()))?;
                 let settings = buildkite::Settings {
                     api_url: config.buildkite_api_url.clone(),

@@ -4,7 +4,8 @@
 //! `GET {api}/v2/organizations/{org}/pipelines/{slug}` with the `read_pipelines` API token;
 //! the `repository` field is parsed by [`parse_repository_url`]. Results are cached per
 //! (organization, pipeline) for [`Settings::cache_secs`]; concurrent misses on one key make one
-//! upstream call whose result (or error) every waiter receives. Failures are not cached.
+//! upstream call whose result (or error) every waiter receives. Failures are not cached. Every
+//! failure is an [`upstream::Failure`] of [`Service::Buildkite`].
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -12,16 +13,13 @@ use std::sync::Arc;
 
 use crate::cache::CoalescingCache;
 use crate::github::{is_valid_owner, is_valid_repo_name, strip_git_suffix};
-use crate::upstream::{self, RateCircuit, Response, percent_encode};
+use crate::secret::Secret;
+use crate::upstream::{self, Backoff, Failure, Service, json_error, percent_encode};
 
 /// `BUILDKITE_API_URL`'s default.
 pub const DEFAULT_API_URL: &str = "https://api.buildkite.com";
 /// `PIPELINE_CACHE_SECS`'s default: [`Settings::cache_secs`].
 pub const DEFAULT_CACHE_SECS: u64 = 600;
-/// The longest back-off honoured from one rate-limit answer.
-pub const MAX_BACKOFF_SECS: u64 = 3600;
-/// The back-off when Buildkite rate limits without saying for how long.
-const DEFAULT_BACKOFF_SECS: u64 = 60;
 /// Most cached pipelines (expired entries go first, then the least recently used).
 const MAX_CACHE_ENTRIES: usize = 4096;
 
@@ -152,24 +150,6 @@ fn owner_and_name(path: &str) -> Result<(&str, &str), RepoUrlError> {
     Ok((owner, name))
 }
 
-/// The Buildkite REST API token. `Debug` prints `[redacted]`.
-#[derive(Clone)]
-pub struct ApiToken(String);
-
-impl ApiToken {
-    /// Wraps a token; `None` when empty or not visible ASCII.
-    pub fn new(value: String) -> Option<ApiToken> {
-        let usable = !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
-        usable.then_some(ApiToken(value))
-    }
-}
-
-impl fmt::Debug for ApiToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiToken([redacted])")
-    }
-}
-
 /// Where to look pipelines up.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -193,76 +173,31 @@ impl Default for Settings {
     }
 }
 
-/// A failed lookup, classified by what kitebridge answers ([`Error::status_hint`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Error {
-    /// 404: the pipeline is unknown to our API token (wrong organization or no access) → 500.
-    PipelineNotFound,
-    /// 429 (or the circuit is still open) → 503 with `Retry-After`.
-    RateLimited {
-        /// Seconds until calling again (at least 1).
-        retry_after_secs: u64,
-    },
-    /// Timeout, connection failure, 5xx → 503.
-    Transient(String),
-    /// An answer that cannot be used (unparseable, no `repository`, unexpected status) → 502.
-    Unusable(String),
-    /// The pipeline's repository is not a GitHub repository on our host → 500.
-    NotGitHub(RepoUrlError),
-    /// 401/403: our API token is refused (misconfiguration) → 500.
-    Unauthorized,
-    /// The organization or pipeline slug cannot be a Buildkite slug → 500.
-    InvalidSlug,
-}
+/// 404: the pipeline is unknown to our API token (wrong organization or no access).
+const PIPELINE_NOT_FOUND: &str = "pipeline not found (check the api token's access)";
+/// 401/403: our API token is refused (misconfiguration).
+const API_TOKEN_REFUSED: &str = "the api token (401/403)";
+/// The organization or pipeline slug of the claims cannot be a Buildkite slug.
+const INVALID_SLUG: &str = "organization or pipeline slug is not a buildkite slug";
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::PipelineNotFound => write!(
-                f,
-                "buildkite: pipeline not found (check the api token's access)"
-            ),
-            Error::RateLimited { retry_after_secs } => {
-                write!(f, "buildkite rate limited: retry after {retry_after_secs}s")
-            }
-            Error::Transient(why) => write!(f, "buildkite unavailable: {why}"),
-            Error::Unusable(why) => write!(f, "buildkite answer unusable: {why}"),
-            Error::NotGitHub(why) => write!(f, "{why}"),
-            Error::Unauthorized => write!(f, "buildkite refused the api token (401/403)"),
-            Error::InvalidSlug => {
-                write!(f, "organization or pipeline slug is not a buildkite slug")
-            }
-        }
+/// A lookup Buildkite refused, or one we refuse to make.
+fn refused(detail: impl Into<String>) -> Failure {
+    Failure::Refused {
+        service: Service::Buildkite,
+        detail: detail.into(),
     }
 }
 
-impl std::error::Error for Error {}
-
-impl Error {
-    /// The HTTP status kitebridge answers for this failure.
-    pub fn status_hint(&self) -> u16 {
-        match self {
-            Error::RateLimited { .. } | Error::Transient(_) => 503,
-            Error::Unusable(_) => 502,
-            Error::PipelineNotFound
-            | Error::NotGitHub(_)
-            | Error::Unauthorized
-            | Error::InvalidSlug => 500,
-        }
-    }
-
-    /// Seconds for a `Retry-After` header, when known.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        match self {
-            Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            _ => None,
-        }
+/// A Buildkite answer that cannot be used.
+fn unusable(detail: impl Into<String>) -> Failure {
+    Failure::Unusable {
+        service: Service::Buildkite,
+        detail: detail.into(),
     }
 }
 
 type Key = (String, String);
-type Outcome = Result<RepoRef, Error>;
+type Outcome = Result<RepoRef, Failure>;
 
 /// A cached answer and when it was fetched.
 struct Fetched {
@@ -274,9 +209,9 @@ struct Fetched {
 pub struct Client {
     http: Arc<upstream::Client>,
     settings: Settings,
-    token: ApiToken,
-    cache: CoalescingCache<Key, Fetched, Error>,
-    circuit: RateCircuit,
+    token: Secret,
+    cache: CoalescingCache<Key, Fetched, Failure>,
+    backoff: Backoff,
 }
 
 impl fmt::Debug for Client {
@@ -288,15 +223,16 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client with an empty cache.
-    pub fn new(http: Arc<upstream::Client>, mut settings: Settings, token: ApiToken) -> Client {
+    /// A client with an empty cache. `token` is the `read_pipelines` API token
+    /// ([`Secret::header_safe`], as it is sent in a header).
+    pub fn new(http: Arc<upstream::Client>, mut settings: Settings, token: Secret) -> Client {
         settings.api_url = settings.api_url.trim_end_matches('/').to_owned();
         Client {
             http,
             settings,
             token,
             cache: CoalescingCache::new(MAX_CACHE_ENTRIES),
-            circuit: RateCircuit::default(),
+            backoff: Backoff::new(Service::Buildkite),
         }
     }
 
@@ -307,9 +243,9 @@ impl Client {
         org: &str,
         pipeline_slug: &str,
         now: u64,
-    ) -> Result<RepoRef, Error> {
+    ) -> Result<RepoRef, Failure> {
         if !is_valid_slug(org) || !is_valid_slug(pipeline_slug) {
-            return Err(Error::InvalidSlug);
+            return Err(refused(INVALID_SLUG));
         }
         let key = (org.to_owned(), pipeline_slug.to_owned());
         let fresh = |f: &Fetched| self.fresh(f.fetched_at, now);
@@ -329,50 +265,49 @@ impl Client {
 
     /// One upstream call through the circuit.
     fn lookup(&self, org: &str, slug: &str, now: u64) -> Outcome {
-        if let Some(retry_after_secs) = self.circuit.remaining(now) {
-            return Err(Error::RateLimited { retry_after_secs });
-        }
+        self.backoff.check(now)?;
         let url = format!(
             "{}/v2/organizations/{}/pipelines/{}",
             self.settings.api_url,
             percent_encode(org),
             percent_encode(slug)
         );
-        let authorization = format!("Bearer {}", self.token.0);
+        let authorization = format!("Bearer {}", self.token.expose());
         let headers = [
             ("Authorization", authorization.as_str()),
             ("Accept", "application/json"),
         ];
-        let response = self.http.get(&url, &headers).map_err(from_upstream)?;
+        let response = self
+            .http
+            .get(&url, &headers)
+            .map_err(|e| Failure::from_transport(Service::Buildkite, e))?;
         match response.status {
             200 => self.repository(&response.body),
-            401 | 403 => Err(Error::Unauthorized),
-            404 => Err(Error::PipelineNotFound),
-            429 => {
-                let retry_after_secs = backoff(&response);
-                log::warn!("buildkite rate limited us; not calling for {retry_after_secs}s");
-                self.circuit.open(now.saturating_add(retry_after_secs));
-                Err(Error::RateLimited { retry_after_secs })
+            // A 403 is our token refused, never a rate limit: Buildkite rate limits with 429.
+            401 | 403 => Err(refused(API_TOKEN_REFUSED)),
+            404 => Err(refused(PIPELINE_NOT_FOUND)),
+            status => {
+                // A 429 is Buildkite's rate limit (a 403 is answered above): it opens the circuit.
+                self.backoff.observe(&response, now)?;
+                match status {
+                    500..=599 => Err(Failure::Unavailable {
+                        service: Service::Buildkite,
+                        detail: format!("buildkite answered {status}"),
+                    }),
+                    _ => Err(unusable(format!("unexpected status {status}"))),
+                }
             }
-            status @ 500..=599 => Err(Error::Transient(format!("buildkite answered {status}"))),
-            status => Err(Error::Unusable(format!("unexpected status {status}"))),
         }
     }
 
     fn repository(&self, body: &[u8]) -> Outcome {
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-            Error::Unusable(format!(
-                "invalid json ({:?} at line {} column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| unusable(json_error(&e)))?;
         let url = value
             .get("repository")
             .and_then(serde_json::Value::as_str)
-            .ok_or_else(|| Error::Unusable("pipeline has no repository".into()))?;
-        parse_repository_url(url, &self.settings.github_host).map_err(Error::NotGitHub)
+            .ok_or_else(|| unusable("pipeline has no repository"))?;
+        parse_repository_url(url, &self.settings.github_host).map_err(|e| refused(e.to_string()))
     }
 }
 
@@ -382,28 +317,6 @@ fn is_valid_slug(slug: &str) -> bool {
         && slug
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-}
-
-/// Seconds from `Retry-After`, else `RateLimit-Reset` (seconds until the window resets),
-/// else [`DEFAULT_BACKOFF_SECS`]; at least 1, at most [`MAX_BACKOFF_SECS`].
-fn backoff(response: &Response) -> u64 {
-    let seconds = |name: &str| {
-        response
-            .header(name)
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    let wait = seconds("retry-after")
-        .or_else(|| seconds("ratelimit-reset"))
-        .unwrap_or(DEFAULT_BACKOFF_SECS);
-    wait.clamp(1, MAX_BACKOFF_SECS)
-}
-
-fn from_upstream(e: upstream::Error) -> Error {
-    if e.is_transient() {
-        Error::Transient(e.to_string())
-    } else {
-        Error::Unusable(e.to_string())
-    }
 }
 
 #[cfg(test)]
@@ -543,12 +456,5 @@ mod tests {
         ] {
             assert!(!is_valid_slug(bad), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn api_token_debug_is_redacted() {
-        let token = ApiToken::new("bkua_secret".into()).unwrap();
-        assert_eq!(format!("{token:?}"), "ApiToken([redacted])");
-        assert!(ApiToken::new("bad token".into()).is_none());
     }
 }

@@ -28,6 +28,7 @@ use log::LevelFilter;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::secret::Secret;
 use crate::{buildkite, github, http, oidc, profiles, token};
 
 /// `SERVER_HOST`'s default: loopback only.
@@ -59,34 +60,6 @@ const JWKS_LIMIT: u64 = 64 * 1024;
 const CA_BUNDLE_LIMIT: u64 = 4 * 1024 * 1024;
 /// The longest rate-limit window (one day).
 const RATE_WINDOW_MAX_SECS: u64 = 86_400;
-
-/// A secret value (the GitHub App key, the Buildkite API token): `Debug` and `Display` print
-/// `[redacted]`, so it cannot leak through logs or error messages by accident.
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    /// The secret itself, for the one place that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// Where the Buildkite OIDC signing keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,7 @@ pub mod profiles;
 pub mod ratelimit;
 pub mod readiness;
 pub mod routes;
+pub mod secret;
 pub mod serve;
 pub mod systemd;
 pub mod time;

@@ -11,7 +11,12 @@
 //! - Response bodies are capped while reading.
 //!
 //! Errors never contain header values (so never an `Authorization` secret).
-//! [`RateCircuit`] is the shared "upstream told us to back off" breaker.
+//!
+//! Every upstream caller (GitHub, Buildkite, the JWKS fetch) reports one [`Failure`] type: a
+//! transport [`Error`] is classified once by [`Failure::from_transport`], a rate-limit answer is
+//! read by the one [`rate_limit_backoff`], and each client holds a [`Backoff`] (the "upstream
+//! told us to back off" circuit). What kitebridge answers its own caller for a failure is decided
+//! by the caller, not here.
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -24,6 +29,11 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use ureq::http;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+/// The longest back-off honoured from one rate-limit answer.
+pub const MAX_BACKOFF_SECS: u64 = 3600;
+/// The back-off when an upstream answers 429 without saying for how long.
+const DEFAULT_BACKOFF_SECS: u64 = 60;
 
 /// The JWKS response cap (64 KiB), see `upstreams.md`.
 pub const MAX_JWKS_BODY: usize = 64 * 1024;
@@ -367,22 +377,26 @@ impl Client {
         }
     }
 
-    /// Fetches a JWKS document: `GET` capped at 64 KiB, anything but 200 is an error. Returns the
-    /// body and the `Cache-Control: max-age` in seconds when present (the caller clamps it).
-    pub fn fetch_jwks(&self, url: &str) -> Result<(Vec<u8>, Option<u64>), Error> {
+    /// Fetches a JWKS document: `GET` capped at 64 KiB, anything but 200 is a failure (a 5xx or
+    /// 429 [`Failure::Unavailable`], another status [`Failure::Unusable`]). Returns the body and
+    /// the `Cache-Control: max-age` in seconds when present (the caller clamps it).
+    pub fn fetch_jwks(&self, url: &str) -> Result<(Vec<u8>, Option<u64>), Failure> {
         let accept = [("Accept", "application/json")];
-        let response = self.observed(
-            Method::Get,
-            url,
-            &accept,
-            None,
-            MAX_JWKS_BODY,
-            Some(JWKS_TIMEOUT.min(self.timeout_global)),
-        )?;
+        let response = self
+            .observed(
+                Method::Get,
+                url,
+                &accept,
+                None,
+                MAX_JWKS_BODY,
+                Some(JWKS_TIMEOUT.min(self.timeout_global)),
+            )
+            .map_err(|e| Failure::from_transport(Service::Jwks, e))?;
         if response.status != 200 {
-            return Err(Error::Status {
+            let status = Error::Status {
                 status: response.status,
-            });
+            };
+            return Err(Failure::from_transport(Service::Jwks, status));
         }
         let max_age = response.header("cache-control").and_then(parse_max_age);
         Ok((response.body, max_age))
@@ -556,25 +570,214 @@ fn proxy(url: &str, no_proxy: Option<&str>) -> Result<ureq::Proxy, Error> {
         .map_err(|_| Error::Config("HTTPS_PROXY is not a valid proxy url".into()))
 }
 
-/// A rate-limit circuit: once an upstream says "back off until T", calls before T fail fast.
-/// Time is passed in.
-#[derive(Debug, Default)]
-pub struct RateCircuit {
+/// Which upstream a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// The GitHub REST API.
+    GitHub,
+    /// The Buildkite REST API.
+    Buildkite,
+    /// The OIDC key set (`JWT_JWKS_URL`).
+    Jwks,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::GitHub => "github",
+            Service::Buildkite => "buildkite",
+            Service::Jwks => "jwks",
+        })
+    }
+}
+
+/// An upstream call that gave no usable answer, classified once. `Display` is a short lowercase
+/// line starting with the service, e.g. `github rate limited: retry after 30s`; it never holds a
+/// header value, a token or a JWT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The upstream told us to back off, or its circuit is still open.
+    RateLimited {
+        /// Who said so.
+        service: Service,
+        /// Seconds until calling again (at least 1).
+        retry_after_secs: u64,
+    },
+    /// Timeout, connection failure, a connection broken mid-call, or a 5xx: a later retry may
+    /// succeed.
+    Unavailable {
+        /// Who failed.
+        service: Service,
+        /// What happened.
+        detail: String,
+    },
+    /// The upstream refused our own credentials or configuration (401/403/404/422 on our calls,
+    /// the pipeline unknown to our API token, a repository that is not on GitHub, an insecure or
+    /// bad URL refused locally): an operator must act.
+    Refused {
+        /// Who refused.
+        service: Service,
+        /// What was refused.
+        detail: String,
+    },
+    /// An answer that cannot be used: unparseable JSON, missing field, a grant wider than asked,
+    /// an unexpected status, a redirect, a body over its cap, a failed TLS handshake.
+    Unusable {
+        /// Who answered.
+        service: Service,
+        /// What is wrong with the answer.
+        detail: String,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::RateLimited {
+                service,
+                retry_after_secs,
+            } => write!(f, "{service} rate limited: retry after {retry_after_secs}s"),
+            Failure::Unavailable { service, detail } => {
+                write!(f, "{service} unavailable: {detail}")
+            }
+            Failure::Refused { service, detail } => write!(f, "{service} refused: {detail}"),
+            Failure::Unusable { service, detail } => {
+                write!(f, "{service} answer unusable: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    /// Which upstream failed.
+    pub fn service(&self) -> Service {
+        match self {
+            Failure::RateLimited { service, .. }
+            | Failure::Unavailable { service, .. }
+            | Failure::Refused { service, .. }
+            | Failure::Unusable { service, .. } => *service,
+        }
+    }
+
+    /// Seconds for a `Retry-After` header: `Some` only for [`Failure::RateLimited`].
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Failure::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// Classifies a transport error once: transient ones ([`Error::is_transient`]) are
+    /// [`Failure::Unavailable`], a URL or client configuration refused locally is
+    /// [`Failure::Refused`], the rest (TLS, redirect, body cap, another status) is
+    /// [`Failure::Unusable`]. The detail is the error's text, which never holds a header value.
+    pub fn from_transport(service: Service, e: Error) -> Failure {
+        let detail = e.to_string();
+        if e.is_transient() {
+            return Failure::Unavailable { service, detail };
+        }
+        match e {
+            Error::InsecureUrl | Error::BadUrl(_) | Error::Config(_) => {
+                Failure::Refused { service, detail }
+            }
+            _ => Failure::Unusable { service, detail },
+        }
+    }
+}
+
+/// Back-off seconds when `response` is a rate-limit answer, `None` otherwise; at least 1, at most
+/// [`MAX_BACKOFF_SECS`]. `now` is Unix seconds. Only a 403 or 429 can be one:
+/// - `retry-after` (seconds) wins;
+/// - else `x-ratelimit-remaining: 0` (GitHub): until `x-ratelimit-reset` (Unix seconds), 60 s
+///   without it;
+/// - else a 429: `ratelimit-reset` (seconds until the window resets; Buildkite), else 60 s;
+/// - else (a 403 without those headers) it is not a rate limit.
+pub fn rate_limit_backoff(response: &Response, now: u64) -> Option<u64> {
+    if !matches!(response.status, 403 | 429) {
+        return None;
+    }
+    let seconds = |name: &str| {
+        response
+            .header(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let wait = if let Some(secs) = seconds("retry-after") {
+        secs
+    } else if response.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
+        seconds("x-ratelimit-reset").map_or(DEFAULT_BACKOFF_SECS, |reset| reset.saturating_sub(now))
+    } else if response.status == 429 {
+        seconds("ratelimit-reset").unwrap_or(DEFAULT_BACKOFF_SECS)
+    } else {
+        return None;
+    };
+    Some(wait.clamp(1, MAX_BACKOFF_SECS))
+}
+
+/// One upstream's rate-limit circuit: once it answers "back off for N seconds", every call in
+/// those N seconds fails fast. Each upstream client holds one. Time is passed in (Unix seconds).
+#[derive(Debug)]
+pub struct Backoff {
+    service: Service,
+    /// Until when calls fail fast; `None` while closed.
     open_until: Mutex<Option<u64>>,
 }
 
-impl RateCircuit {
-    /// Opens (or extends) the circuit until `until` (Unix seconds).
-    pub fn open(&self, until: u64) {
-        let mut slot = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(slot.map_or(until, |old| old.max(until)));
+impl Backoff {
+    /// A closed circuit for `service`.
+    pub fn new(service: Service) -> Backoff {
+        Backoff {
+            service,
+            open_until: Mutex::new(None),
+        }
     }
 
-    /// Seconds left while open at `now` (at least 1), `None` when closed.
-    pub fn remaining(&self, now: u64) -> Option<u64> {
+    /// Before a call: [`Failure::RateLimited`] with the seconds left while the circuit is open.
+    pub fn check(&self, now: u64) -> Result<(), Failure> {
         let slot = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
-        slot.filter(|until| *until > now).map(|until| until - now)
+        match slot.filter(|until| *until > now) {
+            Some(until) => Err(Failure::RateLimited {
+                service: self.service,
+                retry_after_secs: until - now,
+            }),
+            None => Ok(()),
+        }
     }
+
+    /// After a call: when `response` is a rate-limit answer ([`rate_limit_backoff`]), opens the
+    /// circuit for its back-off (never shortening it), logs one warning and returns
+    /// [`Failure::RateLimited`] with that back-off.
+    pub fn observe(&self, response: &Response, now: u64) -> Result<(), Failure> {
+        let Some(retry_after_secs) = rate_limit_backoff(response, now) else {
+            return Ok(());
+        };
+        log::warn!(
+            "{} rate limited us ({}); not calling for {retry_after_secs}s",
+            self.service,
+            response.status
+        );
+        let until = now.saturating_add(retry_after_secs);
+        let mut slot = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(slot.map_or(until, |old| old.max(until)));
+        Err(Failure::RateLimited {
+            service: self.service,
+            retry_after_secs,
+        })
+    }
+}
+
+/// A serde_json error described without its text, which can quote the input (e.g. a token).
+pub fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "invalid json ({:?} at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 #[cfg(test)]
@@ -636,15 +839,188 @@ mod tests {
         assert!(matches!(check_url("/relative"), Err(Error::BadUrl(_))));
     }
 
+    fn response(status: u16, headers: &[(&str, &str)]) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    /// (status, headers, seconds to back off)
+    type RateCase = (u16, &'static [(&'static str, &'static str)], Option<u64>);
+
+    #[test]
+    fn rate_limit_answers() {
+        let now = 1000;
+        let cases: &[RateCase] = &[
+            // GitHub: 403/429 with retry-after or x-ratelimit-remaining: 0.
+            (403, &[("retry-after", "30")], Some(30)),
+            (429, &[("retry-after", "0")], Some(1)),
+            (
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1090"),
+                ],
+                Some(90),
+            ),
+            (
+                403,
+                &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "900")],
+                Some(1),
+            ),
+            (403, &[("x-ratelimit-remaining", "0")], Some(60)),
+            (429, &[], Some(60)),
+            (403, &[("retry-after", "999999")], Some(MAX_BACKOFF_SECS)),
+            (403, &[], None),
+            (403, &[("x-ratelimit-remaining", "10")], None),
+            (500, &[("retry-after", "30")], None),
+            // Buildkite: 429 with RateLimit-* headers (seconds until the window resets).
+            (429, &[("ratelimit-reset", "42")], Some(42)),
+            (
+                429,
+                &[("retry-after", "5"), ("ratelimit-reset", "42")],
+                Some(5),
+            ),
+            (429, &[("ratelimit-reset", "0")], Some(1)),
+            (
+                429,
+                &[("ratelimit-reset", "999999")],
+                Some(MAX_BACKOFF_SECS),
+            ),
+            (429, &[("ratelimit-reset", "soon")], Some(60)),
+            (403, &[("ratelimit-reset", "42")], None),
+            (200, &[("ratelimit-reset", "42")], None),
+        ];
+        for (status, headers, want) in cases {
+            assert_eq!(
+                rate_limit_backoff(&response(*status, headers), now),
+                *want,
+                "{status} {headers:?}"
+            );
+        }
+    }
+
     #[test]
     fn circuit_opens_and_closes_with_time() {
-        let circuit = RateCircuit::default();
-        assert_eq!(circuit.remaining(100), None);
-        circuit.open(130);
-        assert_eq!(circuit.remaining(100), Some(30));
-        circuit.open(110); // never shortened
-        assert_eq!(circuit.remaining(129), Some(1));
-        assert_eq!(circuit.remaining(130), None);
+        let backoff = Backoff::new(Service::GitHub);
+        let limited = |retry_after_secs| {
+            Err(Failure::RateLimited {
+                service: Service::GitHub,
+                retry_after_secs,
+            })
+        };
+        assert_eq!(backoff.check(100), Ok(()));
+        assert_eq!(backoff.observe(&response(200, &[]), 100), Ok(()));
+        assert_eq!(backoff.observe(&response(403, &[]), 100), Ok(()));
+        assert_eq!(backoff.check(100), Ok(()));
+
+        let thirty = response(429, &[("retry-after", "30")]);
+        assert_eq!(backoff.observe(&thirty, 100), limited(30));
+        assert_eq!(backoff.check(100), limited(30));
+        let ten = response(429, &[("retry-after", "10")]);
+        assert_eq!(
+            backoff.observe(&ten, 100),
+            limited(10),
+            "this answer's wait"
+        );
+        assert_eq!(backoff.check(129), limited(1), "never shortened");
+        assert_eq!(backoff.check(130), Ok(()));
+    }
+
+    #[test]
+    fn failures_name_their_service() {
+        let cases = [
+            (
+                Failure::RateLimited {
+                    service: Service::GitHub,
+                    retry_after_secs: 30,
+                },
+                "github rate limited: retry after 30s",
+            ),
+            (
+                Failure::Unavailable {
+                    service: Service::Buildkite,
+                    detail: "timed out".into(),
+                },
+                "buildkite unavailable: timed out",
+            ),
+            (
+                Failure::Refused {
+                    service: Service::GitHub,
+                    detail: "mint: github answered 422".into(),
+                },
+                "github refused: mint: github answered 422",
+            ),
+            (
+                Failure::Unusable {
+                    service: Service::Jwks,
+                    detail: "unexpected status 404".into(),
+                },
+                "jwks answer unusable: unexpected status 404",
+            ),
+        ];
+        for (failure, text) in &cases {
+            assert_eq!(failure.to_string(), *text);
+        }
+        assert_eq!(cases[0].0.retry_after_secs(), Some(30));
+        assert_eq!(cases[1].0.retry_after_secs(), None);
+        assert_eq!(cases[1].0.service(), Service::Buildkite);
+        assert_eq!(cases[3].0.service(), Service::Jwks);
+    }
+
+    #[test]
+    fn transport_errors_are_classified_once() {
+        let service = Service::Buildkite;
+        let kind = |e: Error| match Failure::from_transport(service, e) {
+            Failure::Unavailable { .. } => "unavailable",
+            Failure::Refused { .. } => "refused",
+            Failure::Unusable { .. } => "unusable",
+            Failure::RateLimited { .. } => "rate limited",
+        };
+        let cases = [
+            (Error::Timeout, "unavailable"),
+            (Error::Connect("refused".into()), "unavailable"),
+            (Error::Io("reset".into()), "unavailable"),
+            (Error::Status { status: 503 }, "unavailable"),
+            (Error::Status { status: 429 }, "unavailable"),
+            (Error::InsecureUrl, "refused"),
+            (Error::BadUrl("no host".into()), "refused"),
+            (Error::Config("proxy".into()), "refused"),
+            (Error::Tls("unknown issuer".into()), "unusable"),
+            (Error::BodyTooLarge { max: 1 }, "unusable"),
+            (Error::Redirect { status: 302 }, "unusable"),
+            (Error::Status { status: 404 }, "unusable"),
+        ];
+        for (error, want) in cases {
+            assert_eq!(kind(error.clone()), want, "{error:?}");
+        }
+        assert_eq!(
+            Failure::from_transport(service, Error::Timeout),
+            Failure::Unavailable {
+                service,
+                detail: "timed out".into()
+            }
+        );
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_the_input() {
+        let e = serde_json::from_slice::<u64>(br#""ghs_secret""#).unwrap_err();
+        assert!(
+            e.to_string().contains("ghs_secret"),
+            "serde quotes the input"
+        );
+        let text = json_error(&e);
+        assert!(
+            text.starts_with("invalid json (Data at line 1 column"),
+            "{text}"
+        );
+        assert!(!text.contains("ghs_"), "{text}");
     }
 
     #[test]

@@ -7,9 +7,32 @@ mod support;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use kitebridge::buildkite::{ApiToken, Client, Error, RepoUrlError, Settings};
-use kitebridge::upstream;
+use kitebridge::buildkite::{Client, RepoUrlError, Settings};
+use kitebridge::secret::Secret;
+use kitebridge::upstream::{self, Failure, Service};
 use support::buildkite::{BkFail, BuildkiteStandIn};
+
+/// The HTTP status kitebridge answers for a failure. The upstream modules no longer know it; the
+/// one mapping is `token::Refusal::answer`, which this asks.
+trait StatusHint {
+    fn status_hint(&self) -> u16;
+}
+
+impl StatusHint for Failure {
+    fn status_hint(&self) -> u16 {
+        kitebridge::token::Refusal::from(self.clone())
+            .answer()
+            .status
+    }
+}
+
+/// A lookup refused by Buildkite or by the client, with its reason.
+fn refused(detail: &str) -> Failure {
+    Failure::Refused {
+        service: Service::Buildkite,
+        detail: detail.to_owned(),
+    }
+}
 
 const API_TOKEN: &str = "bkua_0123456789abcdef";
 
@@ -33,7 +56,7 @@ fn client_with(buildkite: &BuildkiteStandIn, token: &str) -> Client {
     Client::new(
         Arc::new(upstream::Client::new(&http).unwrap()),
         settings,
-        ApiToken::new(token.into()).unwrap(),
+        Secret::header_safe(token.into()).unwrap(),
     )
 }
 
@@ -110,7 +133,10 @@ fn concurrent_waiters_share_a_failure_which_is_not_cached() {
         })
         .collect();
     for handle in handles {
-        assert!(matches!(handle.join().unwrap(), Err(Error::Transient(_))));
+        assert!(matches!(
+            handle.join().unwrap(),
+            Err(Failure::Unavailable { .. })
+        ));
     }
     assert_eq!(buildkite.calls(), 1);
 
@@ -146,14 +172,20 @@ fn error_classes() {
     let buildkite = stand_in();
     let client = client(&buildkite);
     let not_found = client.pipeline_repository("acme", "nope", T).unwrap_err();
-    assert_eq!(not_found, Error::PipelineNotFound);
+    assert_eq!(
+        not_found,
+        refused("pipeline not found (check the api token's access)")
+    );
     assert_eq!(not_found.status_hint(), 500);
 
     let gitlab = client
         .pipeline_repository("acme", "gitlab-thing", T)
         .unwrap_err();
-    assert_eq!(gitlab, Error::NotGitHub(RepoUrlError::NotGitHub));
-    assert_eq!(gitlab.to_string(), "pipeline repository is not on GitHub");
+    assert_eq!(gitlab, refused(&RepoUrlError::NotGitHub.to_string()));
+    assert_eq!(
+        gitlab.to_string(),
+        "buildkite refused: pipeline repository is not on GitHub"
+    );
     assert_eq!(gitlab.status_hint(), 500);
 
     buildkite.set_fail(BkFail::Status(500));
@@ -161,7 +193,7 @@ fn error_classes() {
         .pipeline_repository("acme", "widgets", T)
         .unwrap_err();
     assert!(
-        matches!(server_error, Error::Transient(_)),
+        matches!(server_error, Failure::Unavailable { .. }),
         "{server_error}"
     );
     assert_eq!(server_error.status_hint(), 503);
@@ -171,14 +203,14 @@ fn error_classes() {
         client
             .pipeline_repository("acme", "widgets", T)
             .unwrap_err(),
-        Error::PipelineNotFound
+        refused("pipeline not found (check the api token's access)")
     );
 
     buildkite.set_fail(BkFail::Hang(Duration::from_secs(3)));
     let hang = client
         .pipeline_repository("acme", "widgets", T)
         .unwrap_err();
-    assert!(matches!(hang, Error::Transient(_)), "{hang}");
+    assert!(matches!(hang, Failure::Unavailable { .. }), "{hang}");
 }
 
 #[test]
@@ -187,7 +219,7 @@ fn bad_api_token_is_unauthorized() {
     let error = client_with(&buildkite, "bkua_wrong")
         .pipeline_repository("acme", "widgets", T)
         .unwrap_err();
-    assert_eq!(error, Error::Unauthorized);
+    assert_eq!(error, refused("the api token (401/403)"));
     assert_eq!(error.status_hint(), 500);
     assert!(!format!("{error} {error:?}").contains("bkua_"));
 }
@@ -205,7 +237,8 @@ fn rate_limit_opens_a_circuit_but_cached_answers_keep_coming() {
         .unwrap_err();
     assert_eq!(
         error,
-        Error::RateLimited {
+        Failure::RateLimited {
+            service: Service::Buildkite,
             retry_after_secs: 42
         }
     );
@@ -217,7 +250,8 @@ fn rate_limit_opens_a_circuit_but_cached_answers_keep_coming() {
         client
             .pipeline_repository("acme", "gadgets", T + 40)
             .unwrap_err(),
-        Error::RateLimited {
+        Failure::RateLimited {
+            service: Service::Buildkite,
             retry_after_secs: 2
         }
     );
@@ -256,7 +290,7 @@ fn slugs_are_validated_before_any_call() {
     ] {
         assert_eq!(
             client.pipeline_repository(org, slug, T).unwrap_err(),
-            Error::InvalidSlug,
+            refused("organization or pipeline slug is not a buildkite slug"),
             "{org:?} {slug:?}"
         );
     }
@@ -270,7 +304,7 @@ fn repository_that_is_not_owner_and_name_is_refused() {
     let error = client(&buildkite)
         .pipeline_repository("acme", "weird", T)
         .unwrap_err();
-    assert_eq!(error, Error::NotGitHub(RepoUrlError::BadPath));
+    assert_eq!(error, refused(&RepoUrlError::BadPath.to_string()));
 }
 
 #[test]
@@ -282,7 +316,10 @@ fn unexpected_answers_are_unusable() {
         let error = client
             .pipeline_repository("acme", "widgets", T)
             .unwrap_err();
-        assert!(matches!(error, Error::Unusable(_)), "{status}: {error}");
+        assert!(
+            matches!(error, Failure::Unusable { .. }),
+            "{status}: {error}"
+        );
         assert_eq!(error.status_hint(), 502);
     }
 }

@@ -8,10 +8,25 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kitebridge::github::{AppKey, Client, Contents, Error, MintRequest, Settings, Token};
-use kitebridge::upstream;
+use kitebridge::github::{AppKey, Client, Contents, MintRequest, Settings};
+use kitebridge::secret::Secret;
+use kitebridge::upstream::{self, Failure, Service};
 use serde_json::json;
 use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
+
+/// The HTTP status kitebridge answers for a failure. The upstream modules no longer know it; the
+/// one mapping is `token::Refusal::answer`, which this asks.
+trait StatusHint {
+    fn status_hint(&self) -> u16;
+}
+
+impl StatusHint for Failure {
+    fn status_hint(&self) -> u16 {
+        kitebridge::token::Refusal::from(self.clone())
+            .answer()
+            .status
+    }
+}
 
 const APP_ID: &str = "12345";
 const INSTALLATION: u64 = 777;
@@ -132,7 +147,7 @@ fn empty_list_and_oversized_list_are_refused_locally() {
     let empty = client
         .mint(&request(Some(&[]), &[("contents", "read")]), now())
         .unwrap_err();
-    assert!(matches!(empty, Error::Misconfigured(_)), "{empty}");
+    assert!(matches!(empty, Failure::Refused { .. }), "{empty}");
     let names: Vec<String> = (0..501).map(|i| format!("r{i}")).collect();
     let many = MintRequest {
         repositories: Some(names),
@@ -140,7 +155,7 @@ fn empty_list_and_oversized_list_are_refused_locally() {
     };
     assert!(matches!(
         client.mint(&many, now()).unwrap_err(),
-        Error::Misconfigured(_)
+        Failure::Refused { .. }
     ));
     assert_eq!(github.calls(Route::Mint), 0);
 }
@@ -150,7 +165,7 @@ fn granted_too_much_is_refused_and_revoked() {
     let github = stand_in();
     github.set_fail(Fail::GrantMore);
     let error = client(&github).mint(&contents_read(), now()).unwrap_err();
-    assert!(matches!(error, Error::Unusable(_)), "{error}");
+    assert!(matches!(error, Failure::Unusable { .. }), "{error}");
     assert_eq!(error.status_hint(), 502);
     assert!(error.to_string().contains("administration"), "{error}");
     let issued = github.issued();
@@ -166,7 +181,7 @@ fn metadata_not_asked_is_a_wider_grant() {
     let error = client(&github)
         .mint(&request(Some(&["widgets"]), &[("contents", "read")]), now())
         .unwrap_err();
-    assert!(matches!(error, Error::Unusable(_)), "{error}");
+    assert!(matches!(error, Failure::Unusable { .. }), "{error}");
     assert!(github.issued()[0].revoked);
 }
 
@@ -175,7 +190,7 @@ fn server_error_is_transient() {
     let github = stand_in();
     github.set_fail(Fail::Status(500));
     let error = client(&github).mint(&contents_read(), now()).unwrap_err();
-    assert!(matches!(error, Error::Transient(_)), "{error}");
+    assert!(matches!(error, Failure::Unavailable { .. }), "{error}");
     assert_eq!(error.status_hint(), 503);
 }
 
@@ -199,7 +214,7 @@ fn validation_failures_are_misconfiguration_with_the_message() {
     ];
     for asked in &cases {
         let error = client.mint(asked, now()).unwrap_err();
-        assert!(matches!(error, Error::Misconfigured(_)), "{error}");
+        assert!(matches!(error, Failure::Refused { .. }), "{error}");
         assert_eq!(error.status_hint(), 500);
         assert!(error.to_string().contains("422"), "{error}");
     }
@@ -220,7 +235,7 @@ fn unknown_installation_and_wrong_key_are_misconfiguration() {
     let other = GitHubStandIn::start(APP_ID, INSTALLATION + 1, ACCOUNT, app_public_key());
     let error = client(&other).installation_account(now()).unwrap_err();
     assert!(
-        matches!(error, Error::Misconfigured(_)) && error.to_string().contains("404"),
+        matches!(error, Failure::Refused { .. }) && error.to_string().contains("404"),
         "{error}"
     );
 
@@ -229,7 +244,7 @@ fn unknown_installation_and_wrong_key_are_misconfiguration() {
         .mint(&contents_read(), now())
         .unwrap_err();
     assert!(
-        matches!(error, Error::Misconfigured(_)) && error.to_string().contains("401"),
+        matches!(error, Failure::Refused { .. }) && error.to_string().contains("401"),
         "{error}"
     );
     assert_eq!(github.mints(), 0);
@@ -244,7 +259,8 @@ fn rate_limit_opens_a_circuit_until_retry_after() {
     let error = client.mint(&contents_read(), t).unwrap_err();
     assert_eq!(
         error,
-        Error::RateLimited {
+        Failure::RateLimited {
+            service: Service::GitHub,
             retry_after_secs: 30
         }
     );
@@ -254,13 +270,15 @@ fn rate_limit_opens_a_circuit_until_retry_after() {
     github.set_fail(Fail::None);
     assert_eq!(
         client.mint(&contents_read(), t + 10).unwrap_err(),
-        Error::RateLimited {
+        Failure::RateLimited {
+            service: Service::GitHub,
             retry_after_secs: 20
         }
     );
     assert_eq!(
         client.installation_account(t + 29).unwrap_err(),
-        Error::RateLimited {
+        Failure::RateLimited {
+            service: Service::GitHub,
             retry_after_secs: 1
         }
     );
@@ -282,7 +300,7 @@ fn hanging_github_is_a_transient_timeout() {
     github.set_fail(Fail::Hang(Duration::from_secs(3)));
     let started = std::time::Instant::now();
     let error = client(&github).mint(&contents_read(), now()).unwrap_err();
-    assert!(matches!(error, Error::Transient(_)), "{error}");
+    assert!(matches!(error, Failure::Unavailable { .. }), "{error}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -319,10 +337,10 @@ fn revoke_deletes_the_token() {
     client.revoke(&minted.token, now()).unwrap();
     assert!(github.issued()[0].revoked);
     let again = client.revoke(&minted.token, now()).unwrap_err();
-    assert!(matches!(again, Error::Misconfigured(_)), "{again}");
+    assert!(matches!(again, Failure::Refused { .. }), "{again}");
 }
 
-fn contents_token(client: &Client) -> Token {
+fn contents_token(client: &Client) -> Secret {
     client
         .mint(
             &request(
@@ -417,13 +435,13 @@ fn contents_needs_a_token_for_that_repository() {
         .contents(&widgets_only, "acme", "cfg", "p.json", None, None, now())
         .unwrap_err();
     assert!(
-        matches!(error, Error::Misconfigured(_)) && error.to_string().contains("404"),
+        matches!(error, Failure::Refused { .. }) && error.to_string().contains("404"),
         "{error}"
     );
     let traversal = client
         .contents(&widgets_only, "acme", "cfg", "../p.json", None, None, now())
         .unwrap_err();
-    assert!(matches!(traversal, Error::Misconfigured(_)), "{traversal}");
+    assert!(matches!(traversal, Failure::Refused { .. }), "{traversal}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use kitebridge::config::ProfileSource;
-use kitebridge::github::{self, AppKey, Client, Settings};
+use kitebridge::github::{AppKey, Client, Settings};
 use kitebridge::profiles::{FileError, LoadError, Lookup, Store, start_with};
 use kitebridge::upstream;
 use serde_json::json;
@@ -494,7 +494,10 @@ fn github_failures_keep_the_previous_generation() {
     github.set_fail(Fail::Status(502));
     let error = store.reload(now()).unwrap_err();
     assert!(
-        matches!(error, LoadError::GitHub(github::Error::Transient(_))),
+        matches!(
+            error,
+            LoadError::GitHub(upstream::Failure::Unavailable { .. })
+        ),
         "{error:?}"
     );
     assert_eq!(digest(&store), good);
@@ -503,7 +506,7 @@ fn github_failures_keep_the_previous_generation() {
     github.set_fail(Fail::Status(404));
     let error = store.reload(now()).unwrap_err();
     assert!(
-        matches!(error, LoadError::GitHub(github::Error::Misconfigured(_))),
+        matches!(error, LoadError::GitHub(upstream::Failure::Refused { .. })),
         "{error:?}"
     );
     assert!(error.to_string().starts_with("github refused: "), "{error}");

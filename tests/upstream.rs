@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kitebridge::upstream::{self, Client, Error, Method, Settings};
+use kitebridge::upstream::{self, Client, Error, Failure, Method, Service, Settings};
 use support::jwks::{JwksMode, JwksStandIn};
 use support::server::{Response, Server};
 
@@ -204,30 +204,42 @@ fn jwks_failure_modes() {
 
     jwks.set_mode(JwksMode::Down);
     let down = client.fetch_jwks(&jwks.url()).unwrap_err();
-    assert_eq!(down, Error::Status { status: 503 });
-    assert!(down.is_transient());
+    assert_eq!(
+        down,
+        Failure::from_transport(Service::Jwks, Error::Status { status: 503 })
+    );
+    assert!(matches!(down, Failure::Unavailable { .. }), "{down}");
 
     jwks.set_mode(JwksMode::Oversized);
     assert_eq!(
         client.fetch_jwks(&jwks.url()).unwrap_err(),
-        Error::BodyTooLarge {
-            max: upstream::MAX_JWKS_BODY
-        }
+        Failure::from_transport(
+            Service::Jwks,
+            Error::BodyTooLarge {
+                max: upstream::MAX_JWKS_BODY
+            }
+        )
     );
 
     jwks.set_mode(JwksMode::Redirect);
     assert_eq!(
         client.fetch_jwks(&jwks.url()).unwrap_err(),
-        Error::Redirect { status: 302 }
+        Failure::from_transport(Service::Jwks, Error::Redirect { status: 302 })
     );
 
     jwks.set_mode(JwksMode::Slow(Duration::from_secs(3)));
-    assert_eq!(client.fetch_jwks(&jwks.url()).unwrap_err(), Error::Timeout);
+    assert_eq!(
+        client.fetch_jwks(&jwks.url()).unwrap_err(),
+        Failure::from_transport(Service::Jwks, Error::Timeout)
+    );
 
     let before = jwks.fetches();
     jwks.set_mode(JwksMode::Refused);
     let refused = client.fetch_jwks(&jwks.url()).unwrap_err();
-    assert!(matches!(refused, Error::Connect(_)), "{refused:?}");
+    assert!(
+        matches!(refused, Failure::Unavailable { ref detail, .. } if detail.starts_with("connect failed")),
+        "{refused:?}"
+    );
     assert_eq!(jwks.fetches(), before);
 
     jwks.set_mode(JwksMode::Normal);

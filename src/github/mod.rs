@@ -5,7 +5,8 @@
 //! Every call carries `Authorization: Bearer …`, `Accept`, `X-GitHub-Api-Version: 2022-11-28`
 //! and the shared client's `User-Agent`. App calls use an App JWT re-used for about 8 minutes.
 //! A rate-limit answer (403/429 with `retry-after`, or `x-ratelimit-remaining: 0`) opens a
-//! circuit: until the given time every call fails fast with [`Error::RateLimited`].
+//! circuit: until the given time every call fails fast with [`Failure::RateLimited`].
+//! Every failure is an [`upstream::Failure`] of [`Service::GitHub`].
 //! Time is always a parameter (`now`, Unix seconds). Errors never carry a token or JWT.
 #![forbid(unsafe_code)]
 
@@ -19,7 +20,10 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::upstream::{self, Method, RateCircuit, Response, percent_encode};
+use crate::secret::Secret;
+use crate::upstream::{
+    self, Backoff, Failure, Method, Response, Service, json_error, percent_encode,
+};
 
 pub use app_jwt::{AppKey, JWT_REUSE_SECS, KeyError};
 pub use grant::MAX_REPOSITORIES;
@@ -30,10 +34,6 @@ pub const DEFAULT_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_HOST: &str = "github.com";
 /// The REST API version sent on every call.
 pub const API_VERSION: &str = "2022-11-28";
-/// The longest back-off honoured from one rate-limit answer.
-pub const MAX_BACKOFF_SECS: u64 = 3600;
-/// The back-off when GitHub rate limits without saying for how long.
-const DEFAULT_BACKOFF_SECS: u64 = 60;
 
 const ACCEPT_JSON: &str = "application/vnd.github+json";
 const ACCEPT_RAW: &str = "application/vnd.github.raw+json";
@@ -50,29 +50,6 @@ pub struct Settings {
     pub installation_id: u64,
 }
 
-/// An installation token. Opaque: any visible ASCII, any length. `Debug` prints `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// Wraps a token; `None` when empty or not visible ASCII (which could break a header).
-    pub fn new(value: String) -> Option<Token> {
-        let usable = !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
-        usable.then_some(Token(value))
-    }
-
-    /// The secret itself, for the response body and `Authorization` headers only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token([redacted])")
-    }
-}
-
 /// What to mint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MintRequest {
@@ -87,8 +64,8 @@ pub struct MintRequest {
 /// A token GitHub minted, checked to grant no more than asked.
 #[derive(Clone, Debug)]
 pub struct Minted {
-    /// The token.
-    pub token: Token,
+    /// The token (opaque: any visible ASCII, any length).
+    pub token: Secret,
     /// [`hashed_token`] of it, computed once per mint (cache hits reuse it).
     pub hashed_token: String,
     /// Unix seconds.
@@ -115,55 +92,19 @@ pub enum Contents {
     },
 }
 
-/// A GitHub failure, classified by what kitebridge answers ([`Error::status_hint`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Error {
-    /// GitHub is rate limiting us (or the circuit is still open) → 503 with `Retry-After`.
-    RateLimited {
-        /// Seconds until calling again (at least 1).
-        retry_after_secs: u64,
-    },
-    /// Timeout, connection failure, 5xx → 503.
-    Transient(String),
-    /// GitHub refuses our configuration: 401 App JWT, 404 installation, 422 repository or
-    /// permission, 403 suspended; or a request refused locally → 500.
-    Misconfigured(String),
-    /// An answer that cannot be used (unparseable, no token, granted too much) → 502.
-    Unusable(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::RateLimited { retry_after_secs } => {
-                write!(f, "github rate limited: retry after {retry_after_secs}s")
-            }
-            Error::Transient(why) => write!(f, "github unavailable: {why}"),
-            Error::Misconfigured(why) => write!(f, "github refused: {why}"),
-            Error::Unusable(why) => write!(f, "github answer unusable: {why}"),
-        }
+/// A failure GitHub refused: our credentials or configuration, or a request refused locally.
+fn refused(detail: impl Into<String>) -> Failure {
+    Failure::Refused {
+        service: Service::GitHub,
+        detail: detail.into(),
     }
 }
 
-impl std::error::Error for Error {}
-
-impl Error {
-    /// The HTTP status kitebridge answers for this failure.
-    pub fn status_hint(&self) -> u16 {
-        match self {
-            Error::RateLimited { .. } | Error::Transient(_) => 503,
-            Error::Misconfigured(_) => 500,
-            Error::Unusable(_) => 502,
-        }
-    }
-
-    /// Seconds for a `Retry-After` header, when known.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        match self {
-            Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            _ => None,
-        }
+/// A GitHub answer that cannot be used.
+fn unusable(detail: impl Into<String>) -> Failure {
+    Failure::Unusable {
+        service: Service::GitHub,
+        detail: detail.into(),
     }
 }
 
@@ -210,7 +151,7 @@ pub struct Client {
     api_url: String,
     installation_id: u64,
     jwt: app_jwt::AppJwt,
-    circuit: RateCircuit,
+    backoff: Backoff,
 }
 
 impl fmt::Debug for Client {
@@ -230,12 +171,12 @@ impl Client {
             api_url: settings.api_url.trim_end_matches('/').to_owned(),
             installation_id: settings.installation_id,
             jwt: app_jwt::AppJwt::new(settings.app_id, key),
-            circuit: RateCircuit::default(),
+            backoff: Backoff::new(Service::GitHub),
         }
     }
 
     /// `GET /app/installations/{id}` → `account.login`, the owner of every repository it covers.
-    pub fn installation_account(&self, now: u64) -> Result<String, Error> {
+    pub fn installation_account(&self, now: u64) -> Result<String, Failure> {
         let path = format!("/app/installations/{}", self.installation_id);
         let jwt = self.app_jwt(now)?;
         let response = self.call(Call::new(Method::Get, &path, &jwt, ACCEPT_JSON), now)?;
@@ -248,17 +189,17 @@ impl Client {
             .and_then(serde_json::Value::as_str);
         match login {
             Some(login) if is_valid_owner(login) => Ok(login.to_owned()),
-            Some(login) => Err(Error::Unusable(format!(
+            Some(login) => Err(unusable(format!(
                 "installation account login {login:?} is not a github login"
             ))),
-            None => Err(Error::Unusable("installation has no account.login".into())),
+            None => Err(unusable("installation has no account.login")),
         }
     }
 
     /// Mints an installation token for `request`. A token granting more than asked is revoked
     /// and refused.
-    pub fn mint(&self, request: &MintRequest, now: u64) -> Result<Minted, Error> {
-        grant::check_request(request).map_err(Error::Misconfigured)?;
+    pub fn mint(&self, request: &MintRequest, now: u64) -> Result<Minted, Failure> {
+        grant::check_request(request).map_err(refused)?;
         let path = format!("/app/installations/{}/access_tokens", self.installation_id);
         let body = grant::request_body(request);
         let jwt = self.app_jwt(now)?;
@@ -274,8 +215,8 @@ impl Client {
         let token = value
             .get("token")
             .and_then(serde_json::Value::as_str)
-            .and_then(|t| Token::new(t.to_owned()))
-            .ok_or_else(|| Error::Unusable("mint: no usable token in the 201 answer".into()))?;
+            .and_then(|t| Secret::header_safe(t.to_owned()))
+            .ok_or_else(|| unusable("mint: no usable token in the 201 answer"))?;
         let checked = serde_json::from_value(value)
             .map_err(|e| json_error(&e))
             .and_then(|raw| grant::check_grant(request, raw, now));
@@ -290,13 +231,13 @@ impl Client {
             }),
             Err(why) => {
                 self.revoke_refused(&token, now);
-                Err(Error::Unusable(format!("mint: {why}")))
+                Err(unusable(format!("mint: {why}")))
             }
         }
     }
 
     /// `DELETE /installation/token`, authenticated with the token itself (204).
-    pub fn revoke(&self, token: &Token, now: u64) -> Result<(), Error> {
+    pub fn revoke(&self, token: &Secret, now: u64) -> Result<(), Failure> {
         let call = Call::new(
             Method::Delete,
             "/installation/token",
@@ -315,15 +256,15 @@ impl Client {
     #[allow(clippy::too_many_arguments)] // each is one part of the GitHub request
     pub fn contents(
         &self,
-        token: &Token,
+        token: &Secret,
         owner: &str,
         repo: &str,
         path: &str,
         git_ref: Option<&str>,
         etag: Option<&str>,
         now: u64,
-    ) -> Result<Contents, Error> {
-        let path = contents_path(owner, repo, path, git_ref).map_err(Error::Misconfigured)?;
+    ) -> Result<Contents, Failure> {
+        let path = contents_path(owner, repo, path, git_ref).map_err(refused)?;
         let call = Call {
             if_none_match: etag,
             ..Call::new(Method::Get, &path, token.expose(), ACCEPT_RAW)
@@ -339,17 +280,15 @@ impl Client {
         }
     }
 
-    fn app_jwt(&self, now: u64) -> Result<String, Error> {
+    fn app_jwt(&self, now: u64) -> Result<String, Failure> {
         self.jwt
             .get(now)
-            .ok_or_else(|| Error::Misconfigured("signing the app jwt failed".into()))
+            .ok_or_else(|| refused("signing the app jwt failed"))
     }
 
     /// One GitHub call through the circuit; a rate-limit answer opens it.
-    fn call(&self, call: Call<'_>, now: u64) -> Result<Response, Error> {
-        if let Some(retry_after_secs) = self.circuit.remaining(now) {
-            return Err(Error::RateLimited { retry_after_secs });
-        }
+    fn call(&self, call: Call<'_>, now: u64) -> Result<Response, Failure> {
+        self.backoff.check(now)?;
         let authorization = format!("Bearer {}", call.bearer);
         let mut headers = vec![
             ("Authorization", authorization.as_str()),
@@ -366,20 +305,13 @@ impl Client {
         let response = self
             .http
             .send(call.method, &url, &headers, call.body)
-            .map_err(from_upstream)?;
-        if let Some(retry_after_secs) = rate_limit(&response, now) {
-            log::warn!(
-                "github rate limited us on {:?}; not calling for {retry_after_secs}s",
-                call.path
-            );
-            self.circuit.open(now.saturating_add(retry_after_secs));
-            return Err(Error::RateLimited { retry_after_secs });
-        }
+            .map_err(|e| Failure::from_transport(Service::GitHub, e))?;
+        self.backoff.observe(&response, now)?;
         Ok(response)
     }
 
     /// Classifies a non-success answer (rate limits are already handled).
-    fn failure(&self, response: &Response, what: &str) -> Error {
+    fn failure(&self, response: &Response, what: &str) -> Failure {
         let status = response.status;
         let message = github_message(&response.body);
         let why = match status {
@@ -393,17 +325,20 @@ impl Client {
                 "validation failed: repository not in the installation or permission not granted"
             }
             500..=599 => {
-                return Error::Transient(format!("{what}: github answered {status} {message}"));
+                return Failure::Unavailable {
+                    service: Service::GitHub,
+                    detail: format!("{what}: github answered {status} {message}"),
+                };
             }
-            _ => return Error::Unusable(format!("{what}: unexpected status {status} {message}")),
+            _ => return unusable(format!("{what}: unexpected status {status} {message}")),
         };
-        Error::Misconfigured(format!(
+        refused(format!(
             "{what}: github answered {status} ({why}) {message}"
         ))
     }
 
     /// Best-effort revocation of a token being refused; the refusal stands either way.
-    fn revoke_refused(&self, token: &Token, now: u64) {
+    fn revoke_refused(&self, token: &Secret, now: u64) {
         match self.revoke(token, now) {
             Ok(()) => log::warn!("revoked a github token that was refused"),
             Err(e) => log::error!("could not revoke a refused github token: {e}"),
@@ -462,14 +397,14 @@ fn contents_path(
 }
 
 /// The file from a 200: raw bytes, or the JSON form (`application/json`) decoded.
-fn file_bytes(response: &Response) -> Result<Vec<u8>, Error> {
+fn file_bytes(response: &Response) -> Result<Vec<u8>, Failure> {
     let content_type = response.header("content-type").unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
         return Ok(response.body.clone());
     }
     let value: serde_json::Value = parse_json(&response.body, "contents")?;
-    decode_file_object(&value).map_err(|why| Error::Misconfigured(format!("contents: {why}")))
+    decode_file_object(&value).map_err(|why| refused(format!("contents: {why}")))
 }
 
 /// `{"type":"file","encoding":"base64","content":"…\n…"}` → bytes. A directory (array) or
@@ -499,28 +434,6 @@ fn decode_file_object(value: &serde_json::Value) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("content is not base64: {e}"))
 }
 
-/// Seconds to back off when `response` is a rate-limit answer, capped at [`MAX_BACKOFF_SECS`].
-fn rate_limit(response: &Response, now: u64) -> Option<u64> {
-    if !matches!(response.status, 403 | 429) {
-        return None;
-    }
-    let seconds = |name: &str| {
-        response
-            .header(name)
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    let wait = if let Some(secs) = seconds("retry-after") {
-        secs
-    } else if response.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
-        seconds("x-ratelimit-reset").map_or(DEFAULT_BACKOFF_SECS, |reset| reset.saturating_sub(now))
-    } else if response.status == 429 {
-        DEFAULT_BACKOFF_SECS
-    } else {
-        return None;
-    };
-    Some(wait.clamp(1, MAX_BACKOFF_SECS))
-}
-
 /// GitHub's `message`, escaped and truncated, for error text.
 fn github_message(body: &[u8]) -> String {
     let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
@@ -534,28 +447,8 @@ fn github_message(body: &[u8]) -> String {
     }
 }
 
-fn parse_json(body: &[u8], what: &str) -> Result<serde_json::Value, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::Unusable(format!("{what}: {}", json_error(&e))))
-}
-
-/// A serde error without its text, which can quote the input (a token).
-fn json_error(e: &serde_json::Error) -> String {
-    format!(
-        "invalid json ({:?} at line {} column {})",
-        e.classify(),
-        e.line(),
-        e.column()
-    )
-}
-
-fn from_upstream(e: upstream::Error) -> Error {
-    match e {
-        e if e.is_transient() => Error::Transient(e.to_string()),
-        e @ (upstream::Error::InsecureUrl
-        | upstream::Error::BadUrl(_)
-        | upstream::Error::Config(_)) => Error::Misconfigured(e.to_string()),
-        e => Error::Unusable(e.to_string()),
-    }
+fn parse_json(body: &[u8], what: &str) -> Result<serde_json::Value, Failure> {
+    serde_json::from_slice(body).map_err(|e| unusable(format!("{what}: {}", json_error(&e))))
 }
 
 #[cfg(test)]
@@ -571,19 +464,6 @@ mod tests {
 
     use super::*;
 
-    fn response(status: u16, headers: &[(&str, &str)]) -> Response {
-        Response {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-        }
-    }
-
-    /// (status, headers, seconds to back off)
-    type RateCase = (u16, &'static [(&'static str, &'static str)], Option<u64>);
     /// (owner, repo, path, ref, expected request path)
     type PathCase = (
         &'static str,
@@ -592,41 +472,6 @@ mod tests {
         Option<&'static str>,
         Option<&'static str>,
     );
-
-    #[test]
-    fn rate_limit_answers() {
-        let now = 1000;
-        let cases: &[RateCase] = &[
-            (403, &[("retry-after", "30")], Some(30)),
-            (429, &[("retry-after", "0")], Some(1)),
-            (
-                403,
-                &[
-                    ("x-ratelimit-remaining", "0"),
-                    ("x-ratelimit-reset", "1090"),
-                ],
-                Some(90),
-            ),
-            (
-                403,
-                &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "900")],
-                Some(1),
-            ),
-            (403, &[("x-ratelimit-remaining", "0")], Some(60)),
-            (429, &[], Some(60)),
-            (403, &[("retry-after", "999999")], Some(MAX_BACKOFF_SECS)),
-            (403, &[], None),
-            (403, &[("x-ratelimit-remaining", "10")], None),
-            (500, &[("retry-after", "30")], None),
-        ];
-        for (status, headers, want) in cases {
-            assert_eq!(
-                rate_limit(&response(*status, headers), now),
-                *want,
-                "{status} {headers:?}"
-            );
-        }
-    }
 
     #[test]
     fn contents_paths_are_encoded() {
@@ -694,35 +539,11 @@ mod tests {
     }
 
     #[test]
-    fn token_debug_is_redacted_and_charset_checked() {
-        let token = Token::new("ghs_abc.DEF-123_x".into()).unwrap();
-        assert_eq!(format!("{token:?}"), "Token([redacted])");
-        assert_eq!(token.expose(), "ghs_abc.DEF-123_x");
-        for bad in ["", "ghs_a b", "ghs_\n", "ghs_é"] {
-            assert!(Token::new(bad.into()).is_none(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn messages_are_escaped() {
         assert_eq!(
             github_message(br#"{"message":"Bad \"x\"\n"}"#),
             r#""Bad \"x\"\n""#
         );
         assert_eq!(github_message(b"<html>"), "(no message)");
-    }
-
-    #[test]
-    fn status_hints() {
-        assert_eq!(
-            Error::RateLimited {
-                retry_after_secs: 5
-            }
-            .status_hint(),
-            503
-        );
-        assert_eq!(Error::Transient("x".into()).status_hint(), 503);
-        assert_eq!(Error::Misconfigured("x".into()).status_hint(), 500);
-        assert_eq!(Error::Unusable("x".into()).status_hint(), 502);
     }
 }

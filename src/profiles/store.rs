@@ -34,7 +34,9 @@ use std::time::Duration;
 use super::generation::{FileError, Generation, MAX_FILE_BYTES};
 use crate::cache::CoalescingCache;
 use crate::config::ProfileSource;
-use crate::github::{self, Contents, MintRequest, Minted, Token};
+use crate::github::{self, Contents, MintRequest, Minted};
+use crate::secret::Secret;
+use crate::upstream::Failure;
 
 /// How often a local profile file is checked for changes (2 s).
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -57,7 +59,7 @@ pub enum LoadError {
     /// The file was read but rejected as a whole.
     File(FileError),
     /// Minting the contents token or fetching the file from GitHub failed.
-    GitHub(github::Error),
+    GitHub(Failure),
 }
 
 impl LoadError {
@@ -130,7 +132,7 @@ struct GitHubFile {
     git_ref: Option<String>,
     /// The contents token, under the unit key. Loads are already serialized by the source's
     /// mutex, so nothing coalesces here; it is the crate's single-flight mechanism all the same.
-    token: CoalescingCache<(), Minted, github::Error>,
+    token: CoalescingCache<(), Minted, Failure>,
 }
 
 /// What a GitHub fetch remembers between polls.
@@ -433,7 +435,7 @@ fn fetch_github(
         Err(error) => {
             let transient = matches!(
                 error,
-                github::Error::Transient(_) | github::Error::RateLimited { .. }
+                Failure::Unavailable { .. } | Failure::RateLimited { .. }
             );
             if !transient {
                 // The token may be the problem (revoked, repository removed): mint afresh.
@@ -446,7 +448,7 @@ fn fetch_github(
 
 /// The cached contents token while it has at least [`TOKEN_MIN_REMAINING_SECS`] left, else a
 /// new one for exactly the profile repository with `contents:read` and `metadata:read`.
-fn contents_token(file: &GitHubFile, now: u64) -> Result<Token, LoadError> {
+fn contents_token(file: &GitHubFile, now: u64) -> Result<Secret, LoadError> {
     let usable = |m: &Minted| m.expires_at.saturating_sub(now) >= TOKEN_MIN_REMAINING_SECS;
     let mint = || {
         let request = MintRequest {

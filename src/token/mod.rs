@@ -42,6 +42,7 @@ use crate::profiles::Store;
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::time;
+use crate::upstream::Failure;
 use ask::{Ask, Target};
 use authorize::{NotMine, Reach};
 use mint::Cover;
@@ -60,7 +61,7 @@ pub struct Service {
     buildkite: Option<buildkite::Client>,
     /// The installation's account, once known (readiness waits for it).
     account: OnceLock<String>,
-    tokens: CoalescingCache<mint::TokenKey, Minted, github::Error>,
+    tokens: CoalescingCache<mint::TokenKey, Minted, Failure>,
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
 }
@@ -105,7 +106,7 @@ impl Service {
     }
 
     /// Asks GitHub for the installation's account (once; readiness waits for it).
-    pub fn learn_account(&self, now: u64) -> Result<&str, github::Error> {
+    pub fn learn_account(&self, now: u64) -> Result<&str, Failure> {
         if self.account.get().is_none() {
             let login = self.github.installation_account(now)?;
             let _ = self.account.set(login);

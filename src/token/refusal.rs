@@ -10,11 +10,10 @@ use std::fmt;
 
 use super::credential::CredentialError;
 use super::exchange::{ErrorCode, ExchangeError};
-use crate::buildkite;
-use crate::github;
 use crate::http::form::FormError;
 use crate::oidc::{self, Rejected};
 use crate::profiles::{Permission, ProfileRef, RefError};
+use crate::upstream::Failure;
 
 /// Which rate limit was exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,10 +88,8 @@ pub enum Refusal {
     NoBuildkiteToken,
     /// The pipeline's repository belongs to another account than the installation's.
     ForeignRepository { repository: String, account: String },
-    /// GitHub failed or refused.
-    GitHub(github::Error),
-    /// Buildkite failed or refused.
-    Buildkite(buildkite::Error),
+    /// An upstream (GitHub, Buildkite) failed or refused.
+    Upstream(Failure),
 }
 
 /// How a refusal is answered: one row of [`Refusal::answer`].
@@ -151,15 +148,6 @@ const fn oauth(
     }
 }
 
-/// An upstream failure by the status it is answered with.
-fn upstream(status: u16) -> Answer {
-    match status {
-        503 => plain(503, "upstream unavailable"),
-        502 => plain(502, "upstream error"),
-        _ => plain(500, "internal error"),
-    }
-}
-
 impl Refusal {
     /// The one table: status, client message, OAuth code and description.
     pub fn answer(&self) -> Answer {
@@ -213,8 +201,11 @@ impl Refusal {
             Refusal::ProfileWithoutRepositories
             | Refusal::NoBuildkiteToken
             | Refusal::ForeignRepository { .. } => plain(500, "internal error"),
-            Refusal::GitHub(e) => upstream(e.status_hint()),
-            Refusal::Buildkite(e) => upstream(e.status_hint()),
+            Refusal::Upstream(Failure::RateLimited { .. } | Failure::Unavailable { .. }) => {
+                plain(503, "upstream unavailable")
+            }
+            Refusal::Upstream(Failure::Unusable { .. }) => plain(502, "upstream error"),
+            Refusal::Upstream(_) => plain(500, "internal error"),
         }
     }
 
@@ -224,22 +215,15 @@ impl Refusal {
             Refusal::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Refusal::GitHub(e) => e.retry_after_secs(),
-            Refusal::Buildkite(e) => e.retry_after_secs(),
+            Refusal::Upstream(failure) => failure.retry_after_secs(),
             _ => None,
         }
     }
 }
 
-impl From<github::Error> for Refusal {
-    fn from(e: github::Error) -> Self {
-        Refusal::GitHub(e)
-    }
-}
-
-impl From<buildkite::Error> for Refusal {
-    fn from(e: buildkite::Error) -> Self {
-        Refusal::Buildkite(e)
+impl From<Failure> for Refusal {
+    fn from(failure: Failure) -> Self {
+        Refusal::Upstream(failure)
     }
 }
 
@@ -313,8 +297,7 @@ impl fmt::Display for Refusal {
                 f,
                 "pipeline repository {repository} is not owned by the installation's account {account:?}"
             ),
-            Refusal::GitHub(e) => write!(f, "github: {e}"),
-            Refusal::Buildkite(e) => write!(f, "buildkite: {e}"),
+            Refusal::Upstream(failure) => failure.fmt(f),
         }
     }
 }
