@@ -6,7 +6,8 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use support::kitebridge::{HttpResponse, Process, Upstreams, now, temp_dir};
+use support::kitebridge::{HttpResponse, Process, Upstreams};
+use support::util::{fixture, now, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -29,10 +30,7 @@ fn helper_script() -> String {
         found.status.success(),
         "these tests need curl, as the real plugins do (Debian: apt-get install curl)"
     );
-    format!(
-        "{}/tests/fixtures/git-credential-helper.sh",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    fixture("git-credential-helper.sh")
 }
 
 /// The one token the stand-in issued.
@@ -189,7 +187,7 @@ fn git_credential_fill(p: &Process, jwt: &str, input: &str, then: Option<&str>) 
     let mut cmd = Command::new("git");
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
+        .env("HOME", home.path())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("KB_URL", format!("http://{}", p.addr))
@@ -210,7 +208,7 @@ fn git_credential_fill(p: &Process, jwt: &str, input: &str, then: Option<&str>) 
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&home);
+    drop(home);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("git stderr: {}", String::from_utf8_lossy(&out.stderr));
     (out.status.success(), stdout)

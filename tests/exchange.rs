@@ -3,7 +3,8 @@
 mod support;
 
 use serde_json::Value;
-use support::kitebridge::{Process, Upstreams, exchange, hashed_token, temp_dir};
+use support::kitebridge::{Process, Upstreams, exchange, hashed_token};
+use support::util::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 const GRANT: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange";
@@ -23,7 +24,7 @@ fn form(jwt: &str, extra: &str) -> String {
 
 fn world() -> (Upstreams, Process) {
     let up = Upstreams::start();
-    let file = temp_dir("exchange").join("profiles.json");
+    let file = temp_dir("exchange").keep().join("profiles.json");
     std::fs::write(
         &file,
         r#"{"pipeline":{"profiles":[{"name":"writer","permissions":["contents:write","issues:write"]}]},

@@ -12,6 +12,7 @@ use kitebridge::github::{AppKey, Client, Contents, Error, MintRequest, Settings,
 use kitebridge::upstream;
 use serde_json::json;
 use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
+use support::util::now;
 
 const APP_ID: &str = "12345";
 const INSTALLATION: u64 = 777;
@@ -42,10 +43,6 @@ fn client_with_key(api_url: &str, key_pem: &str) -> Client {
 
 fn client(github: &GitHubStandIn) -> Client {
     client_with_key(&github.api_url(), APP_KEY_PEM)
-}
-
-fn now() -> u64 {
-    kitebridge::time::now_unix()
 }
 
 fn request(repos: Option<&[&str]>, perms: &[(&str, &str)]) -> MintRequest {

@@ -3,8 +3,8 @@
 
 mod support;
 
-use std::net::TcpListener;
 use support::kitebridge::{Process, Upstreams, exchange};
+use support::util::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -83,11 +83,7 @@ fn metrics_off_and_on_a_separate_listener() {
     assert_eq!(p.get("/metrics").status, 404);
     drop(p);
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     env.insert("METRICS".into(), format!("127.0.0.1:{port}"));
     let p = Process::spawn(BIN, &env);
     assert_eq!(p.get("/metrics").status, 404, "not on the main listener");

@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -20,6 +20,7 @@ use kitebridge::profiles::{FileError, LoadError, Lookup, Store, start_with};
 use kitebridge::upstream;
 use serde_json::json;
 use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
+use support::util::{now, sha256_hex, temp_dir};
 
 const APP_ID: &str = "12345";
 const INSTALLATION: u64 = 777;
@@ -30,18 +31,6 @@ const GOOD: &str = r#"{"pipeline":{"profiles":[{"name":"one","permissions":["con
 const GOOD_TWO: &str = r#"{"pipeline":{"profiles":[{"name":"two","permissions":["contents:read"]}]},
   "organization":{"profiles":[{"name":"bad name","repositories":["cfg"],"permissions":["contents:read"]}]}}"#;
 const BROKEN: &str = r#"{"organisation":{"profiles":[]}}"#;
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn now() -> u64 {
-    kitebridge::time::now_unix()
-}
 
 fn digest(store: &Store) -> String {
     store.current().unwrap().digest().to_owned()
@@ -54,23 +43,6 @@ fn wait_until(what: &str, condition: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// A fresh, empty directory of this test process, removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir =
-        std::env::temp_dir().join(format!("kitebridge-sources-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 /// Writes `content` and sets the modification time to a distinct second per `version`, so a
@@ -131,7 +103,7 @@ fn builtin_is_loaded_at_once() {
 #[test]
 fn good_file_is_loaded_before_start_returns() {
     let dir = temp_dir("at-start");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, GOOD_TWO, 1);
     let source = ProfileSource::File(path);
     let store = start_with(&source, unused_client(), PATIENCE, PATIENCE).unwrap();
@@ -154,7 +126,7 @@ fn good_file_is_loaded_before_start_returns() {
 #[test]
 fn watcher_picks_up_a_changed_file() {
     let dir = temp_dir("watch");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, GOOD, 1);
     let source = ProfileSource::File(path.clone());
     let store = start_with(&source, unused_client(), FAST, FAST).unwrap();
@@ -174,7 +146,7 @@ fn watcher_picks_up_a_changed_file() {
 #[test]
 fn watcher_ends_when_the_store_is_dropped() {
     let dir = temp_dir("watch-end");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, GOOD, 1);
     let store = Arc::new(Store::file(path));
     let handle = kitebridge::profiles::store::spawn_refresher(&store, FAST, FAST).unwrap();
@@ -186,7 +158,7 @@ fn watcher_ends_when_the_store_is_dropped() {
 #[test]
 fn broken_file_keeps_the_previous_generation() {
     let dir = temp_dir("broken");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, GOOD, 1);
     let store = Store::file(path.clone());
     assert!(!store.is_loaded());
@@ -217,7 +189,7 @@ fn broken_file_keeps_the_previous_generation() {
 #[test]
 fn reload_now_rereads_an_unchanged_file() {
     let dir = temp_dir("reload-now");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, BROKEN, 1);
     let store = Store::file(path.clone());
     assert!(store.reload(now()).is_err());
@@ -239,7 +211,7 @@ fn reload_now_rereads_an_unchanged_file() {
 #[test]
 fn unreadable_and_oversized_files_are_refused() {
     let dir = temp_dir("unreadable");
-    let missing = dir.0.join("missing.json");
+    let missing = dir.join("missing.json");
     let store = Store::file(missing.clone());
     let error = store.reload(now()).unwrap_err();
     let LoadError::Read { path, error: io } = &error else {
@@ -254,7 +226,7 @@ fn unreadable_and_oversized_files_are_refused() {
         "{error}"
     );
 
-    let big = dir.0.join("big.json");
+    let big = dir.join("big.json");
     let content = format!(
         "{{\"pipeline\":{{}}, \"x\":\"{}\"}}",
         "a".repeat(1024 * 1024)
@@ -269,7 +241,7 @@ fn unreadable_and_oversized_files_are_refused() {
         "{error:?}"
     );
 
-    let error = Store::file(dir.0.clone()).reload(now()).unwrap_err();
+    let error = Store::file(dir.to_path_buf()).reload(now()).unwrap_err();
     assert!(
         matches!(error, LoadError::Read { .. }),
         "a directory: {error:?}"
@@ -279,7 +251,7 @@ fn unreadable_and_oversized_files_are_refused() {
 #[test]
 fn file_that_appears_later_is_loaded_by_the_retry_loop() {
     let dir = temp_dir("late");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     let source = ProfileSource::File(path.clone());
     // Once loaded, checks are far apart: only the retry loop can load it in time.
     let store = start_with(&source, unused_client(), PATIENCE * 10, FAST).unwrap();
@@ -307,7 +279,7 @@ fn readers_never_see_a_mixed_generation() {
     const GENERATIONS: usize = 8;
     const SWAPS: usize = 200;
     let dir = temp_dir("consistency");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     let files: Vec<String> = (0..GENERATIONS).map(generation_file).collect();
     let ordinal: Arc<HashMap<String, usize>> = Arc::new(
         files

@@ -15,7 +15,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::kitebridge::{HttpResponse, ORG, PIPELINE, Process, Upstreams, temp_dir};
+use support::kitebridge::{HttpResponse, ORG, PIPELINE, Process, Upstreams};
+use support::util::{fixture, sha256_hex, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -29,17 +30,7 @@ const BETA: &str = r#"{"organization":{"profiles":[
   {"name":"beta","repositories":["widgets"],"permissions":["contents:read"]}]}}"#;
 
 fn profiles_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/profiles")
-        .join(name)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    fixture(&format!("profiles/{name}")).into()
 }
 
 /// The stand-ins' configuration, rate limits off (some tests send thousands of requests), plus `extra`.
@@ -653,7 +644,7 @@ fn audit_record_on_success_names_profile_digest_and_matches() {
 /// A kitebridge serving the local file `dir/profiles.json`, which holds `bytes` at start.
 fn serving_file(bytes: &[u8]) -> (Upstreams, Process, PathBuf) {
     let up = Upstreams::start();
-    let file = temp_dir("profiles").join("profiles.json");
+    let file = temp_dir("profiles").keep().join("profiles.json");
     std::fs::write(&file, bytes).unwrap();
     let p = Process::spawn(
         BIN,
@@ -803,7 +794,8 @@ fn generation_swaps_under_load_answer_consistently() {
 #[test]
 fn not_ready_until_the_first_profile_file_loads() {
     let up = Upstreams::start();
-    let file = temp_dir("profiles-late").join("profiles.json");
+    let dir = temp_dir("profiles-late");
+    let file = dir.join("profiles.json");
     let p = Process::spawn_unready(
         BIN,
         &env_with(&up, &[("PROFILES_FILE", file.to_str().unwrap())]),
@@ -912,7 +904,7 @@ fn example_variant(edit: impl FnOnce(&mut Value)) -> PathBuf {
     let mut doc: Value =
         serde_json::from_slice(&std::fs::read(profiles_fixture("example.json")).unwrap()).unwrap();
     edit(&mut doc);
-    let path = temp_dir("check").join("profiles.json");
+    let path = temp_dir("check").keep().join("profiles.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     path
 }

@@ -11,7 +11,8 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::github::Fail;
-use support::kitebridge::{Process, Upstreams, exchange, plugin_post, temp_dir};
+use support::kitebridge::{Process, Upstreams, exchange, plugin_post};
+use support::util::{fixture, free_port, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -76,7 +77,7 @@ fn datagrams_until(sock: &UnixDatagram, until: &str, within: Duration) -> Vec<St
 #[test]
 fn socket_activation_serves_healthcheck() {
     let up = Upstreams::start();
-    let port = support::kitebridge::free_port();
+    let port = free_port();
     let mut env = up.env();
     env.insert("SERVER_PORT".into(), "1".into()); // must be ignored under socket activation
     // systemd-socket-activate passes on only the variables named with --setenv.
@@ -240,10 +241,7 @@ fn secrets_come_from_the_credentials_directory() {
     let up = Upstreams::start();
     let creds = temp_dir("creds");
     std::fs::copy(
-        format!(
-            "{}/tests/fixtures/test-github-app-key.pkcs1.pem",
-            env!("CARGO_MANIFEST_DIR")
-        ),
+        fixture("test-github-app-key.pkcs1.pem"),
         creds.join("github-app-private-key"),
     )
     .unwrap();
@@ -270,7 +268,7 @@ fn secrets_come_from_the_credentials_directory() {
 fn accept_errors_are_logged_and_survived() {
     let up = Upstreams::start();
     let dir = temp_dir("emfile");
-    let port = support::kitebridge::free_port();
+    let port = free_port();
     let mut env = up.env();
     env.insert("SERVER_PORT".into(), port.to_string());
     env.insert(

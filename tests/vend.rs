@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use support::buildkite::BkFail;
 use support::github::{APP_KEY_PEM, Fail, Route};
 use support::kitebridge::{
-    BUILDKITE_TOKEN, HttpResponse, ORG, PIPELINE, Process, Upstreams, exchange, hashed_token, now,
+    BUILDKITE_TOKEN, HttpResponse, ORG, PIPELINE, Process, Upstreams, exchange, hashed_token,
 };
 use support::oidc::Signer;
 use support::server::{Request, Response, Server};
+use support::util::now;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 

@@ -8,13 +8,13 @@ use super::buildkite::BuildkiteStandIn;
 use super::github::{GitHubStandIn, app_public_key};
 use super::jwks::JwksStandIn;
 use super::oidc::{Signer, buildkite_claims, jwks_json};
+use super::util::{TempDir, fixture, free_port, now, temp_dir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub const ORG: &str = "acme";
 pub const PIPELINE: &str = "widgets";
@@ -24,37 +24,6 @@ pub const INSTALLATION_ID: u64 = 4242;
 pub const ACCOUNT: &str = "acme";
 /// The Buildkite stand-in's API token (test value, not a secret).
 pub const BUILDKITE_TOKEN: &str = "bkua_test_token_not_a_secret";
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("kitebridge-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The stand-ins and the signer.
 pub struct Upstreams {
@@ -205,7 +174,8 @@ pub fn git_post(addr: SocketAddr, path: &str, jwt: &str, body: &str) -> HttpResp
 pub struct Process {
     child: Child,
     pub addr: SocketAddr,
-    pub dir: PathBuf,
+    /// Holds `audit.log` and `stderr.log`; removed when the process is dropped.
+    pub dir: TempDir,
 }
 
 impl Process {
@@ -220,11 +190,7 @@ impl Process {
     /// Like [`Process::spawn`] without waiting for readiness (only for the port to open).
     pub fn spawn_unready(bin: &str, env: &BTreeMap<String, String>) -> Process {
         let dir = temp_dir("proc");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -337,7 +303,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
