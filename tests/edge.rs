@@ -2,6 +2,8 @@
 //! and per bullet of its "Properties" list. The server is the real `kitebridge::http::Server`,
 //! with a test router (a panicking handler and a slow handler exist only here).
 
+mod support;
+
 use kitebridge::http::{
     ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle,
 };
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::util::poll_until;
 
 struct TestServer {
     addr: SocketAddr,
@@ -488,21 +491,16 @@ fn connection_cap_closes_the_excess_at_once_served_ones_unaffected_and_recovers(
     }
     drop(held);
     // Recovery: once they are gone, new connections are served.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (r, _) = send(
-            srv.addr,
-            b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        );
-        if r.map(|r| r.status) == Some(200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not recover after the cap"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        poll_until(Duration::from_secs(5), || {
+            let (r, _) = send(
+                srv.addr,
+                b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            r.map(|r| r.status) == Some(200)
+        }),
+        "server did not recover after the cap"
+    );
 }
 
 #[test]
@@ -608,11 +606,11 @@ fn healthcheck_answers_while_every_worker_waits_on_a_slow_upstream() {
     let busy: Vec<_> = (0..4)
         .map(|_| thread::spawn(move || get(srv_addr_copy(srv.addr), "/slow")))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while srv.slow_started.load(Ordering::SeqCst) < 2 {
-        assert!(Instant::now() < deadline, "workers never got busy");
-        thread::sleep(Duration::from_millis(10));
-    }
+    let all_busy = || srv.slow_started.load(Ordering::SeqCst) >= 2;
+    assert!(
+        poll_until(Duration::from_secs(2), all_busy),
+        "workers never got busy"
+    );
     let t = Instant::now();
     healthy(srv.addr);
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -735,11 +733,8 @@ fn shutdown_stops_accepting_and_waits_for_in_flight_requests() {
     let srv = start(quick_limits());
     let addr = srv.addr;
     let in_flight = thread::spawn(move || get(addr, "/slow"));
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while srv.slow_started.load(Ordering::SeqCst) < 1 {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(10));
-    }
+    let started = || srv.slow_started.load(Ordering::SeqCst) >= 1;
+    assert!(poll_until(Duration::from_secs(2), started));
     srv.handle.begin_shutdown();
     assert!(srv.handle.is_draining());
     assert!(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use support::jwks::JwksMode;
 use support::kitebridge::{Process, Upstreams};
 use support::oidc::{Signer, jwks_json};
+use support::util::poll_until;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -66,15 +67,12 @@ fn oversized_redirecting_and_slow_key_sets_are_refused_with_a_logged_reason() {
         let up = Upstreams::start();
         up.jwks.set_mode(mode.clone());
         let p = Process::spawn_unready(BIN, &up.env());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !p.stderr().to_lowercase().contains(reason) {
-            assert!(
-                Instant::now() < deadline,
-                "{mode:?}: no {reason:?} in the log:\n{}",
-                p.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let logged = || p.stderr().to_lowercase().contains(reason);
+        assert!(
+            poll_until(Duration::from_secs(20), logged),
+            "{mode:?}: no {reason:?} in the log:\n{}",
+            p.stderr()
+        );
         assert_eq!(
             p.get("/healthcheck").status,
             503,

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use kitebridge::config::ProfileSource;
 use kitebridge::github::{self, AppKey, Client, Settings};
@@ -20,7 +20,7 @@ use kitebridge::profiles::{FileError, LoadError, Lookup, Store, start_with};
 use kitebridge::upstream;
 use serde_json::json;
 use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
-use support::util::{now, sha256_hex, temp_dir};
+use support::util::{now, sha256_hex, temp_dir, wait_until};
 
 const APP_ID: &str = "12345";
 const INSTALLATION: u64 = 777;
@@ -34,15 +34,6 @@ const BROKEN: &str = r#"{"organisation":{"profiles":[]}}"#;
 
 fn digest(store: &Store) -> String {
     store.current().unwrap().digest().to_owned()
-}
-
-/// Polls `condition` until it holds or [`PATIENCE`] runs out.
-fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Writes `content` and sets the modification time to a distinct second per `version`, so a
@@ -134,7 +125,7 @@ fn watcher_picks_up_a_changed_file() {
 
     write_version(&path, GOOD_TWO, 2);
     let want = sha256_hex(GOOD_TWO.as_bytes());
-    wait_until("the watcher to load the new file", || {
+    wait_until("the watcher to load the new file", PATIENCE, || {
         digest(&store) == want
     });
     assert!(matches!(
@@ -150,9 +141,9 @@ fn watcher_ends_when_the_store_is_dropped() {
     write_version(&path, GOOD, 1);
     let store = Arc::new(Store::file(path));
     let handle = kitebridge::profiles::store::spawn_refresher(&store, FAST, FAST).unwrap();
-    wait_until("the first load", || store.is_loaded());
+    wait_until("the first load", PATIENCE, || store.is_loaded());
     drop(store);
-    wait_until("the thread to end", || handle.is_finished());
+    wait_until("the thread to end", PATIENCE, || handle.is_finished());
 }
 
 #[test]
@@ -262,7 +253,9 @@ fn file_that_appears_later_is_loaded_by_the_retry_loop() {
     thread::sleep(FAST * 3);
     assert!(!store.is_loaded());
     write_version(&path, GOOD, 1);
-    wait_until("the retry loop to load the file", || store.is_loaded());
+    wait_until("the retry loop to load the file", PATIENCE, || {
+        store.is_loaded()
+    });
     assert_eq!(digest(&store), sha256_hex(GOOD.as_bytes()));
 }
 
@@ -494,6 +487,8 @@ fn github_file_unavailable_at_start_is_retried() {
     let store = start_with(&github_source(None), client, PATIENCE * 10, FAST).unwrap();
     assert!(!store.is_loaded());
     github.set_fail(Fail::None);
-    wait_until("the retry loop to fetch the file", || store.is_loaded());
+    wait_until("the retry loop to fetch the file", PATIENCE, || {
+        store.is_loaded()
+    });
     assert_eq!(digest(&store), sha256_hex(GOOD.as_bytes()));
 }

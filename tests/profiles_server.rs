@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::kitebridge::{HttpResponse, ORG, PIPELINE, Process, Upstreams};
-use support::util::{fixture, sha256_hex, temp_dir};
+use support::util::{fixture, poll_until, sha256_hex, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -61,20 +61,6 @@ fn replace_file(path: &Path, bytes: &[u8]) {
     let aside = path.with_extension("new");
     std::fs::write(&aside, bytes).unwrap();
     std::fs::rename(&aside, path).unwrap();
-}
-
-/// Polls `done` every 100 ms for at most `within`; whether it became true.
-fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A JSON error answer: status and exact body.
@@ -672,7 +658,7 @@ fn a_changed_file_is_a_new_generation_and_a_broken_one_is_kept_out() {
       {"name":"beta","repositories":["widgets"],"permissions":["contents:read"]}]}}"#;
     replace_file(&file, both.as_bytes());
     assert!(
-        wait_until(Duration::from_secs(8), || p
+        poll_until(Duration::from_secs(8), || p
             .token("/organization/token/beta", &jwt)
             .status
             == 200),
@@ -696,7 +682,7 @@ fn a_changed_file_is_a_new_generation_and_a_broken_one_is_kept_out() {
     replace_file(&file, broken.as_bytes());
     let kept = format!("keeping digest {}", sha256_hex(both.as_bytes()));
     assert!(
-        wait_until(Duration::from_secs(8), || p.stderr().contains(&kept)),
+        poll_until(Duration::from_secs(8), || p.stderr().contains(&kept)),
         "the broken file was not reported; stderr:\n{}",
         p.stderr()
     );
@@ -857,7 +843,7 @@ fn github_hosted_profiles_raw_form_and_refresh() {
 
     up.github.set_contents(BETA.as_bytes());
     assert!(
-        wait_until(Duration::from_secs(25), || p
+        poll_until(Duration::from_secs(25), || p
             .token("/organization/token/beta", &jwt)
             .status
             == 200),

@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::github::Fail;
 use support::kitebridge::{Process, Upstreams, exchange, plugin_post};
-use support::util::{fixture, free_port, temp_dir};
+use support::util::{
+    command_with_env, fixture, free_port, poll_for, poll_until, temp_dir, wait_exit,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -26,32 +28,13 @@ fn signal(pid: u32, name: &str) {
 }
 
 fn spawn_raw(env: &BTreeMap<String, String>, program: &str, args: &[&str]) -> Child {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null())
+    command_with_env(program, env)
+        .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Every datagram received within `within`, until one contains `until`.
@@ -88,23 +71,20 @@ fn socket_activation_serves_healthcheck() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = spawn_raw(&env, "systemd-socket-activate", &args);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let r = loop {
-        if TcpStream::connect(addr).is_ok() {
-            let r = exchange(
+    let healthy = poll_for(Duration::from_secs(15), || {
+        let r = TcpStream::connect(addr).is_ok().then(|| {
+            exchange(
                 addr,
                 b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            );
-            if r.status == 200 {
-                break r;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no healthy answer through the activated socket"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            )
+        });
+        r.filter(|r| r.status == 200)
+    });
+    assert!(
+        healthy.is_some(),
+        "no healthy answer through the activated socket"
+    );
+    let r = healthy.unwrap();
     assert_eq!(r.text(), "OK");
     let r = plugin_post(addr, "/token", &up.token());
     assert_eq!(r.status, 200, "{}", r.text());
@@ -228,11 +208,12 @@ fn sighup_reloads_the_profile_file() {
     )
     .unwrap();
     signal(p.pid(), "HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while p.token("/token/two", &up.token()).status != 200 {
-        assert!(Instant::now() < deadline, "{}", p.stderr());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let two_served = || p.token("/token/two", &up.token()).status == 200;
+    assert!(
+        poll_until(Duration::from_secs(5), two_served),
+        "{}",
+        p.stderr()
+    );
     assert_eq!(p.token("/token/one", &up.token()).status, 404);
 }
 
@@ -276,13 +257,8 @@ fn accept_errors_are_logged_and_survived() {
         dir.join("audit.log").display().to_string(),
     );
     // 48 file descriptors in all: a few dozen connections exhaust them, so accept() fails (EMFILE).
-    let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=48:48", BIN])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
+    let mut cmd = command_with_env("prlimit", &env);
+    cmd.args(["--nofile=48:48", BIN]);
     let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -300,34 +276,22 @@ fn accept_errors_are_logged_and_survived() {
             .status
                 == 200
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !healthy() {
-        assert!(Instant::now() < deadline, "not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(poll_until(Duration::from_secs(15), &healthy), "not ready");
     let hogs: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(addr).ok())
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
     let log = || std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-    while !log().contains("accept failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no accept error logged:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        poll_until(Duration::from_secs(5), || log().contains("accept failed")),
+        "no accept error logged:\n{}",
+        log()
+    );
     drop(hogs);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !healthy() {
-        assert!(
-            Instant::now() < deadline,
-            "did not recover after the accept errors:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        poll_until(Duration::from_secs(15), &healthy),
+        "did not recover after the accept errors:\n{}",
+        log()
+    );
     assert!(
         log().matches("accept failed").count() < 50,
         "the warning is rate limited"

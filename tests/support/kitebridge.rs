@@ -8,13 +8,15 @@ use super::buildkite::BuildkiteStandIn;
 use super::github::{GitHubStandIn, app_public_key};
 use super::jwks::JwksStandIn;
 use super::oidc::{Signer, buildkite_claims, jwks_json};
-use super::util::{TempDir, fixture, free_port, now, temp_dir};
+use super::util::{
+    TempDir, command_with_env, fixture, free_port, now, poll_for, poll_until, temp_dir, wait_exit,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 pub const ORG: &str = "acme";
 pub const PIPELINE: &str = "widgets";
@@ -191,12 +193,7 @@ impl Process {
     pub fn spawn_unready(bin: &str, env: &BTreeMap<String, String>) -> Process {
         let dir = temp_dir("proc");
         let port = free_port();
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = command_with_env(bin, env);
         cmd.env("SERVER_PORT", port.to_string())
             .env("AUDIT_LOG", dir.join("audit.log"));
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
@@ -208,28 +205,16 @@ impl Process {
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let p = Process { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "kitebridge did not listen; stderr:\n{}",
-                p.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            poll_until(Duration::from_secs(15), || TcpStream::connect(addr).is_ok()),
+            "kitebridge did not listen; stderr:\n{}",
+            p.stderr()
+        );
         p
     }
 
     pub fn wait_ready(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.get("/healthcheck").status != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "kitebridge not ready; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_ready_at("/healthcheck", within);
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {
@@ -249,20 +234,18 @@ impl Process {
 
     /// The audit lines so far, waiting up to 2 s for at least `at_least` of them.
     pub fn audit(&self, at_least: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        let mut lines = Vec::new();
+        poll_until(Duration::from_secs(2), || {
+            let text = self.audit_text();
             // A read can catch a line while it is being appended: only newline-ended lines count.
             let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-            let lines: Vec<Value> = complete
+            lines = complete
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            if lines.len() >= at_least || Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            lines.len() >= at_least
+        });
+        lines
     }
 
     /// The last audit line (waiting for at least `count` lines).
@@ -284,18 +267,10 @@ impl Process {
         self.child.id()
     }
 
-    /// Waits for the process to exit, at most `within`; its exit status code.
+    /// Waits for the process to exit, at most `within`; its exit status code (see
+    /// [`wait_exit`]: killed if still running then).
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, within)
     }
 }
 
@@ -316,35 +291,23 @@ pub fn hashed_token(token: &str) -> String {
 impl Process {
     /// Waits until `GET path` answers 200 (the health check under a base path).
     pub fn wait_ready_at(&self, path: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.get(path).status != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "kitebridge not ready at {path}; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            poll_until(within, || self.get(path).status == 200),
+            "kitebridge not ready at {path}; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// The audit line of response `r` (matched by `X-Request-Id`; lines of consecutive requests
     /// may be written in either order), waiting up to 2 s for it.
     pub fn audit_of(&self, r: &HttpResponse) -> Value {
         let id = r.header("X-Request-Id").expect("X-Request-Id");
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let found = self
-                .audit(0)
+        let found = poll_for(Duration::from_secs(2), || {
+            self.audit(0)
                 .into_iter()
-                .find(|line| line["requestId"] == id);
-            match found {
-                Some(line) => return line,
-                None if Instant::now() > deadline => {
-                    panic!("no audit line for {id}; stderr:\n{}", self.stderr())
-                }
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+                .find(|line| line["requestId"] == id)
+        });
+        found.unwrap_or_else(|| panic!("no audit line for {id}; stderr:\n{}", self.stderr()))
     }
 
     /// A POST to `path` with the given header lines (each without CRLF) and body; adds `Host`,

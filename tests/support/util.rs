@@ -1,14 +1,16 @@
 //! Small helpers the integration tests share: the clock, fixture paths, free ports, hex,
-//! temporary directories. Standard library only (and `ring` for SHA-256), so anything including
-//! `tests/support/mod.rs` can use them.
+//! temporary directories, polling, child processes. Standard library only (and `ring` for
+//! SHA-256), so anything including `tests/support/mod.rs` can use them.
 #![forbid(unsafe_code)]
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch by the system clock (0 before 1970), as kitebridge reads it.
 pub fn now() -> u64 {
@@ -99,4 +101,53 @@ impl Drop for TempDir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// Polls `attempt` until it gives a value or `within` has passed; the value, if one came. Tries
+/// at once, then after 10 ms, backing off to every 100 ms (quick for cheap checks, gentle for
+/// requests).
+pub fn poll_for<T>(within: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(value) = attempt() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Polls `done` (as [`poll_for`]) until it returns true or `within` has passed; whether it did.
+pub fn poll_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    poll_for(within, || done().then_some(())).is_some()
+}
+
+/// [`poll_until`], panicking with "timed out waiting for `what`" when `within` runs out.
+pub fn wait_until(what: &str, within: Duration, done: impl FnMut() -> bool) {
+    assert!(poll_until(within, done), "timed out waiting for {what}");
+}
+
+/// Waits for `child` to exit, at most `within`: its exit code (`None` on a signal or timeout). A
+/// child still running at the deadline is killed, so a failed test leaves no process behind.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let status = poll_for(within, || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    status.and_then(|s| s.code())
+}
+
+/// A command for `program` whose environment is `env` and `PATH`, nothing else inherited.
+pub fn command_with_env(program: &str, env: &BTreeMap<String, String>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
 }
