@@ -88,8 +88,7 @@ fn a_static_key_set_without_usable_keys_exits_2() {
 
 #[test]
 fn serves_healthcheck_on_loopback_once_ready() {
-    let up = support::kitebridge::Upstreams::start();
-    let p = support::kitebridge::Process::spawn(BIN, &up.env());
+    let (_up, p) = support::kitebridge::world(BIN);
     let r = p.get("/healthcheck");
     assert_eq!((r.status, r.text().as_str()), (200, "OK"));
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));

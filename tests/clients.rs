@@ -6,19 +6,10 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use support::kitebridge::{HttpResponse, Process, Upstreams};
+use support::kitebridge::{GIT_BODY, HttpResponse, Process, Upstreams, world};
 use support::util::{fixture, now, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
-
-/// The git credentials plugin's body: git's input without the trailing newline.
-const GIT_BODY: &str = "protocol=https\nhost=github.com\npath=acme/widgets.git";
-
-fn world() -> (Upstreams, Process) {
-    let up = Upstreams::start();
-    let p = Process::spawn(BIN, &up.env());
-    (up, p)
-}
 
 /// The helper fixture, and a check that `curl` (which it and the plugins use) is installed.
 fn helper_script() -> String {
@@ -49,7 +40,7 @@ fn assert_empty_200(r: &HttpResponse) {
 
 #[test]
 fn the_token_plugin_request_is_served_on_both_url_forms() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     // A configured URL with a trailing slash, joined with `/`, gives `//token/<name>`.
     let doubled = p.token("//token/default", &jwt);
@@ -67,7 +58,7 @@ fn the_token_plugin_request_is_served_on_both_url_forms() {
 #[test]
 fn the_token_plugin_curl_command_prints_the_token() {
     helper_script();
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     // chinmina_token: curl --retry 3 --retry-delay 1 --retry-connrefused --fail --data "" with
     // the plugin's headers, to "<url>/token/<name>" where <url> was configured with a slash.
     let url = format!("http://{}/", p.addr);
@@ -104,7 +95,7 @@ fn the_token_plugin_curl_command_prints_the_token() {
 
 #[test]
 fn the_git_plugin_body_gets_the_exact_credential_text() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     let r = p.git("/git-credentials/default", &jwt, GIT_BODY);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), p.stderr());
@@ -128,7 +119,7 @@ fn the_git_plugin_body_gets_the_exact_credential_text() {
 
 #[test]
 fn the_repository_matches_case_insensitively() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let r = p.git(
         "/git-credentials/default",
         &up.token(),
@@ -147,7 +138,7 @@ fn the_repository_matches_case_insensitively() {
 
 #[test]
 fn another_repository_or_host_gets_an_empty_200() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     for body in [
         "protocol=https\nhost=github.com\npath=acme/other.git",
@@ -166,7 +157,7 @@ fn another_repository_or_host_gets_an_empty_200() {
 
 #[test]
 fn modern_git_extra_lines_are_ignored() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let body = "capability[]=authtype\ncapability[]=state\nprotocol=https\nhost=github.com\n\
                 path=acme/widgets.git\nwwwauth[]=Basic realm=\"GitHub\"";
     let r = p.git("/git-credentials/default", &up.token(), body);
@@ -216,7 +207,7 @@ fn git_credential_fill(p: &Process, jwt: &str, input: &str, then: Option<&str>) 
 
 #[test]
 fn git_itself_gets_the_token_through_the_helper() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let input = "protocol=https\nhost=github.com\npath=acme/widgets.git\n\n";
     let (ok, stdout) = git_credential_fill(&p, &up.token(), input, None);
     assert!(ok, "{stdout}");
@@ -234,7 +225,7 @@ fn git_itself_gets_the_token_through_the_helper() {
 
 #[test]
 fn git_asks_the_next_helper_after_an_empty_answer() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let input = "protocol=https\nhost=github.com\npath=acme/other.git\n\n";
     let next = "!f() { echo username=someone; echo password=from-the-next-helper; }; f";
     let (ok, stdout) = git_credential_fill(&p, &up.token(), input, Some(next));

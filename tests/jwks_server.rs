@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::jwks::JwksMode;
-use support::kitebridge::{Process, Upstreams};
+use support::kitebridge::{Process, Upstreams, world};
 use support::oidc::{Signer, jwks_json};
 use support::util::poll_until;
 
@@ -49,8 +49,7 @@ fn unknown_kids_are_rate_limited_and_a_rotated_key_is_accepted_after_one_refresh
 
 #[test]
 fn the_last_good_set_keeps_working_while_the_jwks_is_down() {
-    let up = Upstreams::start();
-    let p = Process::spawn(BIN, &up.env());
+    let (up, p) = world(BIN);
     up.jwks.set_mode(JwksMode::Down);
     assert_eq!(p.token("/token", &up.token()).status, 200);
     up.jwks.set_mode(JwksMode::Refused);

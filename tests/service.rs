@@ -11,7 +11,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::github::Fail;
-use support::kitebridge::{Process, Upstreams, exchange, plugin_post};
+use support::kitebridge::{Process, Upstreams, exchange, plugin_post, world, world_with};
 use support::util::{
     command_with_env, fixture, free_port, poll_for, poll_until, temp_dir, wait_exit,
 };
@@ -129,9 +129,7 @@ fn ready_only_after_first_load_and_stopping_after_sigterm() {
 
 #[test]
 fn sigterm_lets_an_in_flight_vend_finish_then_exits_0() {
-    let up = Upstreams::start();
-    let p_env = up.env();
-    let mut p = Process::spawn(BIN, &p_env);
+    let (up, mut p) = world(BIN);
     up.github.set_fail(Fail::Delay(Duration::from_secs(2)));
     let addr = p.addr;
     let jwt = up.token();
@@ -154,10 +152,7 @@ fn sigterm_lets_an_in_flight_vend_finish_then_exits_0() {
 
 #[test]
 fn second_sigterm_or_the_timeout_exits_anyway() {
-    let up = Upstreams::start();
-    let mut env = up.env();
-    env.insert("SERVER_SHUTDOWN_TIMEOUT_SECS".into(), "2".into());
-    let mut p = Process::spawn(BIN, &env);
+    let (up, mut p) = world_with(BIN, &[("SERVER_SHUTDOWN_TIMEOUT_SECS", "2")]);
     up.github.set_fail(Fail::Delay(Duration::from_secs(12)));
     let addr = p.addr;
     let jwt = up.token();

@@ -11,7 +11,7 @@ use super::oidc::{Signer, buildkite_claims, jwks_json};
 use super::util::{
     TempDir, command_with_env, fixture, free_port, now, poll_for, poll_until, temp_dir, wait_exit,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,6 +26,26 @@ pub const INSTALLATION_ID: u64 = 4242;
 pub const ACCOUNT: &str = "acme";
 /// The Buildkite stand-in's API token (test value, not a secret).
 pub const BUILDKITE_TOKEN: &str = "bkua_test_token_not_a_secret";
+/// The git credentials plugin's body for `acme/widgets`: git's input without the trailing
+/// newline.
+pub const GIT_BODY: &str = "protocol=https\nhost=github.com\npath=acme/widgets.git";
+/// Both rate limits off, for tests that send many requests from one pipeline and address.
+pub const NO_RATE_LIMITS: [(&str, &str); 2] = [
+    ("RATE_LIMIT_PER_PIPELINE", "off"),
+    ("RATE_LIMIT_PER_SOURCE", "off"),
+];
+
+/// Fresh stand-ins and a ready kitebridge (`bin`) pointed at them.
+pub fn world(bin: &str) -> (Upstreams, Process) {
+    world_with(bin, &[])
+}
+
+/// Fresh stand-ins and a ready kitebridge (`bin`) configured by [`Upstreams::env_with`].
+pub fn world_with(bin: &str, extra: &[(&str, &str)]) -> (Upstreams, Process) {
+    let up = Upstreams::start();
+    let p = Process::spawn(bin, &up.env_with(extra));
+    (up, p)
+}
 
 /// The stand-ins and the signer.
 pub struct Upstreams {
@@ -73,6 +93,20 @@ impl Upstreams {
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
+    /// [`Upstreams::env`] with the variables of `extra` set on top (a later pair wins).
+    pub fn env_with(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut env = self.env();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        env
+    }
+
+    /// [`Upstreams::env_with`] after [`NO_RATE_LIMITS`] (`extra` may still set a limit).
+    pub fn env_with_no_rate_limits(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        self.env_with(&[&NO_RATE_LIMITS[..], extra].concat())
+    }
+
     /// Realistic Buildkite claims for `acme/<pipeline>` with our audience, issued now.
     pub fn claims(&self, pipeline: &str) -> Value {
         let mut claims = buildkite_claims(ORG, pipeline, now());
@@ -117,6 +151,32 @@ impl HttpResponse {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
+}
+
+/// A JSON error answer: `status` and exactly `{"error": error}`.
+pub fn assert_json_error(r: &HttpResponse, status: u16, error: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.json(), json!({ "error": error }), "{}", r.text());
+}
+
+/// [`assert_json_error`], and `Cache-Control: no-store`.
+pub fn assert_json_error_no_store(r: &HttpResponse, status: u16, error: &str) {
+    assert_json_error(r, status, error);
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+}
+
+/// The `token` of a 200 JSON body.
+pub fn vended(r: &HttpResponse) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// The audit line's `error`, which must be set.
+pub fn audit_error(audit: &Value) -> String {
+    audit["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {audit}"))
+        .to_owned()
 }
 
 /// Sends raw request bytes on a new connection and reads the response (the request should say
