@@ -1,11 +1,12 @@
 //! Small helpers the integration tests share: the clock, fixture paths, free ports, hex,
-//! temporary directories, polling, child processes. Standard library only (and `ring` for
-//! SHA-256), so anything including `tests/support/mod.rs` can use them.
+//! temporary directories, polling, child processes, idle connections. Standard library only (and
+//! `ring` for SHA-256), so anything including `tests/support/mod.rs` can use them.
 #![forbid(unsafe_code)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -150,4 +151,30 @@ pub fn command_with_env(program: &str, env: &BTreeMap<String, String>) -> Comman
         cmd.env(k, v);
     }
     cmd
+}
+
+/// Opens `count` connections to `addr`, writes `head` (may be empty) on each and leaves them
+/// idle: every one that opened holds a connection slot until dropped. One result per attempt,
+/// for a caller that expects some to fail; [`idle_connections`] insists on all.
+pub fn try_idle_connections(
+    addr: SocketAddr,
+    count: usize,
+    head: &[u8],
+) -> Vec<std::io::Result<TcpStream>> {
+    (0..count)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr)?;
+            s.write_all(head)?;
+            Ok(s)
+        })
+        .collect()
+}
+
+/// [`try_idle_connections`], panicking unless every connection opened and took `head`.
+pub fn idle_connections(addr: SocketAddr, count: usize, head: &[u8]) -> Vec<TcpStream> {
+    try_idle_connections(addr, count, head)
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.unwrap_or_else(|e| panic!("idle connection {i} of {count}: {e}")))
+        .collect()
 }
