@@ -6,17 +6,17 @@ mod support;
 
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use support::buildkite::BkFail;
 use support::github::{APP_KEY_PEM, Fail, Route};
 use support::kitebridge::{
     BUILDKITE_TOKEN, GIT_BODY, HttpResponse, ORG, PIPELINE, Process, Upstreams,
-    assert_json_error_no_store, audit_error, exchange, hashed_token, vended, world, world_with,
+    assert_json_error_no_store, audit_error, exchange, hashed_token, plugin_post, vended, world,
+    world_with,
 };
 use support::oidc::Signer;
 use support::server::{Request, Response, Server};
-use support::util::now;
+use support::util::{all_at_once, now};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -385,20 +385,9 @@ fn concurrent_identical_requests_on_a_cold_cache_mint_once() {
     let (up, p) = world(BIN);
     up.github.set_fail(Fail::Delay(Duration::from_millis(800)));
     let jwt = up.token();
-    let barrier = Arc::new(Barrier::new(N));
-    let threads: Vec<_> = (0..N)
-        .map(|_| {
-            let (barrier, jwt, addr) = (Arc::clone(&barrier), jwt.clone(), p.addr);
-            std::thread::spawn(move || {
-                barrier.wait();
-                support::kitebridge::plugin_post(addr, "/token", &jwt)
-            })
-        })
-        .collect();
-    let tokens: Vec<String> = threads
-        .into_iter()
-        .map(|t| vended(&t.join().unwrap()))
-        .collect();
+    let addr = p.addr;
+    let responses = all_at_once(N, move || plugin_post(addr, "/token", &jwt));
+    let tokens: Vec<String> = responses.iter().map(vended).collect();
     assert_eq!(up.github.mints(), 1);
     assert_eq!(up.github.calls(Route::Mint), 1);
     assert!(tokens.iter().all(|t| *t == tokens[0]));

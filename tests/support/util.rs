@@ -1,6 +1,7 @@
 //! Small helpers the integration tests share: the clock, fixture paths, free ports, hex,
-//! temporary directories, polling, child processes, idle connections. Standard library only (and
-//! `ring` for SHA-256), so anything including `tests/support/mod.rs` can use them.
+//! temporary directories, polling, child processes, threads released at once, idle connections.
+//! Standard library only (and `ring` for SHA-256), so anything including `tests/support/mod.rs`
+//! can use them.
 #![forbid(unsafe_code)]
 #![allow(dead_code)]
 
@@ -11,6 +12,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch by the system clock (0 before 1970), as kitebridge reads it.
@@ -151,6 +153,26 @@ pub fn command_with_env(program: &str, env: &BTreeMap<String, String>) -> Comman
         cmd.env(k, v);
     }
     cmd
+}
+
+/// Runs `task` on `threads` threads released together by a barrier; their results in thread
+/// order (a panicking thread fails the caller).
+pub fn all_at_once<T: Send + 'static>(
+    threads: usize,
+    task: impl Fn() -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(threads));
+    let task = Arc::new(task);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (barrier, task) = (Arc::clone(&barrier), Arc::clone(&task));
+            std::thread::spawn(move || {
+                barrier.wait();
+                task()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
 /// Opens `count` connections to `addr`, writes `head` (may be empty) on each and leaves them
