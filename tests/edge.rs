@@ -127,23 +127,12 @@ fn read_response(s: &mut TcpStream) -> Option<HttpResponse> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let status = resp.code.unwrap();
-            let headers: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect();
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.parse().unwrap())
+            let head = HttpResponse::from_head(&resp, Vec::new());
+            let len: usize = head
+                .header("content-length")
+                .map(|v| v.parse().unwrap())
                 .unwrap_or(0);
-            if status == 100 {
+            if head.status == 100 {
                 buf.drain(..n);
                 continue;
             }
@@ -154,9 +143,8 @@ fn read_response(s: &mut TcpStream) -> Option<HttpResponse> {
                 }
             }
             return Some(HttpResponse {
-                status,
-                headers,
                 body: buf[n..n + len].to_vec(),
+                ..head
             });
         }
         match s.read(&mut chunk) {

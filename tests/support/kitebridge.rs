@@ -136,6 +136,24 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// The status and headers of a parsed response head, with `body`.
+    pub fn from_head(head: &httparse::Response, body: Vec<u8>) -> HttpResponse {
+        HttpResponse {
+            status: head.code.unwrap(),
+            headers: head
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect(),
+            body,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -196,20 +214,7 @@ pub fn exchange(addr: SocketAddr, raw: &[u8]) -> HttpResponse {
             String::from_utf8_lossy(&buf)
         ),
     };
-    HttpResponse {
-        status: resp.code.unwrap(),
-        headers: resp
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        body: buf[n..].to_vec(),
-    }
+    HttpResponse::from_head(&resp, buf[n..].to_vec())
 }
 
 /// A POST as the token plugin sends it: `Authorization: Bearer`, `Content-Type: text/plain`,
