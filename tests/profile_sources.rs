@@ -19,11 +19,10 @@ use kitebridge::github::{self, AppKey, Client, Settings};
 use kitebridge::profiles::{FileError, LoadError, Lookup, Store, start_with};
 use kitebridge::upstream;
 use serde_json::json;
-use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
+use support::github::{APP_KEY_PEM, Fail, Route};
+use support::kitebridge::{APP_ID, INSTALLATION_ID, github_stand_in};
 use support::util::{now, sha256_hex, temp_dir, wait_until};
 
-const APP_ID: &str = "12345";
-const INSTALLATION: u64 = 777;
 const FAST: Duration = Duration::from_millis(50);
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -58,7 +57,7 @@ fn github_client(api_url: &str) -> Arc<Client> {
     let settings = Settings {
         api_url: api_url.to_owned(),
         app_id: APP_ID.to_owned(),
-        installation_id: INSTALLATION,
+        installation_id: INSTALLATION_ID,
     };
     let key = AppKey::from_pem(APP_KEY_PEM.as_bytes()).unwrap();
     Arc::new(Client::new(
@@ -349,13 +348,9 @@ fn github_source(git_ref: Option<&str>) -> ProfileSource {
     }
 }
 
-fn stand_in() -> GitHubStandIn {
-    GitHubStandIn::start(APP_ID, INSTALLATION, "acme", app_public_key())
-}
-
 #[test]
 fn github_raw_file_loads_at_start() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let client = github_client(&github.api_url());
     let store = start_with(&github_source(Some("main")), client, PATIENCE, PATIENCE).unwrap();
@@ -367,7 +362,7 @@ fn github_raw_file_loads_at_start() {
 
 #[test]
 fn github_base64_file_loads() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_raw_media_type(false);
     // Long enough for the base64 to span several 60-character lines.
     github.set_contents(GOOD_TWO.as_bytes());
@@ -379,7 +374,7 @@ fn github_base64_file_loads() {
 
 #[test]
 fn github_token_is_for_the_one_repository_and_reused() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let store = Store::new(&github_source(None), github_client(&github.api_url()));
     for _ in 0..4 {
@@ -399,7 +394,7 @@ fn github_token_is_for_the_one_repository_and_reused() {
 
 #[test]
 fn github_token_is_reminted_with_less_than_five_minutes_left() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let t = now();
     github.set_now(Some(t));
@@ -416,7 +411,7 @@ fn github_token_is_reminted_with_less_than_five_minutes_left() {
 
 #[test]
 fn github_unchanged_etag_is_a_304_and_no_swap() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let store = Store::new(&github_source(None), github_client(&github.api_url()));
     assert!(store.reload(now()).unwrap());
@@ -439,7 +434,7 @@ fn github_unchanged_etag_is_a_304_and_no_swap() {
 
 #[test]
 fn github_changed_file_is_a_new_generation() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let store = Store::new(&github_source(None), github_client(&github.api_url()));
     store.reload(now()).unwrap();
@@ -450,7 +445,7 @@ fn github_changed_file_is_a_new_generation() {
 
 #[test]
 fn github_failures_keep_the_previous_generation() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let store = Store::new(&github_source(None), github_client(&github.api_url()));
     store.reload(now()).unwrap();
@@ -480,7 +475,7 @@ fn github_failures_keep_the_previous_generation() {
 
 #[test]
 fn github_file_unavailable_at_start_is_retried() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     github.set_fail(Fail::Status(503));
     let client = github_client(&github.api_url());

@@ -47,6 +47,11 @@ pub fn world_with(bin: &str, extra: &[(&str, &str)]) -> (Upstreams, Process) {
     (up, p)
 }
 
+/// The GitHub stand-in for installation `INSTALLATION_ID` (account `ACCOUNT`) of App `APP_ID`.
+pub fn github_stand_in() -> GitHubStandIn {
+    GitHubStandIn::start(APP_ID, INSTALLATION_ID, ACCOUNT, app_public_key())
+}
+
 /// The stand-ins and the signer.
 pub struct Upstreams {
     pub github: GitHubStandIn,
@@ -61,7 +66,7 @@ impl Upstreams {
     pub fn start() -> Upstreams {
         let signer = Signer::a();
         let jwks = JwksStandIn::start(jwks_json(&[&signer]));
-        let github = GitHubStandIn::start(APP_ID, INSTALLATION_ID, ACCOUNT, app_public_key());
+        let github = github_stand_in();
         let buildkite = BuildkiteStandIn::start(BUILDKITE_TOKEN);
         buildkite.set_pipeline(ORG, PIPELINE, "git@github.com:acme/widgets.git");
         Upstreams {
