@@ -4,13 +4,14 @@
 
 mod support;
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kitebridge::buildkite::{Client, RepoUrlError, Settings};
 use kitebridge::secret::Secret;
 use kitebridge::upstream::{self, Failure, Service};
 use support::buildkite::{BkFail, BuildkiteStandIn};
+use support::util::all_at_once;
 
 /// The HTTP status kitebridge answers for a failure. The upstream modules no longer know it; the
 /// one mapping is `token::Refusal::answer`, which this asks.
@@ -99,20 +100,10 @@ fn cached_for_cache_secs_then_looked_up_again() {
 fn concurrent_lookups_make_one_call() {
     let buildkite = stand_in();
     buildkite.set_fail(BkFail::Delay(Duration::from_millis(300)));
-    let client = Arc::new(client(&buildkite));
-    let threads = 16;
-    let barrier = Arc::new(Barrier::new(threads));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (client, barrier) = (Arc::clone(&client), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                barrier.wait();
-                client.pipeline_repository("acme", "widgets", T)
-            })
-        })
-        .collect();
-    for handle in handles {
-        assert_eq!(handle.join().unwrap().unwrap().full_name(), "acme/widgets");
+    let client = client(&buildkite);
+    let results = all_at_once(16, move || client.pipeline_repository("acme", "widgets", T));
+    for result in results {
+        assert_eq!(result.unwrap().full_name(), "acme/widgets");
     }
     assert_eq!(buildkite.calls(), 1);
 }
@@ -122,21 +113,10 @@ fn concurrent_waiters_share_a_failure_which_is_not_cached() {
     let buildkite = stand_in();
     buildkite.set_fail(BkFail::Hang(Duration::from_secs(3))); // the client times out at 0.8 s
     let client = Arc::new(client(&buildkite));
-    let barrier = Arc::new(Barrier::new(8));
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let (client, barrier) = (Arc::clone(&client), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                barrier.wait();
-                client.pipeline_repository("acme", "widgets", T)
-            })
-        })
-        .collect();
-    for handle in handles {
-        assert!(matches!(
-            handle.join().unwrap(),
-            Err(Failure::Unavailable { .. })
-        ));
+    let shared = Arc::clone(&client);
+    let results = all_at_once(8, move || shared.pipeline_repository("acme", "widgets", T));
+    for result in results {
+        assert!(matches!(result, Err(Failure::Unavailable { .. })));
     }
     assert_eq!(buildkite.calls(), 1);
 

@@ -5,12 +5,9 @@ mod support;
 
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use support::util::{fixture, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
-
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn base_command() -> Command {
     let mut cmd = Command::new(BIN);
@@ -49,7 +46,7 @@ fn version_and_help() {
 
 #[test]
 fn bad_configuration_exits_2_with_every_problem_before_listening() {
-    let port = support::kitebridge::free_port();
+    let port = free_port();
     let out = base_command()
         .env_remove("JWT_AUDIENCE")
         .env("SERVER_PORT", port.to_string())
@@ -91,8 +88,7 @@ fn a_static_key_set_without_usable_keys_exits_2() {
 
 #[test]
 fn serves_healthcheck_on_loopback_once_ready() {
-    let up = support::kitebridge::Upstreams::start();
-    let p = support::kitebridge::Process::spawn(BIN, &up.env());
+    let (_up, p) = support::kitebridge::world(BIN);
     let r = p.get("/healthcheck");
     assert_eq!((r.status, r.text().as_str()), (200, "OK"));
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));

@@ -6,18 +6,10 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use support::kitebridge::{HttpResponse, Process, Upstreams, now, temp_dir};
+use support::kitebridge::{GIT_BODY, HttpResponse, Process, Upstreams, world};
+use support::util::{fixture, now, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
-
-/// The git credentials plugin's body: git's input without the trailing newline.
-const GIT_BODY: &str = "protocol=https\nhost=github.com\npath=acme/widgets.git";
-
-fn world() -> (Upstreams, Process) {
-    let up = Upstreams::start();
-    let p = Process::spawn(BIN, &up.env());
-    (up, p)
-}
 
 /// The helper fixture, and a check that `curl` (which it and the plugins use) is installed.
 fn helper_script() -> String {
@@ -29,10 +21,7 @@ fn helper_script() -> String {
         found.status.success(),
         "these tests need curl, as the real plugins do (Debian: apt-get install curl)"
     );
-    format!(
-        "{}/tests/fixtures/git-credential-helper.sh",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    fixture("git-credential-helper.sh")
 }
 
 /// The one token the stand-in issued.
@@ -51,7 +40,7 @@ fn assert_empty_200(r: &HttpResponse) {
 
 #[test]
 fn the_token_plugin_request_is_served_on_both_url_forms() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     // A configured URL with a trailing slash, joined with `/`, gives `//token/<name>`.
     let doubled = p.token("//token/default", &jwt);
@@ -69,7 +58,7 @@ fn the_token_plugin_request_is_served_on_both_url_forms() {
 #[test]
 fn the_token_plugin_curl_command_prints_the_token() {
     helper_script();
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     // chinmina_token: curl --retry 3 --retry-delay 1 --retry-connrefused --fail --data "" with
     // the plugin's headers, to "<url>/token/<name>" where <url> was configured with a slash.
     let url = format!("http://{}/", p.addr);
@@ -106,7 +95,7 @@ fn the_token_plugin_curl_command_prints_the_token() {
 
 #[test]
 fn the_git_plugin_body_gets_the_exact_credential_text() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     let r = p.git("/git-credentials/default", &jwt, GIT_BODY);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), p.stderr());
@@ -130,7 +119,7 @@ fn the_git_plugin_body_gets_the_exact_credential_text() {
 
 #[test]
 fn the_repository_matches_case_insensitively() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let r = p.git(
         "/git-credentials/default",
         &up.token(),
@@ -149,7 +138,7 @@ fn the_repository_matches_case_insensitively() {
 
 #[test]
 fn another_repository_or_host_gets_an_empty_200() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     for body in [
         "protocol=https\nhost=github.com\npath=acme/other.git",
@@ -168,7 +157,7 @@ fn another_repository_or_host_gets_an_empty_200() {
 
 #[test]
 fn modern_git_extra_lines_are_ignored() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let body = "capability[]=authtype\ncapability[]=state\nprotocol=https\nhost=github.com\n\
                 path=acme/widgets.git\nwwwauth[]=Basic realm=\"GitHub\"";
     let r = p.git("/git-credentials/default", &up.token(), body);
@@ -189,7 +178,7 @@ fn git_credential_fill(p: &Process, jwt: &str, input: &str, then: Option<&str>) 
     let mut cmd = Command::new("git");
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
+        .env("HOME", home.path())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("KB_URL", format!("http://{}", p.addr))
@@ -210,7 +199,7 @@ fn git_credential_fill(p: &Process, jwt: &str, input: &str, then: Option<&str>) 
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&home);
+    drop(home);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("git stderr: {}", String::from_utf8_lossy(&out.stderr));
     (out.status.success(), stdout)
@@ -218,7 +207,7 @@ fn git_credential_fill(p: &Process, jwt: &str, input: &str, then: Option<&str>) 
 
 #[test]
 fn git_itself_gets_the_token_through_the_helper() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let input = "protocol=https\nhost=github.com\npath=acme/widgets.git\n\n";
     let (ok, stdout) = git_credential_fill(&p, &up.token(), input, None);
     assert!(ok, "{stdout}");
@@ -236,7 +225,7 @@ fn git_itself_gets_the_token_through_the_helper() {
 
 #[test]
 fn git_asks_the_next_helper_after_an_empty_answer() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let input = "protocol=https\nhost=github.com\npath=acme/other.git\n\n";
     let next = "!f() { echo username=someone; echo password=from-the-next-helper; }; f";
     let (ok, stdout) = git_credential_fill(&p, &up.token(), input, Some(next));

@@ -2,6 +2,8 @@
 //! sources and their precedence, all problems at once, and secrets kept out of errors and `Debug`.
 #![forbid(unsafe_code)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +13,7 @@ use kitebridge::config::{
     AuditTarget, Config, ConfigError, JwksSource, Metrics, ProfileSource, RateLimit,
 };
 use log::LevelFilter;
+use support::util::temp_dir;
 
 const KEY_PKCS1: &str = include_str!("fixtures/test-github-app-key.pkcs1.pem");
 const KEY_PKCS8: &str = include_str!("fixtures/test-github-app-key.pkcs8.pem");
@@ -72,29 +75,6 @@ fn problems(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
         .iter()
         .map(|p| (p.variable.to_string(), p.message.clone()))
         .collect()
-}
-
-/// A fresh, empty directory of this test process, removed when dropped.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("kitebridge-config-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 fn write(dir: &Path, name: &str, content: &str) -> String {

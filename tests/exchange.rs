@@ -3,7 +3,8 @@
 mod support;
 
 use serde_json::Value;
-use support::kitebridge::{Process, Upstreams, exchange, hashed_token, temp_dir};
+use support::kitebridge::{Process, Upstreams, exchange, hashed_token, world_with};
+use support::util::{TempDir, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 const GRANT: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange";
@@ -21,26 +22,26 @@ fn form(jwt: &str, extra: &str) -> String {
     format!("grant_type={GRANT}&subject_token={jwt}&subject_token_type={JWT_TYPE}{extra}")
 }
 
-fn world() -> (Upstreams, Process) {
-    let up = Upstreams::start();
-    let file = temp_dir("exchange").join("profiles.json");
+/// The stand-ins and a ready kitebridge serving a profile file (pipeline profile `writer`,
+/// organization profile `shared`) from the returned directory.
+fn serving_profiles() -> (Upstreams, Process, TempDir) {
+    let dir = temp_dir("exchange");
+    let file = dir.join("profiles.json");
     std::fs::write(
         &file,
         r#"{"pipeline":{"profiles":[{"name":"writer","permissions":["contents:write","issues:write"]}]},
             "organization":{"profiles":[{"name":"shared","repositories":["widgets","gears"],"permissions":["contents:read"]}]}}"#,
     )
     .unwrap();
-    let mut env = up.env();
-    env.insert("PROFILES_FILE".into(), file.display().to_string());
-    let p = Process::spawn(BIN, &env);
-    (up, p)
+    let (up, p) = world_with(BIN, &[("PROFILES_FILE", file.to_str().unwrap())]);
+    (up, p, dir)
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
 #[test]
 fn exchanges_a_buildkite_token_for_the_pipeline_default_profile() {
-    let (up, p) = world();
+    let (up, p, _profiles) = serving_profiles();
     let r = post_form(&p, FORM, &form(&up.token(), ""));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("cache-control"), Some("no-store"));
@@ -64,7 +65,7 @@ fn exchanges_a_buildkite_token_for_the_pipeline_default_profile() {
 
 #[test]
 fn scope_narrows_the_permissions_and_is_checked_against_the_profile() {
-    let (up, p) = world();
+    let (up, p, _profiles) = serving_profiles();
     let r = post_form(
         &p,
         FORM,
@@ -96,7 +97,7 @@ fn scope_narrows_the_permissions_and_is_checked_against_the_profile() {
 
 #[test]
 fn organization_audience_with_a_resource() {
-    let (up, p) = world();
+    let (up, p, _profiles) = serving_profiles();
     let ok = post_form(
         &p,
         FORM,
@@ -143,7 +144,7 @@ fn organization_audience_with_a_resource() {
 
 #[test]
 fn errors_follow_rfc_6749_and_8693() {
-    let (up, p) = world();
+    let (up, p, _profiles) = serving_profiles();
     let cases: Vec<(&str, String, u16, &str)> = vec![
         (
             "json body",

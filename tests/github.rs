@@ -13,6 +13,8 @@ use kitebridge::secret::Secret;
 use kitebridge::upstream::{self, Failure, Service};
 use serde_json::json;
 use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
+use support::kitebridge::{ACCOUNT, APP_ID, INSTALLATION_ID, github_stand_in};
+use support::util::now;
 
 /// The HTTP status kitebridge answers for a failure. The upstream modules no longer know it; the
 /// one mapping is `token::Refusal::answer`, which this asks.
@@ -28,14 +30,6 @@ impl StatusHint for Failure {
     }
 }
 
-const APP_ID: &str = "12345";
-const INSTALLATION: u64 = 777;
-const ACCOUNT: &str = "acme";
-
-fn stand_in() -> GitHubStandIn {
-    GitHubStandIn::start(APP_ID, INSTALLATION, ACCOUNT, app_public_key())
-}
-
 fn client_with_key(api_url: &str, key_pem: &str) -> Client {
     let http = upstream::Settings {
         timeout_connect: Duration::from_millis(500),
@@ -45,7 +39,7 @@ fn client_with_key(api_url: &str, key_pem: &str) -> Client {
     let settings = Settings {
         api_url: api_url.to_owned(),
         app_id: APP_ID.to_owned(),
-        installation_id: INSTALLATION,
+        installation_id: INSTALLATION_ID,
     };
     let key = AppKey::from_pem(key_pem.as_bytes()).unwrap();
     Client::new(
@@ -57,10 +51,6 @@ fn client_with_key(api_url: &str, key_pem: &str) -> Client {
 
 fn client(github: &GitHubStandIn) -> Client {
     client_with_key(&github.api_url(), APP_KEY_PEM)
-}
-
-fn now() -> u64 {
-    kitebridge::time::now_unix()
 }
 
 fn request(repos: Option<&[&str]>, perms: &[(&str, &str)]) -> MintRequest {
@@ -82,14 +72,14 @@ fn contents_read() -> MintRequest {
 
 #[test]
 fn reads_the_installation_account() {
-    let github = stand_in();
+    let github = github_stand_in();
     assert_eq!(client(&github).installation_account(now()).unwrap(), "acme");
     assert_eq!(github.calls(Route::Installation), 1);
 }
 
 #[test]
 fn mint_sends_an_explicit_list_and_permissions() {
-    let github = stand_in();
+    let github = github_stand_in();
     let now = now();
     let asked = request(
         Some(&["widgets", "gears"]),
@@ -128,7 +118,7 @@ fn mint_sends_an_explicit_list_and_permissions() {
 
 #[test]
 fn all_repositories_profile_omits_the_list() {
-    let github = stand_in();
+    let github = github_stand_in();
     let minted = client(&github)
         .mint(&request(None, &[("metadata", "read")]), now())
         .unwrap();
@@ -142,7 +132,7 @@ fn all_repositories_profile_omits_the_list() {
 
 #[test]
 fn empty_list_and_oversized_list_are_refused_locally() {
-    let github = stand_in();
+    let github = github_stand_in();
     let client = client(&github);
     let empty = client
         .mint(&request(Some(&[]), &[("contents", "read")]), now())
@@ -162,7 +152,7 @@ fn empty_list_and_oversized_list_are_refused_locally() {
 
 #[test]
 fn granted_too_much_is_refused_and_revoked() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_fail(Fail::GrantMore);
     let error = client(&github).mint(&contents_read(), now()).unwrap_err();
     assert!(matches!(error, Failure::Unusable { .. }), "{error}");
@@ -177,7 +167,7 @@ fn granted_too_much_is_refused_and_revoked() {
 #[test]
 fn metadata_not_asked_is_a_wider_grant() {
     // GitHub adds metadata:read to every token; a request without it gets more than asked.
-    let github = stand_in();
+    let github = github_stand_in();
     let error = client(&github)
         .mint(&request(Some(&["widgets"]), &[("contents", "read")]), now())
         .unwrap_err();
@@ -187,7 +177,7 @@ fn metadata_not_asked_is_a_wider_grant() {
 
 #[test]
 fn server_error_is_transient() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_fail(Fail::Status(500));
     let error = client(&github).mint(&contents_read(), now()).unwrap_err();
     assert!(matches!(error, Failure::Unavailable { .. }), "{error}");
@@ -196,7 +186,7 @@ fn server_error_is_transient() {
 
 #[test]
 fn validation_failures_are_misconfiguration_with_the_message() {
-    let github = stand_in();
+    let github = github_stand_in();
     let client = client(&github);
     let cases = [
         request(
@@ -231,8 +221,8 @@ fn validation_failures_are_misconfiguration_with_the_message() {
 
 #[test]
 fn unknown_installation_and_wrong_key_are_misconfiguration() {
-    let github = stand_in();
-    let other = GitHubStandIn::start(APP_ID, INSTALLATION + 1, ACCOUNT, app_public_key());
+    let github = github_stand_in();
+    let other = GitHubStandIn::start(APP_ID, INSTALLATION_ID + 1, ACCOUNT, app_public_key());
     let error = client(&other).installation_account(now()).unwrap_err();
     assert!(
         matches!(error, Failure::Refused { .. }) && error.to_string().contains("404"),
@@ -252,7 +242,7 @@ fn unknown_installation_and_wrong_key_are_misconfiguration() {
 
 #[test]
 fn rate_limit_opens_a_circuit_until_retry_after() {
-    let github = stand_in();
+    let github = github_stand_in();
     let client = client(&github);
     let t = now();
     github.set_fail(Fail::RateLimited { retry_after: 30 });
@@ -296,7 +286,7 @@ fn rate_limit_opens_a_circuit_until_retry_after() {
 
 #[test]
 fn hanging_github_is_a_transient_timeout() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_fail(Fail::Hang(Duration::from_secs(3)));
     let started = std::time::Instant::now();
     let error = client(&github).mint(&contents_read(), now()).unwrap_err();
@@ -306,14 +296,14 @@ fn hanging_github_is_a_transient_timeout() {
 
 #[test]
 fn slow_but_answering_github_is_fine() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_fail(Fail::Delay(Duration::from_millis(200)));
     assert!(client(&github).mint(&contents_read(), now()).is_ok());
 }
 
 #[test]
 fn one_app_jwt_is_reused_for_eight_minutes() {
-    let github = stand_in();
+    let github = github_stand_in();
     let client = client(&github);
     let t = now();
     github.set_now(Some(t));
@@ -331,7 +321,7 @@ fn one_app_jwt_is_reused_for_eight_minutes() {
 
 #[test]
 fn revoke_deletes_the_token() {
-    let github = stand_in();
+    let github = github_stand_in();
     let client = client(&github);
     let minted = client.mint(&contents_read(), now()).unwrap();
     client.revoke(&minted.token, now()).unwrap();
@@ -355,7 +345,7 @@ fn contents_token(client: &Client) -> Secret {
 
 #[test]
 fn contents_raw_with_etag_and_304() {
-    let github = stand_in();
+    let github = github_stand_in();
     let client = client(&github);
     let token = contents_token(&client);
     github.set_contents(b"{\"profiles\":1}");
@@ -410,7 +400,7 @@ fn contents_raw_with_etag_and_304() {
 
 #[test]
 fn contents_json_form_with_newlines_is_decoded() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_raw_media_type(false); // answers GitHub's base64 JSON form whatever is asked
     let client = client(&github);
     let token = contents_token(&client);
@@ -428,7 +418,7 @@ fn contents_json_form_with_newlines_is_decoded() {
 
 #[test]
 fn contents_needs_a_token_for_that_repository() {
-    let github = stand_in();
+    let github = github_stand_in();
     let client = client(&github);
     let widgets_only = client.mint(&contents_read(), now()).unwrap().token;
     let error = client
@@ -446,7 +436,8 @@ fn contents_needs_a_token_for_that_repository() {
 
 #[test]
 fn enterprise_base_url_keeps_the_api_v3_prefix() {
-    let github = GitHubStandIn::start_enterprise(APP_ID, INSTALLATION, ACCOUNT, app_public_key());
+    let github =
+        GitHubStandIn::start_enterprise(APP_ID, INSTALLATION_ID, ACCOUNT, app_public_key());
     assert!(github.api_url().ends_with("/api/v3"));
     for base in [github.api_url(), format!("{}/", github.api_url())] {
         let client = client_with_key(&base, APP_KEY_PEM);

@@ -6,8 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::jwks::JwksMode;
-use support::kitebridge::{Process, Upstreams};
+use support::kitebridge::{Process, Upstreams, world};
 use support::oidc::{Signer, jwks_json};
+use support::util::poll_until;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -48,8 +49,7 @@ fn unknown_kids_are_rate_limited_and_a_rotated_key_is_accepted_after_one_refresh
 
 #[test]
 fn the_last_good_set_keeps_working_while_the_jwks_is_down() {
-    let up = Upstreams::start();
-    let p = Process::spawn(BIN, &up.env());
+    let (up, p) = world(BIN);
     up.jwks.set_mode(JwksMode::Down);
     assert_eq!(p.token("/token", &up.token()).status, 200);
     up.jwks.set_mode(JwksMode::Refused);
@@ -66,15 +66,12 @@ fn oversized_redirecting_and_slow_key_sets_are_refused_with_a_logged_reason() {
         let up = Upstreams::start();
         up.jwks.set_mode(mode.clone());
         let p = Process::spawn_unready(BIN, &up.env());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !p.stderr().to_lowercase().contains(reason) {
-            assert!(
-                Instant::now() < deadline,
-                "{mode:?}: no {reason:?} in the log:\n{}",
-                p.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let logged = || p.stderr().to_lowercase().contains(reason);
+        assert!(
+            poll_until(Duration::from_secs(20), logged),
+            "{mode:?}: no {reason:?} in the log:\n{}",
+            p.stderr()
+        );
         assert_eq!(
             p.get("/healthcheck").status,
             503,

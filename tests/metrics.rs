@@ -3,17 +3,14 @@
 
 mod support;
 
-use std::net::TcpListener;
-use support::kitebridge::{Process, Upstreams, exchange};
+use support::kitebridge::{Process, Upstreams, exchange, world_with};
+use support::util::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
 #[test]
 fn counts_requests_vends_upstream_calls_and_shows_the_generation() {
-    let up = Upstreams::start();
-    let mut env = up.env();
-    env.insert("RATE_LIMIT_PER_PIPELINE".into(), "2/60s".into());
-    let p = Process::spawn(BIN, &env);
+    let (up, p) = world_with(BIN, &[("RATE_LIMIT_PER_PIPELINE", "2/60s")]);
     let jwt = up.token_with(|c| c["build_branch"] = "secret-branch-name".into());
     let first = p.token("/token", &jwt);
     assert_eq!(first.status, 200);
@@ -77,17 +74,12 @@ fn counts_requests_vends_upstream_calls_and_shows_the_generation() {
 #[test]
 fn metrics_off_and_on_a_separate_listener() {
     let up = Upstreams::start();
-    let mut env = up.env();
-    env.insert("METRICS".into(), "off".into());
+    let mut env = up.env_with(&[("METRICS", "off")]);
     let p = Process::spawn(BIN, &env);
     assert_eq!(p.get("/metrics").status, 404);
     drop(p);
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     env.insert("METRICS".into(), format!("127.0.0.1:{port}"));
     let p = Process::spawn(BIN, &env);
     assert_eq!(p.get("/metrics").status, 404, "not on the main listener");

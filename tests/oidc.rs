@@ -3,11 +3,10 @@
 //! and the key store's refresh behaviour, with closure fetchers and logical time.
 #![forbid(unsafe_code)]
 
-#[path = "support/oidc.rs"]
-mod oidc_support;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use kitebridge::oidc::jwks::{ParsedJwks, parse_jwks};
@@ -15,8 +14,9 @@ use kitebridge::oidc::{
     Audience, Error, FetchedJwks, KeyPolicyViolation, KeySource, KeyStore, Rejected, Segment,
     Settings, Verified, Verifier, bearer_token,
 };
-use oidc_support::{Signer, assemble, b64, buildkite_claims, jwks_json, jwks_of};
 use serde_json::{Value, json};
+use support::oidc::{Signer, assemble, b64, buildkite_claims, jwks_json, jwks_of};
+use support::util::all_at_once;
 
 const NOW: u64 = 1_763_632_800;
 const ORG: &str = "acme";
@@ -1518,21 +1518,13 @@ fn concurrent_misses_share_one_fetch() {
     store.load(NOW - 100).unwrap();
     upstream.serve(&[&A, &B], None);
     let verifier = Arc::new(Verifier::new(settings(), store));
-    let threads = 8;
-    let barrier = Arc::new(Barrier::new(threads));
     let token = token_at(&B, NOW);
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (verifier, barrier, token) = (verifier.clone(), barrier.clone(), token.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                verifier.verify(token.as_bytes(), NOW).map(|v| v.kid)
-            })
-        })
-        .collect();
-    for handle in handles {
+    let kids = all_at_once(8, move || {
+        verifier.verify(token.as_bytes(), NOW).map(|v| v.kid)
+    });
+    for kid in kids {
         assert_eq!(
-            handle.join().unwrap().unwrap(),
+            kid.unwrap(),
             B.kid,
             "every waiter looks again after the fetch"
         );

@@ -8,21 +8,21 @@ mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use kitebridge::config::ProfileSource;
 use kitebridge::github::{AppKey, Client, Settings};
 use kitebridge::profiles::{FileError, LoadError, Lookup, Store, start_with};
 use kitebridge::upstream;
 use serde_json::json;
-use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
+use support::github::{APP_KEY_PEM, Fail, Route};
+use support::kitebridge::{APP_ID, INSTALLATION_ID, github_stand_in};
+use support::util::{now, sha256_hex, temp_dir, wait_until};
 
-const APP_ID: &str = "12345";
-const INSTALLATION: u64 = 777;
 const FAST: Duration = Duration::from_millis(50);
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -31,46 +31,8 @@ const GOOD_TWO: &str = r#"{"pipeline":{"profiles":[{"name":"two","permissions":[
   "organization":{"profiles":[{"name":"bad name","repositories":["cfg"],"permissions":["contents:read"]}]}}"#;
 const BROKEN: &str = r#"{"organisation":{"profiles":[]}}"#;
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn now() -> u64 {
-    kitebridge::time::now_unix()
-}
-
 fn digest(store: &Store) -> String {
     store.current().unwrap().digest().to_owned()
-}
-
-/// Polls `condition` until it holds or [`PATIENCE`] runs out.
-fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A fresh, empty directory of this test process, removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir =
-        std::env::temp_dir().join(format!("kitebridge-sources-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 /// Writes `content` and sets the modification time to a distinct second per `version`, so a
@@ -95,7 +57,7 @@ fn github_client(api_url: &str) -> Arc<Client> {
     let settings = Settings {
         api_url: api_url.to_owned(),
         app_id: APP_ID.to_owned(),
-        installation_id: INSTALLATION,
+        installation_id: INSTALLATION_ID,
     };
     let key = AppKey::from_pem(APP_KEY_PEM.as_bytes()).unwrap();
     Arc::new(Client::new(
@@ -131,7 +93,7 @@ fn builtin_is_loaded_at_once() {
 #[test]
 fn good_file_is_loaded_before_start_returns() {
     let dir = temp_dir("at-start");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, GOOD_TWO, 1);
     let source = ProfileSource::File(path);
     let store = start_with(&source, unused_client(), PATIENCE, PATIENCE).unwrap();
@@ -154,7 +116,7 @@ fn good_file_is_loaded_before_start_returns() {
 #[test]
 fn watcher_picks_up_a_changed_file() {
     let dir = temp_dir("watch");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, GOOD, 1);
     let source = ProfileSource::File(path.clone());
     let store = start_with(&source, unused_client(), FAST, FAST).unwrap();
@@ -162,7 +124,7 @@ fn watcher_picks_up_a_changed_file() {
 
     write_version(&path, GOOD_TWO, 2);
     let want = sha256_hex(GOOD_TWO.as_bytes());
-    wait_until("the watcher to load the new file", || {
+    wait_until("the watcher to load the new file", PATIENCE, || {
         digest(&store) == want
     });
     assert!(matches!(
@@ -174,19 +136,19 @@ fn watcher_picks_up_a_changed_file() {
 #[test]
 fn watcher_ends_when_the_store_is_dropped() {
     let dir = temp_dir("watch-end");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, GOOD, 1);
     let store = Arc::new(Store::file(path));
     let handle = kitebridge::profiles::store::spawn_refresher(&store, FAST, FAST).unwrap();
-    wait_until("the first load", || store.is_loaded());
+    wait_until("the first load", PATIENCE, || store.is_loaded());
     drop(store);
-    wait_until("the thread to end", || handle.is_finished());
+    wait_until("the thread to end", PATIENCE, || handle.is_finished());
 }
 
 #[test]
 fn broken_file_keeps_the_previous_generation() {
     let dir = temp_dir("broken");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, GOOD, 1);
     let store = Store::file(path.clone());
     assert!(!store.is_loaded());
@@ -217,7 +179,7 @@ fn broken_file_keeps_the_previous_generation() {
 #[test]
 fn reload_now_rereads_an_unchanged_file() {
     let dir = temp_dir("reload-now");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     write_version(&path, BROKEN, 1);
     let store = Store::file(path.clone());
     assert!(store.reload(now()).is_err());
@@ -239,7 +201,7 @@ fn reload_now_rereads_an_unchanged_file() {
 #[test]
 fn unreadable_and_oversized_files_are_refused() {
     let dir = temp_dir("unreadable");
-    let missing = dir.0.join("missing.json");
+    let missing = dir.join("missing.json");
     let store = Store::file(missing.clone());
     let error = store.reload(now()).unwrap_err();
     let LoadError::Read { path, error: io } = &error else {
@@ -254,7 +216,7 @@ fn unreadable_and_oversized_files_are_refused() {
         "{error}"
     );
 
-    let big = dir.0.join("big.json");
+    let big = dir.join("big.json");
     let content = format!(
         "{{\"pipeline\":{{}}, \"x\":\"{}\"}}",
         "a".repeat(1024 * 1024)
@@ -269,7 +231,7 @@ fn unreadable_and_oversized_files_are_refused() {
         "{error:?}"
     );
 
-    let error = Store::file(dir.0.clone()).reload(now()).unwrap_err();
+    let error = Store::file(dir.to_path_buf()).reload(now()).unwrap_err();
     assert!(
         matches!(error, LoadError::Read { .. }),
         "a directory: {error:?}"
@@ -279,7 +241,7 @@ fn unreadable_and_oversized_files_are_refused() {
 #[test]
 fn file_that_appears_later_is_loaded_by_the_retry_loop() {
     let dir = temp_dir("late");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     let source = ProfileSource::File(path.clone());
     // Once loaded, checks are far apart: only the retry loop can load it in time.
     let store = start_with(&source, unused_client(), PATIENCE * 10, FAST).unwrap();
@@ -290,7 +252,9 @@ fn file_that_appears_later_is_loaded_by_the_retry_loop() {
     thread::sleep(FAST * 3);
     assert!(!store.is_loaded());
     write_version(&path, GOOD, 1);
-    wait_until("the retry loop to load the file", || store.is_loaded());
+    wait_until("the retry loop to load the file", PATIENCE, || {
+        store.is_loaded()
+    });
     assert_eq!(digest(&store), sha256_hex(GOOD.as_bytes()));
 }
 
@@ -307,7 +271,7 @@ fn readers_never_see_a_mixed_generation() {
     const GENERATIONS: usize = 8;
     const SWAPS: usize = 200;
     let dir = temp_dir("consistency");
-    let path = dir.0.join("profiles.json");
+    let path = dir.join("profiles.json");
     let files: Vec<String> = (0..GENERATIONS).map(generation_file).collect();
     let ordinal: Arc<HashMap<String, usize>> = Arc::new(
         files
@@ -384,13 +348,9 @@ fn github_source(git_ref: Option<&str>) -> ProfileSource {
     }
 }
 
-fn stand_in() -> GitHubStandIn {
-    GitHubStandIn::start(APP_ID, INSTALLATION, "acme", app_public_key())
-}
-
 #[test]
 fn github_raw_file_loads_at_start() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let client = github_client(&github.api_url());
     let store = start_with(&github_source(Some("main")), client, PATIENCE, PATIENCE).unwrap();
@@ -402,7 +362,7 @@ fn github_raw_file_loads_at_start() {
 
 #[test]
 fn github_base64_file_loads() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_raw_media_type(false);
     // Long enough for the base64 to span several 60-character lines.
     github.set_contents(GOOD_TWO.as_bytes());
@@ -414,7 +374,7 @@ fn github_base64_file_loads() {
 
 #[test]
 fn github_token_is_for_the_one_repository_and_reused() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let store = Store::new(&github_source(None), github_client(&github.api_url()));
     for _ in 0..4 {
@@ -434,7 +394,7 @@ fn github_token_is_for_the_one_repository_and_reused() {
 
 #[test]
 fn github_token_is_reminted_with_less_than_five_minutes_left() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let t = now();
     github.set_now(Some(t));
@@ -451,7 +411,7 @@ fn github_token_is_reminted_with_less_than_five_minutes_left() {
 
 #[test]
 fn github_unchanged_etag_is_a_304_and_no_swap() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let store = Store::new(&github_source(None), github_client(&github.api_url()));
     assert!(store.reload(now()).unwrap());
@@ -474,7 +434,7 @@ fn github_unchanged_etag_is_a_304_and_no_swap() {
 
 #[test]
 fn github_changed_file_is_a_new_generation() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let store = Store::new(&github_source(None), github_client(&github.api_url()));
     store.reload(now()).unwrap();
@@ -485,7 +445,7 @@ fn github_changed_file_is_a_new_generation() {
 
 #[test]
 fn github_failures_keep_the_previous_generation() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     let store = Store::new(&github_source(None), github_client(&github.api_url()));
     store.reload(now()).unwrap();
@@ -518,13 +478,15 @@ fn github_failures_keep_the_previous_generation() {
 
 #[test]
 fn github_file_unavailable_at_start_is_retried() {
-    let github = stand_in();
+    let github = github_stand_in();
     github.set_contents(GOOD.as_bytes());
     github.set_fail(Fail::Status(503));
     let client = github_client(&github.api_url());
     let store = start_with(&github_source(None), client, PATIENCE * 10, FAST).unwrap();
     assert!(!store.is_loaded());
     github.set_fail(Fail::None);
-    wait_until("the retry loop to fetch the file", || store.is_loaded());
+    wait_until("the retry loop to fetch the file", PATIENCE, || {
+        store.is_loaded()
+    });
     assert_eq!(digest(&store), sha256_hex(GOOD.as_bytes()));
 }

@@ -9,18 +9,19 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-use support::kitebridge::{HttpResponse, ORG, PIPELINE, Process, Upstreams, temp_dir};
+use std::time::Duration;
+use support::kitebridge::{
+    GIT_BODY, HttpResponse, ORG, PIPELINE, Process, Upstreams, assert_json_error, audit_error,
+    vended,
+};
+use support::util::{fixture, poll_until, sha256_hex, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
-
-/// The repository of the pipeline `acme/widgets`, as the git plugin asks for it.
-const GIT_WIDGETS: &str = "protocol=https\nhost=github.com\npath=acme/widgets.git";
 
 /// A pipeline profile the swap test's first version has and its second lacks, and vice versa.
 const ALPHA: &str = r#"{"organization":{"profiles":[
@@ -29,28 +30,7 @@ const BETA: &str = r#"{"organization":{"profiles":[
   {"name":"beta","repositories":["widgets"],"permissions":["contents:read"]}]}}"#;
 
 fn profiles_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/profiles")
-        .join(name)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The stand-ins' configuration, rate limits off (some tests send thousands of requests), plus `extra`.
-fn env_with(up: &Upstreams, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut env = up.env();
-    env.insert("RATE_LIMIT_PER_PIPELINE".into(), "off".into());
-    env.insert("RATE_LIMIT_PER_SOURCE".into(), "off".into());
-    for (k, v) in extra {
-        env.insert((*k).to_owned(), (*v).to_owned());
-    }
-    env
+    fixture(&format!("profiles/{name}")).into()
 }
 
 /// The stand-ins and a ready kitebridge serving `tests/fixtures/profiles/server.json`.
@@ -59,7 +39,7 @@ fn serving_fixture() -> (Upstreams, Process) {
     let file = profiles_fixture("server.json");
     let p = Process::spawn(
         BIN,
-        &env_with(&up, &[("PROFILES_FILE", file.to_str().unwrap())]),
+        &up.env_with_no_rate_limits(&[("PROFILES_FILE", file.to_str().unwrap())]),
     );
     (up, p)
 }
@@ -72,37 +52,11 @@ fn replace_file(path: &Path, bytes: &[u8]) {
     std::fs::rename(&aside, path).unwrap();
 }
 
-/// Polls `done` every 100 ms for at most `within`; whether it became true.
-fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A JSON error answer: status and exact body.
-fn assert_json_error(r: &HttpResponse, status: u16, error: &str) {
-    assert_eq!(r.status, status, "{}", r.text());
-    assert_eq!(r.json(), json!({ "error": error }), "{}", r.text());
-}
-
 /// The "not mine" answer: 200 with an empty body.
 fn assert_not_mine(r: &HttpResponse) {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.body.is_empty(), "expected an empty body: {:?}", r.text());
     assert_eq!(r.header("Content-Length"), Some("0"));
-}
-
-/// The `token` of a 200 JSON body.
-fn vended(r: &HttpResponse) -> String {
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_owned()
 }
 
 /// The `password` of a 200 git-credential body.
@@ -114,14 +68,6 @@ fn git_password(r: &HttpResponse) -> String {
         .find_map(|l| l.strip_prefix("password="))
         .unwrap_or_else(|| panic!("no password line: {text:?}"));
     line.to_owned()
-}
-
-/// The audit line's `error`, which must be set.
-fn audit_error(audit: &Value) -> String {
-    audit["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error in {audit}"))
-        .to_owned()
 }
 
 /// The last mint request body the GitHub stand-in received.
@@ -183,7 +129,7 @@ fn named_pipeline_profile_on_token_and_git_routes() {
         "GitHub is asked for exactly the pipeline's repository and the profile's permissions"
     );
 
-    let git = p.git("/git-credentials/pr-commenter", &jwt, GIT_WIDGETS);
+    let git = p.git("/git-credentials/pr-commenter", &jwt, GIT_BODY);
     assert_eq!(git.header("Content-Type"), Some("text/plain"));
     assert_eq!(
         git_password(&git),
@@ -218,13 +164,13 @@ fn pipeline_prefixes_are_accepted_and_org_is_refused() {
         "the same profile after stripping the prefix"
     );
     assert_eq!(r.json()["profile"], "pipeline:pr-commenter");
-    let git = p.git("/git-credentials/repo:pr-commenter", &jwt, GIT_WIDGETS);
+    let git = p.git("/git-credentials/repo:pr-commenter", &jwt, GIT_BODY);
     assert_eq!(git_password(&git), first);
     assert_eq!(up.github.mints(), 1);
 
     let r = p.token("/token/org:shared", &jwt);
     assert_json_error(&r, 400, "malformed profile reference");
-    let git = p.git("/git-credentials/org:shared", &jwt, GIT_WIDGETS);
+    let git = p.git("/git-credentials/org:shared", &jwt, GIT_BODY);
     assert_eq!(git.status, 400, "{}", git.text());
     assert_eq!(up.github.mints(), 1);
 }
@@ -262,7 +208,7 @@ fn match_rules_admit_and_deny_naming_the_failed_rule() {
         "the failed rule, the claim and its escaped value"
     );
 
-    let git = p.git("/git-credentials/release", &dev, GIT_WIDGETS);
+    let git = p.git("/git-credentials/release", &dev, GIT_BODY);
     assert_eq!(git.status, 403, "{}", git.text());
     assert_eq!(git.text(), "forbidden\n");
 
@@ -294,7 +240,7 @@ fn unavailable_and_unknown_profiles_are_404() {
         error.starts_with("profile broken: unavailable: ") && error.contains("fly"),
         "the quarantine reason is on the audit record: {error}"
     );
-    let git = p.git("/git-credentials/broken", &jwt, GIT_WIDGETS);
+    let git = p.git("/git-credentials/broken", &jwt, GIT_BODY);
     assert_eq!(git.status, 404);
     assert_eq!(git.text(), "profile unavailable\n");
     assert!(audit_error(&p.audit_of(&git)).contains("fly"));
@@ -602,7 +548,7 @@ fn match_rules_are_checked_before_the_cache() {
     let dev = up.token_with(|c| c["build_branch"] = json!("dev"));
     assert_json_error(&p.token("/token/release", &dev), 403, "forbidden");
     assert_eq!(
-        p.git("/git-credentials/release", &dev, GIT_WIDGETS).status,
+        p.git("/git-credentials/release", &dev, GIT_BODY).status,
         403
     );
     assert_eq!(up.github.mints(), 2, "no token minted or served for B");
@@ -653,11 +599,11 @@ fn audit_record_on_success_names_profile_digest_and_matches() {
 /// A kitebridge serving the local file `dir/profiles.json`, which holds `bytes` at start.
 fn serving_file(bytes: &[u8]) -> (Upstreams, Process, PathBuf) {
     let up = Upstreams::start();
-    let file = temp_dir("profiles").join("profiles.json");
+    let file = temp_dir("profiles").keep().join("profiles.json");
     std::fs::write(&file, bytes).unwrap();
     let p = Process::spawn(
         BIN,
-        &env_with(&up, &[("PROFILES_FILE", file.to_str().unwrap())]),
+        &up.env_with_no_rate_limits(&[("PROFILES_FILE", file.to_str().unwrap())]),
     );
     (up, p, file)
 }
@@ -681,7 +627,7 @@ fn a_changed_file_is_a_new_generation_and_a_broken_one_is_kept_out() {
       {"name":"beta","repositories":["widgets"],"permissions":["contents:read"]}]}}"#;
     replace_file(&file, both.as_bytes());
     assert!(
-        wait_until(Duration::from_secs(8), || p
+        poll_until(Duration::from_secs(8), || p
             .token("/organization/token/beta", &jwt)
             .status
             == 200),
@@ -705,7 +651,7 @@ fn a_changed_file_is_a_new_generation_and_a_broken_one_is_kept_out() {
     replace_file(&file, broken.as_bytes());
     let kept = format!("keeping digest {}", sha256_hex(both.as_bytes()));
     assert!(
-        wait_until(Duration::from_secs(8), || p.stderr().contains(&kept)),
+        poll_until(Duration::from_secs(8), || p.stderr().contains(&kept)),
         "the broken file was not reported; stderr:\n{}",
         p.stderr()
     );
@@ -803,10 +749,11 @@ fn generation_swaps_under_load_answer_consistently() {
 #[test]
 fn not_ready_until_the_first_profile_file_loads() {
     let up = Upstreams::start();
-    let file = temp_dir("profiles-late").join("profiles.json");
+    let dir = temp_dir("profiles-late");
+    let file = dir.join("profiles.json");
     let p = Process::spawn_unready(
         BIN,
-        &env_with(&up, &[("PROFILES_FILE", file.to_str().unwrap())]),
+        &up.env_with_no_rate_limits(&[("PROFILES_FILE", file.to_str().unwrap())]),
     );
     std::thread::sleep(Duration::from_millis(1500));
     let health = p.get("/healthcheck");
@@ -815,7 +762,7 @@ fn not_ready_until_the_first_profile_file_loads() {
     let jwt = up.token();
     assert_eq!(p.token("/token", &jwt).status, 503);
     assert_eq!(p.token("/organization/token/alpha", &jwt).status, 503);
-    assert_eq!(p.git("/git-credentials", &jwt, GIT_WIDGETS).status, 503);
+    assert_eq!(p.git("/git-credentials", &jwt, GIT_BODY).status, 503);
     assert_eq!(up.github.mints(), 0);
 
     std::fs::write(&file, ALPHA).unwrap();
@@ -835,13 +782,10 @@ fn not_ready_until_the_first_profile_file_loads() {
 fn serving_github(up: &Upstreams) -> Process {
     Process::spawn(
         BIN,
-        &env_with(
-            up,
-            &[
-                ("GITHUB_ORG_PROFILE", "acme:cfg:profiles.json"),
-                ("PROFILES_REFRESH_SECS", "10"),
-            ],
-        ),
+        &up.env_with_no_rate_limits(&[
+            ("GITHUB_ORG_PROFILE", "acme:cfg:profiles.json"),
+            ("PROFILES_REFRESH_SECS", "10"),
+        ]),
     )
 }
 
@@ -865,7 +809,7 @@ fn github_hosted_profiles_raw_form_and_refresh() {
 
     up.github.set_contents(BETA.as_bytes());
     assert!(
-        wait_until(Duration::from_secs(25), || p
+        poll_until(Duration::from_secs(25), || p
             .token("/organization/token/beta", &jwt)
             .status
             == 200),
@@ -912,7 +856,7 @@ fn example_variant(edit: impl FnOnce(&mut Value)) -> PathBuf {
     let mut doc: Value =
         serde_json::from_slice(&std::fs::read(profiles_fixture("example.json")).unwrap()).unwrap();
     edit(&mut doc);
-    let path = temp_dir("check").join("profiles.json");
+    let path = temp_dir("check").keep().join("profiles.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     path
 }

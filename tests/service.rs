@@ -11,7 +11,11 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::github::Fail;
-use support::kitebridge::{Process, Upstreams, exchange, plugin_post, temp_dir};
+use support::kitebridge::{Process, Upstreams, exchange, plugin_post, world, world_with};
+use support::util::{
+    command_with_env, fixture, free_port, poll_for, poll_until, temp_dir, try_idle_connections,
+    wait_exit,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -25,32 +29,13 @@ fn signal(pid: u32, name: &str) {
 }
 
 fn spawn_raw(env: &BTreeMap<String, String>, program: &str, args: &[&str]) -> Child {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null())
+    command_with_env(program, env)
+        .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Every datagram received within `within`, until one contains `until`.
@@ -76,7 +61,7 @@ fn datagrams_until(sock: &UnixDatagram, until: &str, within: Duration) -> Vec<St
 #[test]
 fn socket_activation_serves_healthcheck() {
     let up = Upstreams::start();
-    let port = support::kitebridge::free_port();
+    let port = free_port();
     let mut env = up.env();
     env.insert("SERVER_PORT".into(), "1".into()); // must be ignored under socket activation
     // systemd-socket-activate passes on only the variables named with --setenv.
@@ -87,23 +72,20 @@ fn socket_activation_serves_healthcheck() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = spawn_raw(&env, "systemd-socket-activate", &args);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let r = loop {
-        if TcpStream::connect(addr).is_ok() {
-            let r = exchange(
+    let healthy = poll_for(Duration::from_secs(15), || {
+        let r = TcpStream::connect(addr).is_ok().then(|| {
+            exchange(
                 addr,
                 b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            );
-            if r.status == 200 {
-                break r;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no healthy answer through the activated socket"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            )
+        });
+        r.filter(|r| r.status == 200)
+    });
+    assert!(
+        healthy.is_some(),
+        "no healthy answer through the activated socket"
+    );
+    let r = healthy.unwrap();
     assert_eq!(r.text(), "OK");
     let r = plugin_post(addr, "/token", &up.token());
     assert_eq!(r.status, 200, "{}", r.text());
@@ -148,9 +130,7 @@ fn ready_only_after_first_load_and_stopping_after_sigterm() {
 
 #[test]
 fn sigterm_lets_an_in_flight_vend_finish_then_exits_0() {
-    let up = Upstreams::start();
-    let p_env = up.env();
-    let mut p = Process::spawn(BIN, &p_env);
+    let (up, mut p) = world(BIN);
     up.github.set_fail(Fail::Delay(Duration::from_secs(2)));
     let addr = p.addr;
     let jwt = up.token();
@@ -173,10 +153,7 @@ fn sigterm_lets_an_in_flight_vend_finish_then_exits_0() {
 
 #[test]
 fn second_sigterm_or_the_timeout_exits_anyway() {
-    let up = Upstreams::start();
-    let mut env = up.env();
-    env.insert("SERVER_SHUTDOWN_TIMEOUT_SECS".into(), "2".into());
-    let mut p = Process::spawn(BIN, &env);
+    let (up, mut p) = world_with(BIN, &[("SERVER_SHUTDOWN_TIMEOUT_SECS", "2")]);
     up.github.set_fail(Fail::Delay(Duration::from_secs(12)));
     let addr = p.addr;
     let jwt = up.token();
@@ -227,11 +204,12 @@ fn sighup_reloads_the_profile_file() {
     )
     .unwrap();
     signal(p.pid(), "HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while p.token("/token/two", &up.token()).status != 200 {
-        assert!(Instant::now() < deadline, "{}", p.stderr());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let two_served = || p.token("/token/two", &up.token()).status == 200;
+    assert!(
+        poll_until(Duration::from_secs(5), two_served),
+        "{}",
+        p.stderr()
+    );
     assert_eq!(p.token("/token/one", &up.token()).status, 404);
 }
 
@@ -240,10 +218,7 @@ fn secrets_come_from_the_credentials_directory() {
     let up = Upstreams::start();
     let creds = temp_dir("creds");
     std::fs::copy(
-        format!(
-            "{}/tests/fixtures/test-github-app-key.pkcs1.pem",
-            env!("CARGO_MANIFEST_DIR")
-        ),
+        fixture("test-github-app-key.pkcs1.pem"),
         creds.join("github-app-private-key"),
     )
     .unwrap();
@@ -270,7 +245,7 @@ fn secrets_come_from_the_credentials_directory() {
 fn accept_errors_are_logged_and_survived() {
     let up = Upstreams::start();
     let dir = temp_dir("emfile");
-    let port = support::kitebridge::free_port();
+    let port = free_port();
     let mut env = up.env();
     env.insert("SERVER_PORT".into(), port.to_string());
     env.insert(
@@ -278,13 +253,8 @@ fn accept_errors_are_logged_and_survived() {
         dir.join("audit.log").display().to_string(),
     );
     // 48 file descriptors in all: a few dozen connections exhaust them, so accept() fails (EMFILE).
-    let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=48:48", BIN])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in &env {
-        cmd.env(k, v);
-    }
+    let mut cmd = command_with_env("prlimit", &env);
+    cmd.args(["--nofile=48:48", BIN]);
     let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -302,34 +272,24 @@ fn accept_errors_are_logged_and_survived() {
             .status
                 == 200
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !healthy() {
-        assert!(Instant::now() < deadline, "not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let hogs: Vec<TcpStream> = (0..80)
-        .filter_map(|_| TcpStream::connect(addr).ok())
+    assert!(poll_until(Duration::from_secs(15), &healthy), "not ready");
+    // As many as open: the server's accept() is failing, so some may not.
+    let hogs: Vec<TcpStream> = try_idle_connections(addr, 80, b"")
+        .into_iter()
+        .flatten()
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
     let log = || std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-    while !log().contains("accept failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no accept error logged:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        poll_until(Duration::from_secs(5), || log().contains("accept failed")),
+        "no accept error logged:\n{}",
+        log()
+    );
     drop(hogs);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !healthy() {
-        assert!(
-            Instant::now() < deadline,
-            "did not recover after the accept errors:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        poll_until(Duration::from_secs(15), &healthy),
+        "did not recover after the accept errors:\n{}",
+        log()
+    );
     assert!(
         log().matches("accept failed").count() < 50,
         "the warning is rate limited"

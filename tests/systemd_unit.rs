@@ -7,12 +7,15 @@
 //! reports what it got as `child: key=value` lines on stdout; the parent test asserts on them.
 #![forbid(unsafe_code)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::util::{free_port, temp_dir};
 
 /// Set in the child's environment; without it the child entry point does nothing.
 const CHILD_MARKER: &str = "KITEBRIDGE_SYSTEMD_TEST_CHILD";
@@ -114,15 +117,6 @@ fn report(output: &Output) -> HashMap<String, String> {
         .collect()
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (systemd-socket-activate needs a fixed port).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn assert_variables_removed(report: &HashMap<String, String>) {
     for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         assert_eq!(
@@ -153,10 +147,8 @@ fn take_listener_adopts_the_socket_passed_by_systemd() {
 
 #[test]
 fn take_listener_rejects_a_unix_socket() {
-    let dir = std::env::temp_dir().join(format!("kitebridge-activate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("activate");
     let path = dir.join("listen.sock");
-    let _ = std::fs::remove_file(&path);
     let options = ["--listen", path.to_str().unwrap()];
     let (_connection, output) = run_activated_child(&options, || UnixStream::connect(&path));
     let report = report(&output);
@@ -167,7 +159,7 @@ fn take_listener_rejects_a_unix_socket() {
         "{output:?}"
     );
     assert_variables_removed(&report);
-    std::fs::remove_dir_all(&dir).unwrap();
+    dir.close().unwrap();
 }
 
 #[test]

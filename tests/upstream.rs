@@ -19,12 +19,7 @@ fn client() -> Client {
 }
 
 fn fast_client() -> Client {
-    let settings = Settings {
-        timeout_connect: Duration::from_millis(500),
-        timeout_global: Duration::from_millis(700),
-        ..Settings::default()
-    };
-    Client::new(&settings).unwrap()
+    Client::new(&fast_settings()).unwrap()
 }
 
 #[test]

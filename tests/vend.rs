@@ -5,57 +5,24 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use support::buildkite::BkFail;
 use support::github::{APP_KEY_PEM, Fail, Route};
 use support::kitebridge::{
-    BUILDKITE_TOKEN, HttpResponse, ORG, PIPELINE, Process, Upstreams, exchange, hashed_token, now,
+    BUILDKITE_TOKEN, GIT_BODY, HttpResponse, ORG, PIPELINE, Process, Upstreams,
+    assert_json_error_no_store, audit_error, exchange, hashed_token, plugin_post, vended, world,
+    world_with,
 };
 use support::oidc::Signer;
 use support::server::{Request, Response, Server};
+use support::util::{all_at_once, now};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
-
-const GIT_BODY: &str = "protocol=https\nhost=github.com\npath=acme/widgets.git";
-
-fn world() -> (Upstreams, Process) {
-    world_with(&[])
-}
-
-/// The stand-ins and a ready kitebridge with `extra` added to the configuration.
-fn world_with(extra: &[(&str, &str)]) -> (Upstreams, Process) {
-    let up = Upstreams::start();
-    let p = Process::spawn(BIN, &env_with(&up, extra));
-    (up, p)
-}
-
-fn env_with(up: &Upstreams, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut env = up.env();
-    for (k, v) in extra {
-        env.insert((*k).to_owned(), (*v).to_owned());
-    }
-    env
-}
 
 /// A valid token for `acme/<pipeline>`.
 fn token_for(up: &Upstreams, pipeline: &str) -> String {
     up.signer.token(&up.claims(pipeline))
-}
-
-/// The `token` of a 200 JSON body.
-fn vended(r: &HttpResponse) -> String {
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_owned()
-}
-
-/// A JSON error answer: status, exact body, `no-store`.
-fn assert_json_error(r: &HttpResponse, status: u16, error: &str) {
-    assert_eq!(r.status, status, "{}", r.text());
-    assert_eq!(r.json(), json!({ "error": error }), "{}", r.text());
-    assert_eq!(r.header("Cache-Control"), Some("no-store"));
 }
 
 /// `Retry-After`, which must be whole seconds, at least 1.
@@ -75,17 +42,9 @@ fn assert_retry_after_absent_or_numeric(r: &HttpResponse) {
     }
 }
 
-/// The audit line's `error`, which must be set.
-fn audit_error(audit: &Value) -> String {
-    audit["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error in {audit}"))
-        .to_owned()
-}
-
 #[test]
 fn json_token_routes_answer_the_documented_body() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     for (i, path) in ["/token", "/token/pipeline:default"].iter().enumerate() {
         let r = p.token(path, &jwt);
@@ -129,7 +88,7 @@ fn json_token_routes_answer_the_documented_body() {
 
 #[test]
 fn git_token_routes_answer_the_documented_body() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     for (i, path) in ["/git-credentials", "/git-credentials/pipeline:default"]
         .iter()
@@ -162,7 +121,7 @@ fn git_token_routes_answer_the_documented_body() {
 
 #[test]
 fn the_long_token_passes_through_intact() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let r = p.token("/token", &up.token());
     let token = vended(&r);
     let issued = up.github.issued();
@@ -179,7 +138,7 @@ fn the_long_token_passes_through_intact() {
 
 #[test]
 fn missing_authorization_is_a_bare_401_challenge() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let r = p.post_with(
         "/token",
         &["Content-Type: text/plain", "Accept: application/json"],
@@ -200,7 +159,7 @@ fn missing_authorization_is_a_bare_401_challenge() {
 
 #[test]
 fn every_invalid_token_gets_the_same_401_and_the_audit_names_the_cause() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let t = now();
     let expired = up.token_with(|c| {
         c["iat"] = json!(t - 400);
@@ -278,13 +237,13 @@ fn every_invalid_token_gets_the_same_401_and_the_audit_names_the_cause() {
 
 #[test]
 fn malformed_or_unknown_profiles_and_bad_git_input() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     let r = p.token("/token/org:x", &jwt);
-    assert_json_error(&r, 400, "malformed profile reference");
+    assert_json_error_no_store(&r, 400, "malformed profile reference");
     assert!(audit_error(&p.audit_of(&r)).contains("profile reference"));
     let r = p.token("/token/nope", &jwt);
-    assert_json_error(&r, 404, "profile not found");
+    assert_json_error_no_store(&r, 404, "profile not found");
     assert!(audit_error(&p.audit_of(&r)).contains("not found"));
     let r = p.git("/git-credentials", &jwt, "protocol=https\nhost=github.com");
     assert_eq!(r.status, 400, "{}", r.text());
@@ -295,30 +254,30 @@ fn malformed_or_unknown_profiles_and_bad_git_input() {
 
 #[test]
 fn buildkite_failures_map_to_the_documented_statuses() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
 
     up.buildkite.set_fail(BkFail::Status(500));
     let r = p.token("/token", &jwt);
-    assert_json_error(&r, 503, "upstream unavailable");
+    assert_json_error_no_store(&r, 503, "upstream unavailable");
     assert_retry_after_absent_or_numeric(&r);
     assert!(audit_error(&p.audit_of(&r)).contains("buildkite"));
 
     up.buildkite.set_fail(BkFail::Status(404));
     let r = p.token("/token", &jwt);
-    assert_json_error(&r, 500, "internal error");
+    assert_json_error_no_store(&r, 500, "internal error");
     assert!(audit_error(&p.audit_of(&r)).contains("pipeline not found"));
 
     up.buildkite.set_fail(BkFail::None);
     up.buildkite
         .set_pipeline(ORG, PIPELINE, "git@gitlab.com:acme/widgets.git");
     let r = p.token("/token", &jwt);
-    assert_json_error(&r, 500, "internal error");
+    assert_json_error_no_store(&r, 500, "internal error");
     assert!(audit_error(&p.audit_of(&r)).contains("not on GitHub"));
 
     up.buildkite.set_fail(BkFail::RateLimited { reset: 30 });
     let r = p.token("/token", &jwt);
-    assert_json_error(&r, 503, "upstream unavailable");
+    assert_json_error_no_store(&r, 503, "upstream unavailable");
     assert!((1..=30).contains(&retry_after(&r)));
     let calls = up.buildkite.calls();
     up.buildkite.set_fail(BkFail::None);
@@ -335,36 +294,36 @@ fn buildkite_failures_map_to_the_documented_statuses() {
 
 #[test]
 fn a_hanging_buildkite_is_a_503_within_the_upstream_timeout() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     up.buildkite.set_fail(BkFail::Hang(Duration::from_secs(28)));
     let started = Instant::now();
     let r = p.token("/token", &up.token());
     let took = started.elapsed();
-    assert_json_error(&r, 503, "upstream unavailable");
+    assert_json_error_no_store(&r, 503, "upstream unavailable");
     assert_retry_after_absent_or_numeric(&r);
     assert!(took < Duration::from_secs(25), "took {took:?}");
 }
 
 #[test]
 fn github_failures_map_to_the_documented_statuses() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let jwt = up.token();
     up.github.set_fail(Fail::Status(500));
     let r = p.token("/token", &jwt);
-    assert_json_error(&r, 503, "upstream unavailable");
+    assert_json_error_no_store(&r, 503, "upstream unavailable");
     assert_retry_after_absent_or_numeric(&r);
     assert!(audit_error(&p.audit_of(&r)).contains("github"));
 
     up.github.set_fail(Fail::Status422);
     let r = p.token("/token", &jwt);
-    assert_json_error(&r, 500, "internal error");
+    assert_json_error_no_store(&r, 500, "internal error");
     assert!(audit_error(&p.audit_of(&r)).contains("422"));
     assert_eq!(up.github.mints(), 0);
 }
 
 #[test]
 fn a_github_rate_limit_opens_the_circuit_and_cached_tokens_keep_being_served() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     up.buildkite
         .set_pipeline(ORG, "gears", "git@github.com:acme/gears.git");
     up.buildkite
@@ -374,13 +333,13 @@ fn a_github_rate_limit_opens_the_circuit_and_cached_tokens_keep_being_served() {
 
     up.github.set_fail(Fail::RateLimited { retry_after: 120 });
     let r = p.token("/token", &token_for(&up, "gears"));
-    assert_json_error(&r, 503, "upstream unavailable");
+    assert_json_error_no_store(&r, 503, "upstream unavailable");
     assert!((1..=120).contains(&retry_after(&r)));
 
     up.github.set_fail(Fail::None);
     let calls = up.github.calls(Route::Mint);
     let r = p.token("/token", &token_for(&up, "cfg"));
-    assert_json_error(&r, 503, "upstream unavailable");
+    assert_json_error_no_store(&r, 503, "upstream unavailable");
     assert!((1..=120).contains(&retry_after(&r)));
     assert_eq!(up.github.calls(Route::Mint), calls, "GitHub was not called");
     assert_eq!(up.github.mints(), 1);
@@ -392,10 +351,10 @@ fn a_github_rate_limit_opens_the_circuit_and_cached_tokens_keep_being_served() {
 
 #[test]
 fn a_token_granting_more_than_asked_is_refused_and_revoked() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     up.github.set_fail(Fail::GrantMore);
     let r = p.token("/token", &up.token());
-    assert_json_error(&r, 502, "upstream error");
+    assert_json_error_no_store(&r, 502, "upstream error");
     let issued = up.github.issued();
     assert_eq!(issued.len(), 1);
     assert!(issued[0].revoked, "the over-granted token is revoked");
@@ -409,7 +368,7 @@ fn a_token_granting_more_than_asked_is_refused_and_revoked() {
 
 #[test]
 fn a_second_identical_request_is_a_cache_hit() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let (r1, r2) = (
         p.token("/token", &up.token()),
         p.token("/token", &up.token()),
@@ -423,23 +382,12 @@ fn a_second_identical_request_is_a_cache_hit() {
 #[test]
 fn concurrent_identical_requests_on_a_cold_cache_mint_once() {
     const N: usize = 50;
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     up.github.set_fail(Fail::Delay(Duration::from_millis(800)));
     let jwt = up.token();
-    let barrier = Arc::new(Barrier::new(N));
-    let threads: Vec<_> = (0..N)
-        .map(|_| {
-            let (barrier, jwt, addr) = (Arc::clone(&barrier), jwt.clone(), p.addr);
-            std::thread::spawn(move || {
-                barrier.wait();
-                support::kitebridge::plugin_post(addr, "/token", &jwt)
-            })
-        })
-        .collect();
-    let tokens: Vec<String> = threads
-        .into_iter()
-        .map(|t| vended(&t.join().unwrap()))
-        .collect();
+    let addr = p.addr;
+    let responses = all_at_once(N, move || plugin_post(addr, "/token", &jwt));
+    let tokens: Vec<String> = responses.iter().map(vended).collect();
     assert_eq!(up.github.mints(), 1);
     assert_eq!(up.github.calls(Route::Mint), 1);
     assert!(tokens.iter().all(|t| *t == tokens[0]));
@@ -509,8 +457,10 @@ fn a_token_with_less_than_the_minimum_left_is_not_served() {
     const MIN: u64 = 3300;
     let up = Upstreams::start();
     let github = short_lived_github(&up, MIN + 5);
-    let mut env = env_with(&up, &[("TOKEN_MIN_REMAINING_SECS", "3300")]);
-    env.insert("GITHUB_API_URL".into(), github.url());
+    let env = up.env_with(&[
+        ("TOKEN_MIN_REMAINING_SECS", "3300"),
+        ("GITHUB_API_URL", &github.url()),
+    ]);
     let p = Process::spawn(BIN, &env);
 
     let r = p.token("/token", &up.token());
@@ -540,7 +490,7 @@ fn a_token_with_less_than_the_minimum_left_is_not_served() {
 
 #[test]
 fn a_failed_mint_is_not_cached() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     up.github.set_fail(Fail::Status(500));
     assert_eq!(p.token("/token", &up.token()).status, 503);
     up.github.set_fail(Fail::None);
@@ -552,7 +502,7 @@ fn a_failed_mint_is_not_cached() {
 
 #[test]
 fn the_body_limit_applies_on_token_routes() {
-    let (up, p) = world();
+    let (up, p) = world(BIN);
     let auth = format!("Authorization: Bearer {}", up.token());
     let r = exchange(
         p.addr,
@@ -561,7 +511,7 @@ fn the_body_limit_applies_on_token_routes() {
         )
         .as_bytes(),
     );
-    assert_json_error(&r, 413, "request body too large");
+    assert_json_error_no_store(&r, 413, "request body too large");
     assert_eq!(r.header("Connection"), Some("close"));
     let r = p.post_with("/token", &[&auth], &[b'x'; 20480]);
     assert_eq!(r.status, 200, "20480 bytes are allowed: {}", r.text());
@@ -570,22 +520,22 @@ fn the_body_limit_applies_on_token_routes() {
 
 #[test]
 fn get_on_a_token_route_is_405_with_allow_post() {
-    let (_up, p) = world();
+    let (_up, p) = world(BIN);
     let r = p.get("/token");
-    assert_json_error(&r, 405, "method not allowed");
+    assert_json_error_no_store(&r, 405, "method not allowed");
     assert_eq!(r.header("Allow"), Some("POST"));
 }
 
 #[test]
 fn the_per_pipeline_rate_limit_answers_429() {
-    let (up, p) = world_with(&[("RATE_LIMIT_PER_PIPELINE", "2/60s")]);
+    let (up, p) = world_with(BIN, &[("RATE_LIMIT_PER_PIPELINE", "2/60s")]);
     up.buildkite
         .set_pipeline(ORG, "gears", "git@github.com:acme/gears.git");
     let jwt = up.token();
     vended(&p.token("/token", &jwt));
     vended(&p.token("/token", &jwt));
     let r = p.token("/token", &jwt);
-    assert_json_error(&r, 429, "rate limited");
+    assert_json_error_no_store(&r, 429, "rate limited");
     assert!((1..=60).contains(&retry_after(&r)));
     assert!(audit_error(&p.audit_of(&r)).contains("per-pipeline"));
     vended(&p.token("/token", &token_for(&up, "gears")));
@@ -594,18 +544,18 @@ fn the_per_pipeline_rate_limit_answers_429() {
 
 #[test]
 fn the_per_source_rate_limit_answers_429_before_any_jwt_work() {
-    let (up, p) = world_with(&[("RATE_LIMIT_PER_SOURCE", "3/60s")]);
+    let (up, p) = world_with(BIN, &[("RATE_LIMIT_PER_SOURCE", "3/60s")]);
     for _ in 0..3 {
         assert_eq!(p.token("/token", "garbage").status, 401);
     }
     let r = p.token("/token", "garbage");
-    assert_json_error(&r, 429, "rate limited");
+    assert_json_error_no_store(&r, 429, "rate limited");
     assert!((1..=60).contains(&retry_after(&r)));
     let audit = p.audit_of(&r);
     assert!(audit_error(&audit).contains("per-source"));
     assert_eq!(audit["jwt"], Value::Null, "the JWT was not looked at");
     let r = p.token("/token", &up.token());
-    assert_json_error(&r, 429, "rate limited");
+    assert_json_error_no_store(&r, 429, "rate limited");
     assert_eq!(up.buildkite.calls(), 0);
     assert_eq!(up.github.mints(), 0);
 }
@@ -619,7 +569,7 @@ fn not_ready_while_the_installation_lookup_fails() {
     let r = p.get("/healthcheck");
     assert_eq!((r.status, r.text().as_str()), (503, "not ready"));
     let r = p.token("/token", &up.token());
-    assert_json_error(&r, 503, "not ready");
+    assert_json_error_no_store(&r, 503, "not ready");
     assert!(up.github.calls(Route::Installation) >= 1);
 
     up.github.set_fail(Fail::None);
@@ -629,10 +579,7 @@ fn not_ready_while_the_installation_lookup_fails() {
 
 #[test]
 fn no_secret_reaches_the_log_the_audit_or_a_body() {
-    let up = Upstreams::start();
-    let mut env = up.env();
-    env.insert("LOG_LEVEL".into(), "trace".into());
-    let p = Process::spawn(BIN, &env);
+    let (up, p) = world_with(BIN, &[("LOG_LEVEL", "trace")]);
     up.buildkite
         .set_pipeline(ORG, "gears", "git@github.com:acme/gears.git");
     up.buildkite
@@ -753,11 +700,11 @@ fn no_secret_reaches_the_log_the_audit_or_a_body() {
 #[test]
 fn a_base_path_serves_every_route_under_it_only() {
     let up = Upstreams::start();
-    let p = Process::spawn_unready(BIN, &env_with(&up, &[("SERVER_BASE_PATH", "/bridge")]));
+    let p = Process::spawn_unready(BIN, &up.env_with(&[("SERVER_BASE_PATH", "/bridge")]));
     p.wait_ready_at("/bridge/healthcheck", Duration::from_secs(15));
     let token = vended(&p.token("/bridge/token", &up.token()));
     assert_eq!(token, up.github.issued()[0].token);
-    assert_json_error(&p.token("/token", &up.token()), 404, "not found");
+    assert_json_error_no_store(&p.token("/token", &up.token()), 404, "not found");
     assert_eq!(p.get("/healthcheck").status, 404);
     assert_eq!(up.github.mints(), 1);
 }

@@ -18,6 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use super::server::{Request, Response, Server};
+use super::util::{hex, sha256_hex};
 
 /// The test App key (PKCS#1, as GitHub hands it out). Not a secret.
 pub const APP_KEY_PEM: &str = include_str!("../fixtures/test-github-app-key.pkcs1.pem");
@@ -621,10 +622,6 @@ fn file_object(segments: &[&str], bytes: &[u8]) -> Value {
         "name": segments.last(),
         "path": path,
         "content": content,
-        "sha": hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()),
+        "sha": sha256_hex(bytes),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -8,13 +8,15 @@ use super::buildkite::BuildkiteStandIn;
 use super::github::{GitHubStandIn, app_public_key};
 use super::jwks::JwksStandIn;
 use super::oidc::{Signer, buildkite_claims, jwks_json};
-use serde_json::Value;
+use super::util::{
+    TempDir, command_with_env, fixture, free_port, now, poll_for, poll_until, temp_dir, wait_exit,
+};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 pub const ORG: &str = "acme";
 pub const PIPELINE: &str = "widgets";
@@ -24,36 +26,30 @@ pub const INSTALLATION_ID: u64 = 4242;
 pub const ACCOUNT: &str = "acme";
 /// The Buildkite stand-in's API token (test value, not a secret).
 pub const BUILDKITE_TOKEN: &str = "bkua_test_token_not_a_secret";
+/// The git credentials plugin's body for `acme/widgets`: git's input without the trailing
+/// newline.
+pub const GIT_BODY: &str = "protocol=https\nhost=github.com\npath=acme/widgets.git";
+/// Both rate limits off, for tests that send many requests from one pipeline and address.
+pub const NO_RATE_LIMITS: [(&str, &str); 2] = [
+    ("RATE_LIMIT_PER_PIPELINE", "off"),
+    ("RATE_LIMIT_PER_SOURCE", "off"),
+];
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+/// Fresh stand-ins and a ready kitebridge (`bin`) pointed at them.
+pub fn world(bin: &str) -> (Upstreams, Process) {
+    world_with(bin, &[])
 }
 
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+/// Fresh stand-ins and a ready kitebridge (`bin`) configured by [`Upstreams::env_with`].
+pub fn world_with(bin: &str, extra: &[(&str, &str)]) -> (Upstreams, Process) {
+    let up = Upstreams::start();
+    let p = Process::spawn(bin, &up.env_with(extra));
+    (up, p)
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("kitebridge-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// The GitHub stand-in for installation `INSTALLATION_ID` (account `ACCOUNT`) of App `APP_ID`.
+pub fn github_stand_in() -> GitHubStandIn {
+    GitHubStandIn::start(APP_ID, INSTALLATION_ID, ACCOUNT, app_public_key())
 }
 
 /// The stand-ins and the signer.
@@ -70,7 +66,7 @@ impl Upstreams {
     pub fn start() -> Upstreams {
         let signer = Signer::a();
         let jwks = JwksStandIn::start(jwks_json(&[&signer]));
-        let github = GitHubStandIn::start(APP_ID, INSTALLATION_ID, ACCOUNT, app_public_key());
+        let github = github_stand_in();
         let buildkite = BuildkiteStandIn::start(BUILDKITE_TOKEN);
         buildkite.set_pipeline(ORG, PIPELINE, "git@github.com:acme/widgets.git");
         Upstreams {
@@ -102,6 +98,20 @@ impl Upstreams {
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
+    /// [`Upstreams::env`] with the variables of `extra` set on top (a later pair wins).
+    pub fn env_with(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut env = self.env();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        env
+    }
+
+    /// [`Upstreams::env_with`] after [`NO_RATE_LIMITS`] (`extra` may still set a limit).
+    pub fn env_with_no_rate_limits(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        self.env_with(&[&NO_RATE_LIMITS[..], extra].concat())
+    }
+
     /// Realistic Buildkite claims for `acme/<pipeline>` with our audience, issued now.
     pub fn claims(&self, pipeline: &str) -> Value {
         let mut claims = buildkite_claims(ORG, pipeline, now());
@@ -131,6 +141,24 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// The status and headers of a parsed response head, with `body`.
+    pub fn from_head(head: &httparse::Response, body: Vec<u8>) -> HttpResponse {
+        HttpResponse {
+            status: head.code.unwrap(),
+            headers: head
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect(),
+            body,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -146,6 +174,32 @@ impl HttpResponse {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
+}
+
+/// A JSON error answer: `status` and exactly `{"error": error}`.
+pub fn assert_json_error(r: &HttpResponse, status: u16, error: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.json(), json!({ "error": error }), "{}", r.text());
+}
+
+/// [`assert_json_error`], and `Cache-Control: no-store`.
+pub fn assert_json_error_no_store(r: &HttpResponse, status: u16, error: &str) {
+    assert_json_error(r, status, error);
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+}
+
+/// The `token` of a 200 JSON body.
+pub fn vended(r: &HttpResponse) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// The audit line's `error`, which must be set.
+pub fn audit_error(audit: &Value) -> String {
+    audit["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {audit}"))
+        .to_owned()
 }
 
 /// Sends raw request bytes on a new connection and reads the response (the request should say
@@ -165,20 +219,7 @@ pub fn exchange(addr: SocketAddr, raw: &[u8]) -> HttpResponse {
             String::from_utf8_lossy(&buf)
         ),
     };
-    HttpResponse {
-        status: resp.code.unwrap(),
-        headers: resp
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_owned(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        body: buf[n..].to_vec(),
-    }
+    HttpResponse::from_head(&resp, buf[n..].to_vec())
 }
 
 /// A POST as the token plugin sends it: `Authorization: Bearer`, `Content-Type: text/plain`,
@@ -205,7 +246,8 @@ pub fn git_post(addr: SocketAddr, path: &str, jwt: &str, body: &str) -> HttpResp
 pub struct Process {
     child: Child,
     pub addr: SocketAddr,
-    pub dir: PathBuf,
+    /// Holds `audit.log` and `stderr.log`; removed when the process is dropped.
+    pub dir: TempDir,
 }
 
 impl Process {
@@ -220,17 +262,8 @@ impl Process {
     /// Like [`Process::spawn`] without waiting for readiness (only for the port to open).
     pub fn spawn_unready(bin: &str, env: &BTreeMap<String, String>) -> Process {
         let dir = temp_dir("proc");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let port = free_port();
+        let mut cmd = command_with_env(bin, env);
         cmd.env("SERVER_PORT", port.to_string())
             .env("AUDIT_LOG", dir.join("audit.log"));
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
@@ -242,28 +275,16 @@ impl Process {
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let p = Process { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "kitebridge did not listen; stderr:\n{}",
-                p.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            poll_until(Duration::from_secs(15), || TcpStream::connect(addr).is_ok()),
+            "kitebridge did not listen; stderr:\n{}",
+            p.stderr()
+        );
         p
     }
 
     pub fn wait_ready(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.get("/healthcheck").status != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "kitebridge not ready; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_ready_at("/healthcheck", within);
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {
@@ -283,20 +304,18 @@ impl Process {
 
     /// The audit lines so far, waiting up to 2 s for at least `at_least` of them.
     pub fn audit(&self, at_least: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        let mut lines = Vec::new();
+        poll_until(Duration::from_secs(2), || {
+            let text = self.audit_text();
             // A read can catch a line while it is being appended: only newline-ended lines count.
             let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-            let lines: Vec<Value> = complete
+            lines = complete
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            if lines.len() >= at_least || Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            lines.len() >= at_least
+        });
+        lines
     }
 
     /// The last audit line (waiting for at least `count` lines).
@@ -318,18 +337,10 @@ impl Process {
         self.child.id()
     }
 
-    /// Waits for the process to exit, at most `within`; its exit status code.
+    /// Waits for the process to exit, at most `within`; its exit status code (see
+    /// [`wait_exit`]: killed if still running then).
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, within)
     }
 }
 
@@ -337,7 +348,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -351,35 +361,23 @@ pub fn hashed_token(token: &str) -> String {
 impl Process {
     /// Waits until `GET path` answers 200 (the health check under a base path).
     pub fn wait_ready_at(&self, path: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.get(path).status != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "kitebridge not ready at {path}; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            poll_until(within, || self.get(path).status == 200),
+            "kitebridge not ready at {path}; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// The audit line of response `r` (matched by `X-Request-Id`; lines of consecutive requests
     /// may be written in either order), waiting up to 2 s for it.
     pub fn audit_of(&self, r: &HttpResponse) -> Value {
         let id = r.header("X-Request-Id").expect("X-Request-Id");
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let found = self
-                .audit(0)
+        let found = poll_for(Duration::from_secs(2), || {
+            self.audit(0)
                 .into_iter()
-                .find(|line| line["requestId"] == id);
-            match found {
-                Some(line) => return line,
-                None if Instant::now() > deadline => {
-                    panic!("no audit line for {id}; stderr:\n{}", self.stderr())
-                }
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+                .find(|line| line["requestId"] == id)
+        });
+        found.unwrap_or_else(|| panic!("no audit line for {id}; stderr:\n{}", self.stderr()))
     }
 
     /// A POST to `path` with the given header lines (each without CRLF) and body; adds `Host`,

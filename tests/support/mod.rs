@@ -1,6 +1,7 @@
 //! Real HTTP stand-ins for kitebridge's upstreams (GitHub, Buildkite, the JWKS endpoint), run on
-//! 127.0.0.1 inside the test process. Shared by the integration tests and `examples/sandbox.rs`
-//! (`#[path = "../tests/support/mod.rs"] mod support;`).
+//! 127.0.0.1 inside the test process, and the small helpers the tests share (`util`). Shared by
+//! the integration tests and `examples/sandbox.rs` (`#[path = "../tests/support/mod.rs"] mod
+//! support;`).
 #![forbid(unsafe_code)]
 #![allow(dead_code)]
 
@@ -10,3 +11,4 @@ pub mod jwks;
 pub mod kitebridge;
 pub mod oidc;
 pub mod server;
+pub mod util;
