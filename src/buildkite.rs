@@ -180,22 +180,6 @@ const API_TOKEN_REFUSED: &str = "the api token (401/403)";
 /// The organization or pipeline slug of the claims cannot be a Buildkite slug.
 const INVALID_SLUG: &str = "organization or pipeline slug is not a buildkite slug";
 
-/// A lookup Buildkite refused, or one we refuse to make.
-fn refused(detail: impl Into<String>) -> Failure {
-    Failure::Refused {
-        service: Service::Buildkite,
-        detail: detail.into(),
-    }
-}
-
-/// A Buildkite answer that cannot be used.
-fn unusable(detail: impl Into<String>) -> Failure {
-    Failure::Unusable {
-        service: Service::Buildkite,
-        detail: detail.into(),
-    }
-}
-
 type Key = (String, String);
 type Outcome = Result<RepoRef, Failure>;
 
@@ -245,7 +229,7 @@ impl Client {
         now: u64,
     ) -> Result<RepoRef, Failure> {
         if !is_valid_slug(org) || !is_valid_slug(pipeline_slug) {
-            return Err(refused(INVALID_SLUG));
+            return Err(Service::Buildkite.refused(INVALID_SLUG));
         }
         let key = (org.to_owned(), pipeline_slug.to_owned());
         let fresh = |f: &Fetched| self.fresh(f.fetched_at, now);
@@ -284,8 +268,8 @@ impl Client {
         match response.status {
             200 => self.repository(&response.body),
             // A 403 is our token refused, never a rate limit: Buildkite rate limits with 429.
-            401 | 403 => Err(refused(API_TOKEN_REFUSED)),
-            404 => Err(refused(PIPELINE_NOT_FOUND)),
+            401 | 403 => Err(Service::Buildkite.refused(API_TOKEN_REFUSED)),
+            404 => Err(Service::Buildkite.refused(PIPELINE_NOT_FOUND)),
             status => {
                 // A 429 is Buildkite's rate limit (a 403 is answered above): it opens the circuit.
                 self.backoff.observe(&response, now)?;
@@ -294,20 +278,21 @@ impl Client {
                         service: Service::Buildkite,
                         detail: format!("buildkite answered {status}"),
                     }),
-                    _ => Err(unusable(format!("unexpected status {status}"))),
+                    _ => Err(Service::Buildkite.unusable(format!("unexpected status {status}"))),
                 }
             }
         }
     }
 
     fn repository(&self, body: &[u8]) -> Outcome {
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| unusable(json_error(&e)))?;
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| Service::Buildkite.unusable(json_error(&e)))?;
         let url = value
             .get("repository")
             .and_then(serde_json::Value::as_str)
-            .ok_or_else(|| unusable("pipeline has no repository"))?;
-        parse_repository_url(url, &self.settings.github_host).map_err(|e| refused(e.to_string()))
+            .ok_or_else(|| Service::Buildkite.unusable("pipeline has no repository"))?;
+        parse_repository_url(url, &self.settings.github_host)
+            .map_err(|e| Service::Buildkite.refused(e.to_string()))
     }
 }
 

@@ -271,21 +271,20 @@ impl Client {
         body: Option<&[u8]>,
         max_body: usize,
     ) -> Result<Response, Error> {
-        self.observed(method, url, headers, body, max_body, None)
+        self.observed(&Call {
+            method,
+            url,
+            headers,
+            body,
+            max_body,
+            timeout: None,
+        })
     }
 
-    /// [`Client::request`] with an optional tighter whole-call timeout, reported to the observer.
-    fn observed(
-        &self,
-        method: Method,
-        url: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-        max_body: usize,
-        timeout: Option<Duration>,
-    ) -> Result<Response, Error> {
+    /// One call, reported to the observer.
+    fn observed(&self, call: &Call<'_>) -> Result<Response, Error> {
         let started = std::time::Instant::now();
-        let result = self.call(method, url, headers, body, max_body, timeout);
+        let result = self.call(call);
         if let Some(Observer(observe)) = &self.observer {
             let outcome = match &result {
                 Ok(response) => format!("{}xx", response.status / 100),
@@ -294,20 +293,20 @@ impl Client {
                 Err(Error::Tls(_)) => "tls".into(),
                 Err(_) => "error".into(),
             };
-            observe(host_of(url), &outcome, started.elapsed());
+            observe(host_of(call.url), &outcome, started.elapsed());
         }
         result
     }
 
-    fn call(
-        &self,
-        method: Method,
-        url: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-        max_body: usize,
-        timeout: Option<Duration>,
-    ) -> Result<Response, Error> {
+    fn call(&self, call: &Call<'_>) -> Result<Response, Error> {
+        let Call {
+            method,
+            url,
+            headers,
+            body,
+            max_body,
+            timeout,
+        } = *call;
         check_url(url)?;
         let mut builder = http::Request::builder().method(method.as_http()).uri(url);
         for (name, value) in headers {
@@ -383,14 +382,14 @@ impl Client {
     pub fn fetch_jwks(&self, url: &str) -> Result<(Vec<u8>, Option<u64>), Failure> {
         let accept = [("Accept", "application/json")];
         let response = self
-            .observed(
-                Method::Get,
+            .observed(&Call {
+                method: Method::Get,
                 url,
-                &accept,
-                None,
-                MAX_JWKS_BODY,
-                Some(JWKS_TIMEOUT.min(self.timeout_global)),
-            )
+                headers: &accept,
+                body: None,
+                max_body: MAX_JWKS_BODY,
+                timeout: Some(JWKS_TIMEOUT.min(self.timeout_global)),
+            })
             .map_err(|e| Failure::from_transport(Service::Jwks, e))?;
         if response.status != 200 {
             let status = Error::Status {
@@ -401,6 +400,19 @@ impl Client {
         let max_age = response.header("cache-control").and_then(parse_max_age);
         Ok((response.body, max_age))
     }
+}
+
+/// One outbound call's parts.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    method: Method,
+    url: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    body: Option<&'a [u8]>,
+    /// The response body cap.
+    max_body: usize,
+    /// A whole-call timeout tighter than [`Settings::timeout_global`].
+    timeout: Option<Duration>,
 }
 
 /// The host (and port) of a URL, for metrics labels (configured base URLs only).
@@ -579,6 +591,24 @@ pub enum Service {
     Buildkite,
     /// The OIDC key set (`JWT_JWKS_URL`).
     Jwks,
+}
+
+impl Service {
+    /// A [`Failure::Refused`] of this service.
+    pub fn refused(self, detail: impl Into<String>) -> Failure {
+        Failure::Refused {
+            service: self,
+            detail: detail.into(),
+        }
+    }
+
+    /// A [`Failure::Unusable`] of this service.
+    pub fn unusable(self, detail: impl Into<String>) -> Failure {
+        Failure::Unusable {
+            service: self,
+            detail: detail.into(),
+        }
+    }
 }
 
 impl fmt::Display for Service {

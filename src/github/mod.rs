@@ -92,22 +92,6 @@ pub enum Contents {
     },
 }
 
-/// A failure GitHub refused: our credentials or configuration, or a request refused locally.
-fn refused(detail: impl Into<String>) -> Failure {
-    Failure::Refused {
-        service: Service::GitHub,
-        detail: detail.into(),
-    }
-}
-
-/// A GitHub answer that cannot be used.
-fn unusable(detail: impl Into<String>) -> Failure {
-    Failure::Unusable {
-        service: Service::GitHub,
-        detail: detail.into(),
-    }
-}
-
 /// Standard padded base64 of the token's SHA-256: what GitHub's audit log shows for it.
 pub fn hashed_token(token: &str) -> String {
     use base64::Engine;
@@ -189,17 +173,17 @@ impl Client {
             .and_then(serde_json::Value::as_str);
         match login {
             Some(login) if is_valid_owner(login) => Ok(login.to_owned()),
-            Some(login) => Err(unusable(format!(
+            Some(login) => Err(Service::GitHub.unusable(format!(
                 "installation account login {login:?} is not a github login"
             ))),
-            None => Err(unusable("installation has no account.login")),
+            None => Err(Service::GitHub.unusable("installation has no account.login")),
         }
     }
 
     /// Mints an installation token for `request`. A token granting more than asked is revoked
     /// and refused.
     pub fn mint(&self, request: &MintRequest, now: u64) -> Result<Minted, Failure> {
-        grant::check_request(request).map_err(refused)?;
+        grant::check_request(request).map_err(|why| Service::GitHub.refused(why))?;
         let path = format!("/app/installations/{}/access_tokens", self.installation_id);
         let body = grant::request_body(request);
         let jwt = self.app_jwt(now)?;
@@ -216,7 +200,7 @@ impl Client {
             .get("token")
             .and_then(serde_json::Value::as_str)
             .and_then(|t| Secret::header_safe(t.to_owned()))
-            .ok_or_else(|| unusable("mint: no usable token in the 201 answer"))?;
+            .ok_or_else(|| Service::GitHub.unusable("mint: no usable token in the 201 answer"))?;
         let checked = serde_json::from_value(value)
             .map_err(|e| json_error(&e))
             .and_then(|raw| grant::check_grant(request, raw, now));
@@ -231,7 +215,7 @@ impl Client {
             }),
             Err(why) => {
                 self.revoke_refused(&token, now);
-                Err(unusable(format!("mint: {why}")))
+                Err(Service::GitHub.unusable(format!("mint: {why}")))
             }
         }
     }
@@ -264,7 +248,8 @@ impl Client {
         etag: Option<&str>,
         now: u64,
     ) -> Result<Contents, Failure> {
-        let path = contents_path(owner, repo, path, git_ref).map_err(refused)?;
+        let path = contents_path(owner, repo, path, git_ref)
+            .map_err(|why| Service::GitHub.refused(why))?;
         let call = Call {
             if_none_match: etag,
             ..Call::new(Method::Get, &path, token.expose(), ACCEPT_RAW)
@@ -283,7 +268,7 @@ impl Client {
     fn app_jwt(&self, now: u64) -> Result<String, Failure> {
         self.jwt
             .get(now)
-            .ok_or_else(|| refused("signing the app jwt failed"))
+            .ok_or_else(|| Service::GitHub.refused("signing the app jwt failed"))
     }
 
     /// One GitHub call through the circuit; a rate-limit answer opens it.
@@ -330,9 +315,12 @@ impl Client {
                     detail: format!("{what}: github answered {status} {message}"),
                 };
             }
-            _ => return unusable(format!("{what}: unexpected status {status} {message}")),
+            _ => {
+                return Service::GitHub
+                    .unusable(format!("{what}: unexpected status {status} {message}"));
+            }
         };
-        refused(format!(
+        Service::GitHub.refused(format!(
             "{what}: github answered {status} ({why}) {message}"
         ))
     }
@@ -404,7 +392,7 @@ fn file_bytes(response: &Response) -> Result<Vec<u8>, Failure> {
         return Ok(response.body.clone());
     }
     let value: serde_json::Value = parse_json(&response.body, "contents")?;
-    decode_file_object(&value).map_err(|why| refused(format!("contents: {why}")))
+    decode_file_object(&value).map_err(|why| Service::GitHub.refused(format!("contents: {why}")))
 }
 
 /// `{"type":"file","encoding":"base64","content":"…\n…"}` → bytes. A directory (array) or
@@ -448,7 +436,8 @@ fn github_message(body: &[u8]) -> String {
 }
 
 fn parse_json(body: &[u8], what: &str) -> Result<serde_json::Value, Failure> {
-    serde_json::from_slice(body).map_err(|e| unusable(format!("{what}: {}", json_error(&e))))
+    serde_json::from_slice(body)
+        .map_err(|e| Service::GitHub.unusable(format!("{what}: {}", json_error(&e))))
 }
 
 #[cfg(test)]

@@ -196,14 +196,7 @@ impl Walker<'_> {
         let Some(list) = profile.get("match") else {
             return Some(Vec::new());
         };
-        let path = path.key("match");
-        let list = self.array(list, &path)?;
-        let rules: Vec<Option<RawRule>> = list
-            .iter()
-            .enumerate()
-            .map(|(i, item)| self.rule(item, &path.index(i)))
-            .collect();
-        rules.into_iter().collect()
+        self.each(list, &path.key("match"), Self::rule)
     }
 
     fn rule(&mut self, value: &Value, path: &Path) -> Option<RawRule> {
@@ -300,13 +293,24 @@ impl Walker<'_> {
 
     /// An array of strings; every non-string element is reported.
     fn strings(&mut self, value: &Value, path: &Path) -> Option<Vec<String>> {
+        self.each(value, path, Self::string)
+    }
+
+    /// Every item of an array read with `read` (each at its own path, every problem recorded);
+    /// `None` when it is no array or any item is malformed.
+    fn each<T>(
+        &mut self,
+        value: &Value,
+        path: &Path,
+        mut read: impl FnMut(&mut Self, &Value, &Path) -> Option<T>,
+    ) -> Option<Vec<T>> {
         let items = self.array(value, path)?;
-        let strings: Vec<Option<String>> = items
+        let read: Vec<Option<T>> = items
             .iter()
             .enumerate()
-            .map(|(i, item)| self.string(item, &path.index(i)))
+            .map(|(i, item)| read(self, item, &path.index(i)))
             .collect();
-        strings.into_iter().collect()
+        read.into_iter().collect()
     }
 
     fn wrong_type(&mut self, value: &Value, path: &Path, expected: &'static str) {
