@@ -72,29 +72,7 @@ pub enum JwksSource {
     Static(Vec<u8>),
 }
 
-/// Where the profile file comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProfileSource {
-    /// Neither `PROFILES_FILE` nor `GITHUB_ORG_PROFILE` is set: the built-in profiles only.
-    Builtin,
-    /// `PROFILES_FILE`: a local JSON file.
-    File(PathBuf),
-    /// `GITHUB_ORG_PROFILE=OWNER:REPO:PATH[@REF]`: a file fetched from GitHub's contents API.
-    /// `owner` is `A-Z a-z 0-9 -`; `repo` is `A-Z a-z 0-9 - _ .` (not `.` or `..`); `path` is
-    /// relative, `/`-separated segments of `A-Z a-z 0-9 - _ .` (none empty, `.` or `..`);
-    /// `git_ref` is `A-Z a-z 0-9 - _ . /` without `..` or an empty segment. `None` means the
-    /// repository's default branch.
-    GitHub {
-        /// The repository owner (user or organization).
-        owner: String,
-        /// The repository name.
-        repo: String,
-        /// The file's path in the repository, without a leading `/`.
-        path: String,
-        /// The branch, tag or commit, if given.
-        git_ref: Option<String>,
-    },
-}
+pub use crate::profiles::ProfileSource;
 
 /// A token-bucket rate limit.
 ///

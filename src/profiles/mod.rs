@@ -38,8 +38,8 @@ pub use profile::{
 pub use rules::{ClaimSource, Matcher, Rule, RuleFailure, RuleMatch, Verdict};
 pub use schema::SchemaError;
 pub use store::{
-    DEFAULT_WATCH_INTERVAL, LoadError, RETRY_INTERVAL, Store, TOKEN_MIN_REMAINING_SECS, start,
-    start_with,
+    DEFAULT_WATCH_INTERVAL, LoadError, ProfileSource, RETRY_INTERVAL, Store,
+    TOKEN_MIN_REMAINING_SECS, start, start_with,
 };
 pub use tools::{check, explain};
 

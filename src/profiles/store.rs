@@ -33,10 +33,33 @@ use std::time::Duration;
 
 use super::generation::{FileError, Generation, MAX_FILE_BYTES};
 use crate::cache::CoalescingCache;
-use crate::config::ProfileSource;
 use crate::github::{self, Contents, MintRequest, Minted};
 use crate::secret::Secret;
 use crate::upstream::Failure;
+
+/// Where the profile file comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// Neither `PROFILES_FILE` nor `GITHUB_ORG_PROFILE` is set: the built-in profiles only.
+    Builtin,
+    /// `PROFILES_FILE`: a local JSON file.
+    File(PathBuf),
+    /// `GITHUB_ORG_PROFILE=OWNER:REPO:PATH[@REF]`: a file fetched from GitHub's contents API.
+    /// `owner` is `A-Z a-z 0-9 -`; `repo` is `A-Z a-z 0-9 - _ .` (not `.` or `..`); `path` is
+    /// relative, `/`-separated segments of `A-Z a-z 0-9 - _ .` (none empty, `.` or `..`);
+    /// `git_ref` is `A-Z a-z 0-9 - _ . /` without `..` or an empty segment. `None` means the
+    /// repository's default branch.
+    GitHub {
+        /// The repository owner (user or organization).
+        owner: String,
+        /// The repository name.
+        repo: String,
+        /// The file's path in the repository, without a leading `/`.
+        path: String,
+        /// The branch, tag or commit, if given.
+        git_ref: Option<String>,
+    },
+}
 
 /// How often a local profile file is checked for changes (2 s).
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
