@@ -46,5 +46,73 @@ pub mod upstream;
 
 pub use token::{credential, exchange};
 
+// The running server: its state, its lifecycle and systemd.
+pub use app::{App, StartError};
+pub use serve::{bind, spawn_watchdog, start};
+pub use systemd::{
+    Notifier, Signal, block_signals, spawn_signal_thread, take_listener, watchdog_interval,
+};
+
+// Its HTTP edge, the edge's parsers and limits.
+pub use http::chunked::{ChunkError, ChunkedDecoder};
+pub use http::form::parse_urlencoded;
+pub use http::head::{Framing, parse_head};
+pub use http::{
+    ErrorStyle, Limits, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_URI_BYTES, Method as HttpMethod, Pool,
+    Request, Response, Router, Server, ServerHandle,
+};
+
+// Configuration.
+pub use config::{
+    AuditTarget, Config, ConfigError, JwksSource, Metrics as MetricsSetting, ProfileSource,
+    RateLimit,
+};
+
+// The token path and its parsers.
+pub use token::Refusal;
+pub use token::credential::{
+    CredentialError, MAX_INPUT as MAX_CREDENTIAL_INPUT, format_pairs as format_credential_pairs,
+    parse_pairs as parse_credential_pairs, parse_request as parse_credential_request,
+};
+pub use token::exchange::{GRANT_TYPE, parse_request as parse_exchange_request};
+
+// Verification.
+pub use oidc::jwks::{
+    MAX_KEYS as MAX_JWKS_KEYS, MAX_MODULUS_BITS, MIN_MODULUS_BITS, ParsedJwks, parse_jwks,
+};
+pub use oidc::jws::MAX_KID_LEN;
+pub use oidc::{
+    Audience, Claims, Error as JwtError, FetchedJwks, KeyPolicyViolation, KeySource, KeyStore,
+    PublicKey, Rejected, Segment, Settings as VerifierSettings, Verified, Verifier, bearer_token,
+    verify_rs256,
+};
+
+// Profiles.
+pub use profiles::glob::Glob;
+pub use profiles::store::spawn_refresher as spawn_profile_refresher;
+pub use profiles::{
+    Family, FileError, Generation, LoadError, Lookup, MAX_FILE_BYTES as MAX_PROFILE_FILE_BYTES,
+    Matcher, Profile, ProfileRef, RefError, RepositoryScope, Rule, Store,
+    check as check_profile_file, explain as explain_profile, parse_profile_ref,
+    parse_qualified_profile_ref, start_with as start_profiles_with,
+};
+
+// Upstream clients.
+pub use buildkite::{
+    Client as BuildkiteClient, RepoUrlError, Settings as BuildkiteSettings, parse_repository_url,
+};
+pub use github::{
+    AppKey, Client as GitHubClient, Contents, MintRequest, Settings as GitHubSettings,
+    is_valid_owner, is_valid_repo_name,
+};
+pub use upstream::{
+    Client as UpstreamClient, Error as TransportError, Failure, MAX_JWKS_BODY,
+    Method as UpstreamMethod, Service, Settings as UpstreamSettings,
+};
+
+// Utilities.
+pub use secret::Secret;
+pub use time::{now_unix, parse_rfc3339, rfc3339};
+
 /// The version reported by `kitebridge --version` and in the upstream `User-Agent`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
