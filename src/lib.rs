@@ -3,15 +3,18 @@
 //! A job presents its Buildkite OIDC token (a JWT). kitebridge verifies it by hand on `ring`
 //! ([`oidc`]), checks the requested profile's match rules ([`profiles`]), and mints a GitHub App
 //! installation token limited to the profile's repositories and permissions ([`github`]),
-//! caching and coalescing mints ([`vend`]). Every token-route request leaves one audit record
+//! caching and coalescing mints ([`cache`]). Every token-route request leaves one audit record
 //! ([`audit`]).
 //!
-//! Data flows one way: [`http`] (the edge) → [`routes`] → [`oidc`] (verify) → [`profiles`]
-//! (authorize) → [`vend`] (cache, then [`github`] / [`buildkite`] to mint) → the response and its
-//! [`audit`] record. [`app`] builds the shared state and runs the process; [`systemd`] is the only
-//! module allowed `unsafe`.
+//! Data flows one way: [`http`] (the edge) → [`routes`] → [`token::handle`], in typed steps:
+//! ask (what the request asks for) → admit (rate limits, readiness, the JWT verified by
+//! [`oidc`]) → authorize (against [`profiles`]) → mint ([`github`], with [`buildkite`] for the
+//! pipeline's repository, through the [`cache`]) → respond, with the audit trail written once the
+//! response is sent ([`audit`]). [`app`] builds the shared state, [`serve`] runs the process
+//! lifecycle, and [`systemd`] is the only module allowed `unsafe`.
 //!
-//! The specification lives in `shared/spec/`; the README says what was chosen where it is silent.
+//! Every module is private: the `pub use` lines below are the whole interface, exactly what the
+//! binary, the integration tests, the examples and the fuzz targets use.
 // The docs are read with `--document-private-items`: an exported item's docs may link into the
 // private modules (a default, a limit, the step that uses it).
 #![allow(rustdoc::private_intra_doc_links)]
