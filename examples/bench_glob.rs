@@ -7,8 +7,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use kitebridge::profiles::glob::Glob;
-use kitebridge::profiles::{Matcher, Rule};
+use kitebridge::{Glob, Matcher, Rule};
 use serde_json::{Map, Value};
 
 const RUNS: usize = 301;

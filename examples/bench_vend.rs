@@ -10,8 +10,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use kitebridge::config::Config;
-use kitebridge::{app, serve};
+use kitebridge::{App, Config, start};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -119,7 +118,7 @@ fn main() {
     let config = Config::from_vars(&env).expect("bench configuration");
     let listener = TcpListener::bind("127.0.0.1:0").expect("port");
     let (tx, rx) = std::sync::mpsc::channel();
-    let running = serve::start(app::App::new(config).expect("app"), listener, move |_| {
+    let running = start(App::new(config).expect("app"), listener, move |_| {
         let _ = tx.send(());
     })
     .expect("start");

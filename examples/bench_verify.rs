@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kitebridge::oidc::{KeySource, KeyStore, Settings, Verifier, bearer_token};
+use kitebridge::{KeySource, KeyStore, Verifier, VerifierSettings as Settings, bearer_token};
 use oidc_support::{Signer, buildkite_claims, jwks_json};
 
 const NOW: u64 = 1_763_632_800;

@@ -10,8 +10,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use kitebridge::config::Config;
-use kitebridge::{app, serve};
+use kitebridge::{App, Config, start};
 use std::net::{SocketAddr, TcpListener};
 use support::kitebridge::{AUDIENCE, ORG, PIPELINE, Upstreams, git_post, plugin_post};
 
@@ -46,9 +45,9 @@ fn main() {
     let listener = TcpListener::bind("127.0.0.1:8080")
         .or_else(|_| TcpListener::bind("127.0.0.1:0"))
         .expect("a loopback port");
-    let app = app::App::new(config).expect("the sandbox app starts");
+    let app = App::new(config).expect("the sandbox app starts");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let running = serve::start(app, listener, move |_status| {
+    let running = start(app, listener, move |_status| {
         let _ = ready_tx.send(());
     })
     .expect("kitebridge starts");

@@ -91,11 +91,13 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
     }
 
     /// Number of stored values.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         lock(&self.state).entries.len()
     }
 
     /// Whether nothing is stored.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -7,11 +7,11 @@
     clippy::indexing_slicing
 )]
 
-use kitebridge::app::{App, StartError};
-use kitebridge::config::Config;
-use kitebridge::profiles::{self, Generation};
-use kitebridge::serve;
-use kitebridge::systemd::{self, Notifier, Signal};
+use kitebridge::{
+    App, Config, Generation, Notifier, Signal, StartError, bind, block_signals, check_profile_file,
+    explain_profile, now_unix, spawn_signal_thread, spawn_watchdog, start, take_listener,
+    watchdog_interval,
+};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +67,7 @@ fn profiles_check(file: &str) -> ExitCode {
         Ok(bytes) => bytes,
         Err(code) => return code,
     };
-    match profiles::check(&bytes) {
+    match check_profile_file(&bytes) {
         Ok(summary) => {
             println!("{file}: {summary}");
             ExitCode::SUCCESS
@@ -122,15 +122,15 @@ fn profiles_explain(args: &[&str]) -> ExitCode {
             }
         },
     };
-    print!("{}", profiles::explain(&generation, profile, &claims));
+    print!("{}", explain_profile(&generation, profile, &claims));
     ExitCode::SUCCESS
 }
 
 fn serve() -> ExitCode {
     // Before any thread exists: take systemd's socket (this unsets LISTEN_*) and block the
     // signals every later thread must inherit blocked.
-    let inherited = systemd::take_listener();
-    let signals = systemd::block_signals();
+    let inherited = take_listener();
+    let signals = block_signals();
 
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -175,7 +175,7 @@ fn serve() -> ExitCode {
             log::info!("using the socket passed by systemd");
             listener
         }
-        None => match serve::bind(&app.config) {
+        None => match bind(&app.config) {
             Ok(listener) => listener,
             Err(e) => {
                 log::error!(
@@ -194,15 +194,15 @@ fn serve() -> ExitCode {
             notifier.ready();
         }
     };
-    let running = match serve::start(app, listener, on_ready) {
+    let running = match start(app, listener, on_ready) {
         Ok(running) => running,
         Err(e) => {
             log::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Some(interval) = systemd::watchdog_interval() {
-        serve::spawn_watchdog(&running, interval, {
+    if let Some(interval) = watchdog_interval() {
+        spawn_watchdog(&running, interval, {
             let notifier = Arc::clone(&notifier);
             move || notifier.watchdog()
         });
@@ -225,11 +225,11 @@ fn serve() -> ExitCode {
         }
         Signal::Hangup => {
             log::info!("SIGHUP: reloading profiles");
-            let _ = app.profiles.reload_now(kitebridge::time::now_unix());
+            let _ = app.profiles.reload_now(now_unix());
             signal_notifier.status(&app.profiles.status_line());
         }
     };
-    if let Err(e) = systemd::spawn_signal_thread(signals, handler) {
+    if let Err(e) = spawn_signal_thread(signals, handler) {
         log::error!("cannot start the signal thread: {e}");
         return ExitCode::FAILURE;
     }

@@ -7,9 +7,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kitebridge::buildkite::{Client, RepoUrlError, Settings};
-use kitebridge::secret::Secret;
-use kitebridge::upstream::{self, Failure, Service};
+use kitebridge::{
+    BuildkiteClient as Client, BuildkiteSettings as Settings, Failure, RepoUrlError, Secret,
+    Service, UpstreamClient, UpstreamSettings,
+};
 use support::buildkite::{BkFail, BuildkiteStandIn};
 use support::util::all_at_once;
 
@@ -21,9 +22,7 @@ trait StatusHint {
 
 impl StatusHint for Failure {
     fn status_hint(&self) -> u16 {
-        kitebridge::token::Refusal::from(self.clone())
-            .answer()
-            .status
+        kitebridge::Refusal::from(self.clone()).answer().status
     }
 }
 
@@ -45,17 +44,17 @@ fn stand_in() -> BuildkiteStandIn {
 }
 
 fn client_with(buildkite: &BuildkiteStandIn, token: &str) -> Client {
-    let http = upstream::Settings {
+    let http = UpstreamSettings {
         timeout_connect: Duration::from_millis(500),
         timeout_global: Duration::from_millis(800),
-        ..upstream::Settings::default()
+        ..UpstreamSettings::default()
     };
     let settings = Settings {
         api_url: buildkite.api_url(),
         ..Settings::default()
     };
     Client::new(
-        Arc::new(upstream::Client::new(&http).unwrap()),
+        Arc::new(UpstreamClient::new(&http).unwrap()),
         settings,
         Secret::header_safe(token.into()).unwrap(),
     )

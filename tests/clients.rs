@@ -104,7 +104,7 @@ fn the_git_plugin_body_gets_the_exact_credential_text() {
     // The same token from the JSON route (a cache hit) tells its expiry.
     let json = p.token("/token/default", &jwt).json();
     assert_eq!(json["token"].as_str(), Some(token.as_str()));
-    let expiry = kitebridge::time::parse_rfc3339(json["expiresAt"].as_str().unwrap()).unwrap();
+    let expiry = kitebridge::parse_rfc3339(json["expiresAt"].as_str().unwrap()).unwrap();
     assert!((now() + 3500..=now() + 3600).contains(&expiry));
     let expected = format!(
         "protocol=https\nhost=github.com\npath=acme/widgets.git\nusername=x-access-token\n\

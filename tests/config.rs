@@ -9,8 +9,9 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use kitebridge::config::{
-    AuditTarget, Config, ConfigError, JwksSource, Metrics, ProfileSource, RateLimit,
+use kitebridge::{
+    AuditTarget, Config, ConfigError, JwksSource, MetricsSetting as Metrics, ProfileSource,
+    RateLimit,
 };
 use log::LevelFilter;
 use support::util::temp_dir;

@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kitebridge::config::{AuditTarget, Config, JwksSource, Metrics, ProfileSource, RateLimit};
+use kitebridge::{
+    AuditTarget, Config, JwksSource, MetricsSetting as Metrics, ProfileSource, RateLimit,
+};
 
 const README: &str = include_str!("../README.md");
 const KEY_PKCS1: &str = include_str!("fixtures/test-github-app-key.pkcs1.pem");

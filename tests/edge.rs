@@ -1,11 +1,11 @@
 //! The HTTP edge over raw TCP on 127.0.0.1: one test per row of the `operations.md` limits table
-//! and per bullet of its "Properties" list. The server is the real `kitebridge::http::Server`,
+//! and per bullet of its "Properties" list. The server is the real `kitebridge::Server`,
 //! with a test router (a panicking handler and a slow handler exist only here).
 
 mod support;
 
-use kitebridge::http::{
-    ErrorStyle, Limits, Method, Pool, Request, Response, Router, Server, ServerHandle,
+use kitebridge::{
+    ErrorStyle, HttpMethod as Method, Limits, Pool, Request, Response, Router, Server, ServerHandle,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

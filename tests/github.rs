@@ -8,9 +8,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kitebridge::github::{AppKey, Client, Contents, MintRequest, Settings};
-use kitebridge::secret::Secret;
-use kitebridge::upstream::{self, Failure, Service};
+use kitebridge::{
+    AppKey, Contents, Failure, GitHubClient as Client, GitHubSettings as Settings, MintRequest,
+    Secret, Service, UpstreamClient, UpstreamSettings,
+};
 use serde_json::json;
 use support::github::{APP_KEY_PEM, Fail, GitHubStandIn, Route, app_public_key};
 use support::kitebridge::{ACCOUNT, APP_ID, INSTALLATION_ID, github_stand_in};
@@ -24,17 +25,15 @@ trait StatusHint {
 
 impl StatusHint for Failure {
     fn status_hint(&self) -> u16 {
-        kitebridge::token::Refusal::from(self.clone())
-            .answer()
-            .status
+        kitebridge::Refusal::from(self.clone()).answer().status
     }
 }
 
 fn client_with_key(api_url: &str, key_pem: &str) -> Client {
-    let http = upstream::Settings {
+    let http = UpstreamSettings {
         timeout_connect: Duration::from_millis(500),
         timeout_global: Duration::from_millis(800),
-        ..upstream::Settings::default()
+        ..UpstreamSettings::default()
     };
     let settings = Settings {
         api_url: api_url.to_owned(),
@@ -42,11 +41,7 @@ fn client_with_key(api_url: &str, key_pem: &str) -> Client {
         installation_id: INSTALLATION_ID,
     };
     let key = AppKey::from_pem(key_pem.as_bytes()).unwrap();
-    Client::new(
-        Arc::new(upstream::Client::new(&http).unwrap()),
-        settings,
-        key,
-    )
+    Client::new(Arc::new(UpstreamClient::new(&http).unwrap()), settings, key)
 }
 
 fn client(github: &GitHubStandIn) -> Client {

@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use kitebridge::oidc::jwks::{ParsedJwks, parse_jwks};
-use kitebridge::oidc::{
-    Audience, Error, FetchedJwks, KeyPolicyViolation, KeySource, KeyStore, Rejected, Segment,
-    Settings, Verified, Verifier, bearer_token,
+use kitebridge::{
+    Audience, FetchedJwks, JwtError as Error, KeyPolicyViolation, KeySource, KeyStore, ParsedJwks,
+    Rejected, Segment, Verified, Verifier, VerifierSettings as Settings, bearer_token, parse_jwks,
 };
 use serde_json::{Value, json};
 use support::oidc::{Signer, assemble, b64, buildkite_claims, jwks_json, jwks_of};

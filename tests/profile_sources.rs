@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use kitebridge::config::ProfileSource;
-use kitebridge::github::{AppKey, Client, Settings};
-use kitebridge::profiles::{FileError, LoadError, Lookup, Store, start_with};
-use kitebridge::upstream;
+use kitebridge::{
+    AppKey, Failure, FileError, GitHubClient as Client, GitHubSettings as Settings, LoadError,
+    Lookup, ProfileSource, Store, UpstreamClient, UpstreamSettings,
+    start_profiles_with as start_with,
+};
 use serde_json::json;
 use support::github::{APP_KEY_PEM, Fail, Route};
 use support::kitebridge::{APP_ID, INSTALLATION_ID, github_stand_in};
@@ -49,10 +50,10 @@ fn write_version(path: &Path, content: &str, version: u64) {
 }
 
 fn github_client(api_url: &str) -> Arc<Client> {
-    let http = upstream::Settings {
+    let http = UpstreamSettings {
         timeout_connect: Duration::from_millis(500),
         timeout_global: Duration::from_secs(2),
-        ..upstream::Settings::default()
+        ..UpstreamSettings::default()
     };
     let settings = Settings {
         api_url: api_url.to_owned(),
@@ -61,7 +62,7 @@ fn github_client(api_url: &str) -> Arc<Client> {
     };
     let key = AppKey::from_pem(APP_KEY_PEM.as_bytes()).unwrap();
     Arc::new(Client::new(
-        Arc::new(upstream::Client::new(&http).unwrap()),
+        Arc::new(UpstreamClient::new(&http).unwrap()),
         settings,
         key,
     ))
@@ -139,7 +140,7 @@ fn watcher_ends_when_the_store_is_dropped() {
     let path = dir.join("profiles.json");
     write_version(&path, GOOD, 1);
     let store = Arc::new(Store::file(path));
-    let handle = kitebridge::profiles::store::spawn_refresher(&store, FAST, FAST).unwrap();
+    let handle = kitebridge::spawn_profile_refresher(&store, FAST, FAST).unwrap();
     wait_until("the first load", PATIENCE, || store.is_loaded());
     drop(store);
     wait_until("the thread to end", PATIENCE, || handle.is_finished());
@@ -454,10 +455,7 @@ fn github_failures_keep_the_previous_generation() {
     github.set_fail(Fail::Status(502));
     let error = store.reload(now()).unwrap_err();
     assert!(
-        matches!(
-            error,
-            LoadError::GitHub(upstream::Failure::Unavailable { .. })
-        ),
+        matches!(error, LoadError::GitHub(Failure::Unavailable { .. })),
         "{error:?}"
     );
     assert_eq!(digest(&store), good);
@@ -466,7 +464,7 @@ fn github_failures_keep_the_previous_generation() {
     github.set_fail(Fail::Status(404));
     let error = store.reload(now()).unwrap_err();
     assert!(
-        matches!(error, LoadError::GitHub(upstream::Failure::Refused { .. })),
+        matches!(error, LoadError::GitHub(Failure::Refused { .. })),
         "{error:?}"
     );
     assert!(error.to_string().starts_with("github refused: "), "{error}");

@@ -3,9 +3,10 @@
 //! the `check` / `explain` tools' output.
 #![forbid(unsafe_code)]
 
-use kitebridge::profiles::{
-    Family, FileError, Generation, Lookup, MAX_FILE_BYTES, Profile, ProfileRef, RefError,
-    RepositoryScope, check, explain, parse_profile_ref, parse_qualified_profile_ref,
+use kitebridge::{
+    Family, FileError, Generation, Lookup, MAX_PROFILE_FILE_BYTES as MAX_FILE_BYTES, Profile,
+    ProfileRef, RefError, RepositoryScope, check_profile_file as check, explain_profile as explain,
+    parse_profile_ref, parse_qualified_profile_ref,
 };
 use serde_json::{Map, Value, json};
 

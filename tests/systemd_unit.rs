@@ -1,4 +1,4 @@
-//! Socket activation end to end: `kitebridge::systemd::take_listener` in a process started by
+//! Socket activation end to end: `kitebridge::take_listener` in a process started by
 //! `systemd-socket-activate` (Debian package `systemd`), the tool operations.md names for testing
 //! activation without PID 1.
 //!
@@ -31,7 +31,7 @@ fn socket_activation_child() {
     if std::env::var_os(CHILD_MARKER).is_none() {
         return;
     }
-    match kitebridge::systemd::take_listener() {
+    match kitebridge::take_listener() {
         Ok(Some(listener)) => report_listener(&listener),
         Ok(None) => println!("child: listener=none"),
         Err(e) => println!("child: error={e}"),

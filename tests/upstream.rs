@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kitebridge::upstream::{self, Client, Error, Failure, Method, Service, Settings};
+use kitebridge::{
+    Failure, MAX_JWKS_BODY, Service, TransportError as Error, UpstreamClient as Client,
+    UpstreamMethod as Method, UpstreamSettings as Settings,
+};
 use support::jwks::{JwksMode, JwksStandIn};
 use support::server::{Response, Server};
 
@@ -208,12 +211,7 @@ fn jwks_failure_modes() {
     jwks.set_mode(JwksMode::Oversized);
     assert_eq!(
         client.fetch_jwks(&jwks.url()).unwrap_err(),
-        Failure::from_transport(
-            Service::Jwks,
-            Error::BodyTooLarge {
-                max: upstream::MAX_JWKS_BODY
-            }
-        )
+        Failure::from_transport(Service::Jwks, Error::BodyTooLarge { max: MAX_JWKS_BODY })
     );
 
     jwks.set_mode(JwksMode::Redirect);

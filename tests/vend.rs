@@ -68,7 +68,7 @@ fn json_token_routes_answer_the_documented_body() {
             expiry
         );
         assert_eq!(r.text(), expected, "{path}: body and key order of api.md");
-        let expires_at = kitebridge::time::parse_rfc3339(&expiry).unwrap();
+        let expires_at = kitebridge::parse_rfc3339(&expiry).unwrap();
         assert!(expiry.ends_with('Z'));
         assert!(
             (now() + 3500..=now() + 3600).contains(&expires_at),
@@ -415,7 +415,7 @@ fn short_lived_github(up: &Upstreams, lifetime_secs: u64) -> Server {
         let mut response = forward(target, request);
         if request.path.ends_with("/access_tokens") && response.status == 201 {
             let mut body: Value = serde_json::from_slice(&response.body).unwrap();
-            body["expires_at"] = json!(kitebridge::time::rfc3339(now() + lifetime_secs));
+            body["expires_at"] = json!(kitebridge::rfc3339(now() + lifetime_secs));
             response.body = body.to_string().into_bytes();
         }
         response
@@ -465,8 +465,7 @@ fn a_token_with_less_than_the_minimum_left_is_not_served() {
 
     let r = p.token("/token", &up.token());
     let first = vended(&r);
-    let expires_at =
-        kitebridge::time::parse_rfc3339(r.json()["expiresAt"].as_str().unwrap()).unwrap();
+    let expires_at = kitebridge::parse_rfc3339(r.json()["expiresAt"].as_str().unwrap()).unwrap();
     assert!(expires_at.saturating_sub(now()) >= MIN + 2, "slow start");
     assert_eq!(
         vended(&p.token("/token", &up.token())),

@@ -3,7 +3,7 @@
 //! time never panics and accepts only times inside the rules of `oidc.md`.
 #![forbid(unsafe_code)]
 
-use kitebridge::oidc::{Audience, Claims, Settings};
+use kitebridge::{Audience, Claims, VerifierSettings as Settings};
 
 pub fn check(data: &[u8]) {
     let Ok(claims) = Claims::from_json(data) else {

@@ -2,7 +2,7 @@
 //! non-empty `&`-separated piece of the input.
 #![forbid(unsafe_code)]
 
-use kitebridge::http::form::parse_urlencoded;
+use kitebridge::parse_urlencoded;
 
 pub fn check(data: &[u8]) {
     let Ok(pairs) = parse_urlencoded(data) else {

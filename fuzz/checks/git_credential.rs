@@ -4,8 +4,9 @@
 //! can carry (no `\n`, no value or key ending in `\r`, no empty key, no `=` in a key).
 #![forbid(unsafe_code)]
 
-use kitebridge::credential::{
-    CredentialError, MAX_INPUT, format_pairs, parse_pairs, parse_request,
+use kitebridge::{
+    CredentialError, MAX_CREDENTIAL_INPUT as MAX_INPUT, format_credential_pairs as format_pairs,
+    parse_credential_pairs as parse_pairs, parse_credential_request as parse_request,
 };
 
 pub fn check(data: &[u8]) {

@@ -5,8 +5,7 @@
 
 use std::mem::{Discriminant, discriminant};
 
-use kitebridge::http::MAX_BODY_BYTES;
-use kitebridge::http::chunked::{ChunkError, ChunkedDecoder};
+use kitebridge::{ChunkError, ChunkedDecoder, MAX_BODY_BYTES};
 
 /// How a decoding run ended: bytes consumed and whether the message is complete, or the error
 /// class (a failed `decode` call does not say how much of its piece it used).

@@ -2,8 +2,7 @@
 //! limit, its target is in origin form within the URI limit, and it parses the same on its own.
 #![forbid(unsafe_code)]
 
-use kitebridge::http::head::{Framing, parse_head};
-use kitebridge::http::{MAX_HEAD_BYTES, MAX_URI_BYTES};
+use kitebridge::{Framing, MAX_HEAD_BYTES, MAX_URI_BYTES, parse_head};
 
 pub fn check(data: &[u8]) {
     let (head, used) = match parse_head(data) {

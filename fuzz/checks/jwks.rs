@@ -3,8 +3,9 @@
 //! zero octet).
 #![forbid(unsafe_code)]
 
-use kitebridge::oidc::jwks::{MAX_KEYS, MAX_MODULUS_BITS, MIN_MODULUS_BITS, parse_jwks};
-use kitebridge::oidc::jws::MAX_KID_LEN;
+use kitebridge::{
+    MAX_JWKS_KEYS as MAX_KEYS, MAX_KID_LEN, MAX_MODULUS_BITS, MIN_MODULUS_BITS, parse_jwks,
+};
 
 pub fn check(data: &[u8]) {
     let Ok(set) = parse_jwks(data) else {

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use kitebridge::oidc::{KeySource, KeyStore, Rejected, Settings, Verified, Verifier};
+use kitebridge::{KeySource, KeyStore, Rejected, Verified, Verifier, VerifierSettings as Settings};
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, RsaPublicKeyComponents};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use rustls_pki_types::pem::PemObject as _;

@@ -1,7 +1,7 @@
 //! `github::AppKey::from_pem`: never panics, and an accepted key yields a DER public key.
 #![forbid(unsafe_code)]
 
-use kitebridge::github::AppKey;
+use kitebridge::AppKey;
 
 pub fn check(data: &[u8]) {
     if let Ok(key) = AppKey::from_pem(data) {

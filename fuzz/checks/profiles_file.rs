@@ -2,7 +2,7 @@
 //! the lowercase hex SHA-256 of its bytes, and `check` agrees with `parse` on acceptance.
 #![forbid(unsafe_code)]
 
-use kitebridge::profiles::{Generation, check as check_file};
+use kitebridge::{Generation, check_profile_file as check_file};
 
 pub fn check(data: &[u8]) {
     let parsed = Generation::parse(data);

@@ -3,8 +3,7 @@
 //! repository.
 #![forbid(unsafe_code)]
 
-use kitebridge::buildkite::parse_repository_url;
-use kitebridge::github::{is_valid_owner, is_valid_repo_name};
+use kitebridge::{is_valid_owner, is_valid_repo_name, parse_repository_url};
 
 const HOST: &str = "github.com";
 

@@ -4,9 +4,10 @@
 //! input's first line is the `Content-Type` value (no line: no header); the rest is the body.
 #![forbid(unsafe_code)]
 
-use kitebridge::exchange::{GRANT_TYPE, parse_request};
-use kitebridge::github::{is_valid_owner, is_valid_repo_name};
-use kitebridge::http::form::parse_urlencoded;
+use kitebridge::{
+    GRANT_TYPE, is_valid_owner, is_valid_repo_name, parse_exchange_request as parse_request,
+    parse_urlencoded,
+};
 
 pub fn check(data: &[u8]) {
     let (content_type, body) = match data.iter().position(|&b| b == b'\n') {

@@ -25,8 +25,7 @@ use crate::upstream::{
     self, Backoff, Failure, Method, Response, Service, json_error, percent_encode,
 };
 
-pub use app_jwt::{AppKey, JWT_REUSE_SECS, KeyError};
-pub use grant::MAX_REPOSITORIES;
+pub use app_jwt::AppKey;
 
 /// `GITHUB_API_URL`'s default.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -53,8 +52,8 @@ pub struct Settings {
 /// What to mint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MintRequest {
-    /// Repository names without owner (at most [`MAX_REPOSITORIES`], never empty);
-    /// `None` only for an all-repositories profile.
+    /// Repository names without owner (at most [`MAX_REPOSITORIES`](grant::MAX_REPOSITORIES),
+    /// never empty); `None` only for an all-repositories profile.
     pub repositories: Option<Vec<String>>,
     /// Permission name (underscores: `pull_requests`) → `read`, `write` or `admin`. Never
     /// empty; GitHub adds `metadata: read` to every token, so ask for it too.

@@ -14,12 +14,12 @@ mod router;
 mod server;
 
 pub use head::Method;
-pub use message::{Request, Response, Sent, json_string, reason_phrase};
-pub use router::{ErrorStyle, Handler, Observer, Pool, Resolution, Router};
+pub use message::{Request, Response, Sent, json_string};
+pub use router::{ErrorStyle, Pool, Router};
 pub use server::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT_SECS, DEFAULT_TIMEOUT_BODY_SECS,
-    DEFAULT_TIMEOUT_HEADER_SECS, DEFAULT_TIMEOUT_IDLE_SECS, DEFAULT_TIMEOUT_WRITE_SECS,
-    DEFAULT_WORKERS, Limits, Server, ServerHandle, new_request_id,
+    DEFAULT_TIMEOUT_HEADER_SECS, DEFAULT_TIMEOUT_IDLE_SECS, DEFAULT_WORKERS, Limits, Server,
+    ServerHandle,
 };
 
 /// Largest request head (request line and headers), in bytes.

@@ -35,9 +35,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use claims::{Audience, Claims};
-pub use jwks::{
-    FetchedJwks, JwksFetch, KeyPolicyViolation, KeySource, KeyStore, PublicKey, spawn_refresher,
-};
+pub use jwks::{FetchedJwks, KeyPolicyViolation, KeySource, KeyStore, PublicKey, spawn_refresher};
 pub use jws::{Segment, UnverifiedToken, verify_rs256};
 
 /// Buildkite's issuer, shared by every Buildkite organization.

@@ -1,8 +1,8 @@
 //! Profiles: who may get which token (`shared/spec/profiles.md`).
 //!
-//! The core is pure: bytes in, a [`Generation`] out; claims in, a [`Verdict`] out. [`store`]
-//! loads generations (a local file watched for changes and re-read on SIGHUP, or the GitHub
-//! contents API) and swaps them atomically ([`start`]); the HTTP routes live in `app`.
+//! The core is pure: bytes in, a [`Generation`] out; claims in, a [`Verdict`](rules::Verdict)
+//! out. [`store`] loads generations (a local file watched for changes and re-read on SIGHUP, or
+//! the GitHub contents API) and swaps them atomically ([`start`]); the HTTP routes live in `app`.
 //!
 //! - [`Generation::parse`] reads a profile file: strict JSON (`json.rs`: duplicate keys are
 //!   errors), a hand-walked schema (any unknown key, missing key or wrong type fails the whole
@@ -25,22 +25,14 @@ mod schema;
 pub mod store;
 mod tools;
 
-pub use compile::{
-    ALL_REPOSITORIES, ALL_REPOSITORIES_ALIAS, CALLER_SCOPED_REPOSITORY, MAX_REPOSITORY_BYTES,
-    Problem, ProfileProblem, Quarantined, is_repository_name,
-};
-pub use generation::{BUILTIN_DOCUMENT, FileError, Generation, Lookup, MAX_FILE_BYTES};
-pub use permissions::{Level, Permission, PermissionError};
+pub use generation::{FileError, Generation, Lookup, MAX_FILE_BYTES};
+pub use permissions::Permission;
 pub use profile::{
-    DEFAULT_PROFILE, Family, MAX_NAME_BYTES, Profile, ProfileRef, RefError, RepositoryScope,
-    is_valid_name, parse_profile_ref, parse_qualified_profile_ref,
+    Family, Profile, ProfileRef, RefError, RepositoryScope, parse_profile_ref,
+    parse_qualified_profile_ref,
 };
-pub use rules::{ClaimSource, Matcher, Rule, RuleFailure, RuleMatch, Verdict};
-pub use schema::SchemaError;
-pub use store::{
-    DEFAULT_WATCH_INTERVAL, LoadError, ProfileSource, RETRY_INTERVAL, Store,
-    TOKEN_MIN_REMAINING_SECS, start, start_with,
-};
+pub use rules::{ClaimSource, Matcher, Rule, RuleMatch};
+pub use store::{LoadError, ProfileSource, Store, start, start_with};
 pub use tools::{check, explain};
 
 /// Default re-fetch interval of a GitHub profile file, in seconds: the `refresh_secs` given to

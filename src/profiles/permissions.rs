@@ -108,6 +108,7 @@ const TABLE: &[(&str, &[Level])] = &[
 ];
 
 /// The levels GitHub supports for a permission name, or `None` for an unknown name.
+#[cfg(test)]
 pub fn supported_levels(name: &str) -> Option<&'static [Level]> {
     TABLE
         .iter()

@@ -3,7 +3,7 @@
 //! The presented token is read first ([`bearer`], or the exchange form's `subject_token`); the
 //! rest of a path route's request ([`read`]) only after the token is admitted, so a caller
 //! without a valid token learns nothing about profile names or request formats. The exchange's
-//! form carries the token, so it is read whole first ([`exchange`]).
+//! form carries the token, so it is read whole first ([`exchange()`]).
 #![forbid(unsafe_code)]
 
 use super::credential::{self, CredentialRequest};

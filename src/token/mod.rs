@@ -136,7 +136,9 @@ pub fn handle(svc: &Service, route: Route, req: &Request) -> Response {
             svc.metrics
                 .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
             trail.issued(&issued);
-            respond::issued(&ask.reply, &organization_slug, &issued, now)
+            // The lifetime is counted from now, not from the request's start: a mint can take
+            // longer than a second.
+            respond::issued(&ask.reply, &organization_slug, &issued, time::now_unix())
         }
         Ok((_, _, Outcome::NotMine(why))) => {
             trail.not_mine(&why);

@@ -336,7 +336,7 @@ fn bad_credentials() -> Response {
 
 fn now(state: &State) -> u64 {
     match state.now.load(Ordering::SeqCst) {
-        0 => kitebridge::time::now_unix(),
+        0 => kitebridge::now_unix(),
         pinned => pinned,
     }
 }
@@ -449,7 +449,7 @@ fn mint(state: &State, request: &Request) -> Response {
     });
     let mut answer = json!({
         "token": token,
-        "expires_at": kitebridge::time::rfc3339(now(state) + 3600),
+        "expires_at": kitebridge::rfc3339(now(state) + 3600),
         "permissions": permissions,
         "repository_selection": if repositories.is_some() { "selected" } else { "all" },
     });
