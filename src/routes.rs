@@ -133,11 +133,15 @@ fn metrics_response(app: &App) -> Response {
     )
 }
 
-/// `GET/HEAD /healthcheck`: 200 `OK` while serving, 503 `not ready` before readiness and while draining.
+/// `GET/HEAD /healthcheck`: 200 `OK` while serving, 503 `not ready` before readiness and while
+/// draining, 503 `audit unavailable` while tokens are withheld because audit records cannot be
+/// written (`AUDIT_ON_FAILURE=refuse`).
 fn healthcheck(app: &App) -> Response {
-    if app.is_ready() {
-        Response::text(200, "OK")
-    } else {
+    if !app.is_ready() {
         Response::text(503, "not ready")
+    } else if app.token.audit().withholds_tokens() {
+        Response::text(503, "audit unavailable")
+    } else {
+        Response::text(200, "OK")
     }
 }

@@ -90,6 +90,14 @@ pub enum Refusal {
     ForeignRepository { repository: String, account: String },
     /// An upstream (GitHub, Buildkite) failed or refused.
     Upstream(Failure),
+    /// A verified token whose `organization_slug` or `pipeline_slug` (the claim named) is not a
+    /// Buildkite slug: not a token Buildkite issues.
+    InvalidSlug { claim: &'static str },
+    /// The client closed its connection before the token was minted: no mint was started.
+    ClientGone,
+    /// The token's audit record could not be written, so the token was withheld (`withdrawn`
+    /// says what became of it).
+    AuditUnavailable { reason: String, withdrawn: String },
 }
 
 /// How a refusal is answered: one row of [`Refusal::answer`].
@@ -114,6 +122,9 @@ impl Answer {
         }
     }
 }
+
+/// `Retry-After` while audit records cannot be written (they are retried every second).
+const AUDIT_RETRY_AFTER_SECS: u64 = 1;
 
 const SUBJECT_INVALID: &str = "the subject token is invalid";
 const AUDIENCE_UNAVAILABLE: &str = "the audience is not available to this subject";
@@ -206,6 +217,15 @@ impl Refusal {
             }
             Refusal::Upstream(Failure::Unusable { .. }) => plain(502, "upstream error"),
             Refusal::Upstream(_) => plain(500, "internal error"),
+            Refusal::InvalidSlug { .. } => oauth(
+                401,
+                "invalid token",
+                ErrorCode::InvalidRequest,
+                SUBJECT_INVALID,
+            ),
+            // Nobody reads this answer; the status is the audit record's.
+            Refusal::ClientGone => plain(499, "client closed request"),
+            Refusal::AuditUnavailable { .. } => plain(503, "audit unavailable"),
         }
     }
 
@@ -216,6 +236,7 @@ impl Refusal {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             Refusal::Upstream(failure) => failure.retry_after_secs(),
+            Refusal::AuditUnavailable { .. } => Some(AUDIT_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -298,6 +319,15 @@ impl fmt::Display for Refusal {
                 "pipeline repository {repository} is not owned by the installation's account {account:?}"
             ),
             Refusal::Upstream(failure) => failure.fmt(f),
+            Refusal::InvalidSlug { claim } => {
+                write!(f, "jwt: {claim} is not a buildkite slug")
+            }
+            Refusal::ClientGone => {
+                f.write_str("client closed the connection before the mint; no mint started")
+            }
+            Refusal::AuditUnavailable { reason, withdrawn } => {
+                write!(f, "audit unavailable: {reason}; {withdrawn}")
+            }
         }
     }
 }
