@@ -311,7 +311,10 @@ mod tests {
             ("obs-fold in trailers", b"0\r\nX: a\r\n b\r\n\r\n"),
             ("space before the colon", b"0\r\nX : y\r\n\r\n"),
             ("trailer without a colon", b"0\r\nNoColon\r\n\r\n"),
-            ("a request line as a trailer", b"0\r\nGET /x HTTP/1.1\r\n\r\n"),
+            (
+                "a request line as a trailer",
+                b"0\r\nGET /x HTTP/1.1\r\n\r\n",
+            ),
             ("empty field name", b"0\r\n: y\r\n\r\n"),
             ("control byte in extension", b"3;\x01\r\nabc\r\n"),
         ];
@@ -360,7 +363,11 @@ mod tests {
             Err(ChunkError::TrailersTooLarge { .. })
         ));
         let empty = b"0\r\n\r\n";
-        assert_eq!(decode(empty, 2, 0), Ok(true), "no trailers need no field room");
+        assert_eq!(
+            decode(empty, 2, 0),
+            Ok(true),
+            "no trailers need no field room"
+        );
     }
 
     #[test]

@@ -137,7 +137,10 @@ impl Shared {
     fn wait_for_gate(&self) {
         let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
         while !*released {
-            released = self.release.wait(released).unwrap_or_else(|e| e.into_inner());
+            released = self
+                .release
+                .wait(released)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -270,7 +273,7 @@ impl Server {
                 }
             };
             let source = peer.ip();
-            let from_source = shared.table.from_source(source);
+            let from_source = shared.table.open_from(source);
             let per_source = limits.max_connections_per_source;
             if over_source_cap(
                 source,

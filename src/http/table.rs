@@ -107,7 +107,7 @@ impl Table {
     }
 
     /// Connections open from `source` right now.
-    pub(super) fn from_source(&self, source: IpAddr) -> usize {
+    pub(super) fn open_from(&self, source: IpAddr) -> usize {
         lock(&self.per_source)
             .get(&source.to_canonical())
             .copied()
@@ -115,7 +115,12 @@ impl Table {
     }
 
     /// Enters a just-accepted connection (`stream` a handle on its socket) as receiving since `now`.
-    pub(super) fn enter(self: &Arc<Self>, stream: TcpStream, source: IpAddr, now: Instant) -> Entry {
+    pub(super) fn enter(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        source: IpAddr,
+        now: Instant,
+    ) -> Entry {
         let source = source.to_canonical();
         let tracked = Arc::new(Tracked {
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
@@ -253,9 +258,21 @@ mod tests {
             ("empty table", &[], None),
             ("all busy", &[Phase::Busy, Phase::Busy], None),
             ("evicted ones are gone already", &[Phase::Evicted], None),
-            ("the only waiting one", &[Phase::Busy, receiving(at(5))], Some(1)),
-            ("idle before receiving, even younger", &[receiving(at(1)), idle(at(9))], Some(1)),
-            ("longest idle first", &[idle(at(7)), idle(at(3)), idle(at(5))], Some(1)),
+            (
+                "the only waiting one",
+                &[Phase::Busy, receiving(at(5))],
+                Some(1),
+            ),
+            (
+                "idle before receiving, even younger",
+                &[receiving(at(1)), idle(at(9))],
+                Some(1),
+            ),
+            (
+                "longest idle first",
+                &[idle(at(7)), idle(at(3)), idle(at(5))],
+                Some(1),
+            ),
             (
                 "oldest unfinished request when none is idle",
                 &[receiving(at(4)), Phase::Busy, receiving(at(2))],
@@ -307,21 +324,30 @@ mod tests {
             })
             .collect();
         assert_eq!(table.open(), 3);
-        assert_eq!(table.from_source(addr.ip()), 3);
-        assert!(!table.wait_quiet(Duration::from_millis(10)), "all receiving");
+        assert_eq!(table.open_from(addr.ip()), 3);
+        assert!(
+            !table.wait_quiet(Duration::from_millis(10)),
+            "all receiving"
+        );
         assert!(entries[0].set(Phase::Busy));
         assert!(entries[1].set(Phase::Idle(now)));
         assert!(entries[2].set(Phase::Busy));
         assert!(table.evict_one(), "the idle one");
         assert!(entries[1].is_evicted());
-        assert!(!entries[1].set(Phase::Busy), "an evicted connection stays evicted");
+        assert!(
+            !entries[1].set(Phase::Busy),
+            "an evicted connection stays evicted"
+        );
         assert!(!table.evict_one(), "only busy ones left");
         assert!(entries[0].set(Phase::Idle(now)));
         table.close_idle();
         assert!(entries[0].is_evicted());
-        assert!(!table.wait_quiet(Duration::from_millis(10)), "one still busy");
+        assert!(
+            !table.wait_quiet(Duration::from_millis(10)),
+            "one still busy"
+        );
         drop(entries);
         assert!(table.wait_quiet(Duration::from_millis(10)));
-        assert_eq!((table.open(), table.from_source(addr.ip())), (0, 0));
+        assert_eq!((table.open(), table.open_from(addr.ip())), (0, 0));
     }
 }

@@ -52,7 +52,7 @@ pub enum QueryProblem {
 pub enum Refusal {
     /// A rate limit is exhausted; the caller may retry after the given time.
     RateLimited { limit: Limit, retry_after_secs: u64 },
-    /// Profiles, key set or installation account not loaded yet, or draining.
+    /// Profiles, key set or installation account not loaded yet.
     NotReady,
     /// No `Authorization` header.
     MissingAuthorization,
@@ -281,9 +281,9 @@ impl fmt::Display for Refusal {
             Refusal::RateLimited { limit, .. } => {
                 write!(f, "per-{} rate limit exceeded", limit.as_str())
             }
-            Refusal::NotReady => f.write_str(
-                "not ready (profiles, key set or installation account not loaded yet, or draining)",
-            ),
+            Refusal::NotReady => {
+                f.write_str("not ready (profiles, key set or installation account not loaded yet)")
+            }
             Refusal::MissingAuthorization => oidc::Error::MissingAuthorization.fmt(f),
             Refusal::MalformedAuthorization => oidc::Error::MalformedAuthorization.fmt(f),
             Refusal::InvalidToken(rejected) => rejected.error.fmt(f),
