@@ -445,7 +445,8 @@ fn connection_cap_closes_the_excess_at_once_served_ones_unaffected_and_recovers(
     let mut held: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = connect(srv.addr);
-            s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             s
         })
         .collect();
@@ -501,7 +502,11 @@ fn at_the_cap_the_longest_idle_connection_makes_room() {
     for s in &mut held[1..] {
         s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        assert_eq!(read_response(s).unwrap().status, 200, "the others still work");
+        assert_eq!(
+            read_response(s).unwrap().status,
+            200,
+            "the others still work"
+        );
     }
 }
 
