@@ -149,7 +149,13 @@ pub struct Delivery {
 
 impl Delivery {
     /// The record of a response to `request_id` that was (not) `delivered`.
-    pub fn new(request_id: &str, status: u16, delivered: bool, duration_ms: f64, time: String) -> Self {
+    pub fn new(
+        request_id: &str,
+        status: u16,
+        delivered: bool,
+        duration_ms: f64,
+        time: String,
+    ) -> Self {
         Delivery {
             kind: "delivery",
             time,
@@ -200,7 +206,10 @@ impl fmt::Display for WriteError {
                 write!(f, "audit write cut short: {written} of {len} bytes")
             }
             WriteError::Behind { pending } => {
-                write!(f, "audit sink failing: {pending} records wait to be written")
+                write!(
+                    f,
+                    "audit sink failing: {pending} records wait to be written"
+                )
             }
             WriteError::Unserialisable(e) => write!(f, "audit record not serialisable: {e}"),
         }
@@ -575,17 +584,27 @@ mod tests {
         t.log.write(&record("a")).unwrap();
         // The directory goes away: the file cannot be re-created, writes fail.
         std::fs::remove_dir_all(&t.dir).unwrap();
-        assert!(matches!(t.log.write(&record("b")), Err(WriteError::Sink { .. })));
+        assert!(matches!(
+            t.log.write(&record("b")),
+            Err(WriteError::Sink { .. })
+        ));
         assert!(!t.log.is_writing());
         assert!(t.log.withholds_tokens());
         assert!(t.log.write_now(&record("token")).is_err(), "not kept");
-        assert!(matches!(t.log.write(&record("c")), Err(WriteError::Sink { .. })));
+        assert!(matches!(
+            t.log.write(&record("c")),
+            Err(WriteError::Sink { .. })
+        ));
         assert!(!t.log.retry_pending());
         std::fs::create_dir(&t.dir).unwrap();
         assert!(t.log.retry_pending());
         assert!(t.log.is_writing());
         t.log.write(&record("d")).unwrap();
-        assert_eq!(ids(&path), ["b", "c", "d"], "in order, the unkept one absent");
+        assert_eq!(
+            ids(&path),
+            ["b", "c", "d"],
+            "in order, the unkept one absent"
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@ use log::LevelFilter;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::secret::Secret;
 use crate::audit::OnFailure;
+use crate::secret::Secret;
 use crate::{audit, buildkite, github, http, oidc, profiles, token};
 
 /// `SERVER_HOST`'s default: loopback only.
@@ -1499,7 +1499,10 @@ mod tests {
             ("1", Ok(Some(1))),
             ("64", Ok(Some(64))),
             ("65536", Ok(Some(65_536))),
-            ("0", Err("out of range; expected a whole number from 1 to 65536, or off")),
+            (
+                "0",
+                Err("out of range; expected a whole number from 1 to 65536, or off"),
+            ),
             ("65537", Err("out of range")),
             ("none", Err("not a whole number")),
             ("-1", Err("not a whole number")),

@@ -13,7 +13,9 @@ use super::ask::{Ask, Target};
 use super::authorize::{Authorized, NotMine};
 use super::mint::Issued;
 use super::refusal::Refusal;
-use crate::audit::{self, AuditLog, Delivery, JwtInfo, OnFailure, PipelineInfo, Record, Vended, WriteError};
+use crate::audit::{
+    self, AuditLog, Delivery, JwtInfo, OnFailure, PipelineInfo, Record, Vended, WriteError,
+};
 use crate::http::{Request, Response, Sent};
 use crate::oidc::{Audience, Claims};
 use crate::time;
