@@ -1,4 +1,4 @@
-//! Configuration: every environment variable of `shared/spec/config.md`, parsed and validated at once.
+//! Configuration: every environment variable kitebridge reads, parsed and validated at once.
 //!
 //! [`Config::from_env`] reads the process environment, [`Config::from_vars`] a map (for tests).
 //! Validation is complete: every problem found is collected into one [`ConfigError`], each naming
@@ -55,7 +55,7 @@ pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 
 /// The largest secret file read (a 4096-bit PEM key is about 3.3 KiB).
 const SECRET_FILE_LIMIT: u64 = 64 * 1024;
-/// The largest static JWKS document, the same bound as a fetched one (`upstreams.md`).
+/// The largest static JWKS document, the same bound as a fetched one.
 const JWKS_LIMIT: u64 = 64 * 1024;
 /// The largest CA bundle read from `SSL_CERT_FILE`.
 const CA_BUNDLE_LIMIT: u64 = 4 * 1024 * 1024;
@@ -132,7 +132,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// The problems, in the order of the variables in `config.md`.
+    /// The problems, in the order the variables are read.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
     }

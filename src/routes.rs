@@ -1,4 +1,4 @@
-//! The route table of `api.md`, `/healthcheck` and `/metrics`. Each token route hands its request
+//! The route table of the wire contract, `/healthcheck` and `/metrics`. Each token route hands its request
 //! to [`token::handle`].
 #![forbid(unsafe_code)]
 
@@ -20,7 +20,7 @@ const TOKEN_ROUTES: [(&str, Route); 7] = [
     ("/oauth/token", Route::Exchange),
 ];
 
-/// The route table of `api.md` (with `/metrics` when `METRICS=on`).
+/// The route table (with `/metrics` when `METRICS=on`).
 pub fn router(app: &Arc<App>) -> Router {
     let counted = Arc::clone(&app.metrics);
     let mut router = Router::new(app.config.server_base_path.clone()).observe(Arc::new(

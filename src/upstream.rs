@@ -42,7 +42,7 @@ pub const MAX_IN_FLIGHT_PER_UPSTREAM: usize = 64;
 
 /// The JWKS response cap (64 KiB).
 pub const MAX_JWKS_BODY: usize = 64 * 1024;
-/// Whole-call timeout of a JWKS fetch (`oidc.md`: 10 s, tighter than other calls; a tighter
+/// Whole-call timeout of a JWKS fetch (10 s, tighter than other calls; a tighter
 /// [`Settings::timeout_global`] wins).
 pub const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 

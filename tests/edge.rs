@@ -1,4 +1,4 @@
-//! The HTTP edge over raw TCP on 127.0.0.1: one test per row of the `operations.md` limits table
+//! The HTTP edge over raw TCP on 127.0.0.1: one test per row of the edge's limits table
 //! and per bullet of its "Properties" list. The server is the real `kitebridge::http::Server`,
 //! with a test router (a panicking handler and a slow handler exist only here).
 

@@ -1,4 +1,4 @@
-//! A GitHub App API stand-in behaving like the parts of GitHub kitebridge uses (`upstreams.md`):
+//! A GitHub App API stand-in behaving like the parts of GitHub kitebridge uses:
 //! App JWT checked on every App call (RS256, `iss`, `iat`/`exp` window), the installation,
 //! token mints validated like GitHub (names without owner, known repositories, underscore
 //! permission keys within the installation's), ~520-character `ghs_` tokens, revocation, and
