@@ -333,3 +333,65 @@ impl fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (refusal, status, client message, OAuth code, Retry-After, audit reason)
+    type Row = (
+        Refusal,
+        u16,
+        &'static str,
+        ErrorCode,
+        Option<u64>,
+        &'static str,
+    );
+
+    #[test]
+    fn rows_of_the_pressure_and_fault_refusals() {
+        let withheld = Refusal::AuditUnavailable {
+            reason: "audit write failed: No space left on device (os error 28)".into(),
+            withdrawn: "the token minted for it (hashedToken x) was revoked".into(),
+        };
+        let cases: &[Row] = &[
+            (
+                Refusal::InvalidSlug {
+                    claim: "pipeline_slug",
+                },
+                401,
+                "invalid token",
+                ErrorCode::InvalidRequest,
+                None,
+                "jwt: pipeline_slug is not a buildkite slug",
+            ),
+            (
+                Refusal::ClientGone,
+                499,
+                "client closed request",
+                ErrorCode::InvalidRequest,
+                None,
+                "client closed the connection before the mint; no mint started",
+            ),
+            (
+                withheld,
+                503,
+                "audit unavailable",
+                ErrorCode::TemporarilyUnavailable,
+                Some(1),
+                "audit unavailable: audit write failed: No space left on device (os error 28); \
+                 the token minted for it (hashedToken x) was revoked",
+            ),
+        ];
+        for (refusal, status, message, code, retry, reason) in cases {
+            let answer = refusal.answer();
+            assert_eq!(
+                (answer.status, answer.message, answer.oauth_error),
+                (*status, *message, *code),
+                "{refusal:?}"
+            );
+            assert_eq!(refusal.retry_after_secs(), *retry, "{refusal:?}");
+            assert_eq!(refusal.to_string(), *reason);
+        }
+    }
+}
