@@ -244,7 +244,7 @@ fn cached_vends_keep_their_latency_while_200_misses_wait_on_github() {
     let jwt = up.token();
     vended(&p.token("/token", &jwt));
     cached_vends(p.addr, &jwt, 50); // warm up
-    let idle = p99(cached_vends(p.addr, &jwt, 200));
+    let idle_before = p99(cached_vends(p.addr, &jwt, 200));
 
     let mint_calls = up.github.calls(support::github::Route::Mint);
     up.github.stall_mints(true);
@@ -286,10 +286,15 @@ fn cached_vends_keep_their_latency_while_200_misses_wait_on_github() {
         MISSES,
         "every miss minted once"
     );
-    // Generous: within 3x of the idle p99, and a 5 ms floor under the idle p99 for a
-    // loopback sub-millisecond baseline on a shared machine.
+    let idle_after = p99(cached_vends(p.addr, &jwt, 200));
+    // Generous, for a shared machine: the idle p99 is the worse of before and after the storm,
+    // with a 5 ms floor (a loopback baseline of a few milliseconds is mostly scheduling noise).
+    let idle = idle_before.max(idle_after);
     let bound = idle.max(Duration::from_millis(5)) * 3;
-    println!("cached vend p99: idle {idle:?}, during {MISSES} stalled misses {storm:?}");
+    println!(
+        "cached vend p99: idle {idle_before:?} before, {idle_after:?} after; \
+         during {MISSES} stalled misses {storm:?}"
+    );
     assert!(
         storm <= bound,
         "p99 during the storm {storm:?} > 3 x idle p99 {idle:?} (floor 5 ms)"
