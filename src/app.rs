@@ -71,12 +71,17 @@ fn limiter<K: Eq + std::hash::Hash + Clone>(limit: &RateLimit) -> Option<RateLim
 impl App {
     /// Builds the application: audit log, upstream clients, key store, token service, profiles.
     pub fn new(config: Config) -> Result<App, StartError> {
-        let audit = Arc::new(match &config.audit_log {
-            AuditTarget::Stdout => AuditLog::stdout(),
-            AuditTarget::Stderr => AuditLog::stderr(),
-            AuditTarget::File(path) => AuditLog::file(path)?,
-        });
         let metrics = Arc::new(Metrics::default());
+        let audit = match &config.audit_log {
+            AuditTarget::Stdout => AuditLog::stdout()?,
+            AuditTarget::Stderr => AuditLog::stderr()?,
+            AuditTarget::File(path) => AuditLog::file(path)?,
+        };
+        let audit = Arc::new(
+            audit
+                .on_failure(config.audit_on_failure)
+                .counted_in(Arc::clone(&metrics)),
+        );
         let observer = {
             let metrics = Arc::clone(&metrics);
             upstream::Observer(Arc::new(
@@ -217,15 +222,32 @@ impl App {
         ready
     }
 
+    /// What readiness still waits for, in words (empty once everything is there).
+    pub fn waiting_for(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if !self.keys.is_loaded() {
+            missing.push("the OIDC key set");
+        }
+        if self.token.account().is_none() {
+            missing.push("the GitHub installation's account");
+        }
+        if self.generation().is_none() {
+            missing.push("the first profile generation");
+        }
+        missing
+    }
+
     /// The edge limits from the configuration.
     pub fn limits(&self) -> Limits {
         let c = &self.config;
         Limits {
             workers: c.server_workers,
             max_connections: c.max_connections,
+            max_connections_per_source: c.max_connections_per_source,
             timeout_header: Duration::from_secs(c.timeout_header_secs),
             timeout_body: Duration::from_secs(c.timeout_body_secs),
             timeout_idle: Duration::from_secs(c.timeout_idle_secs),
+            timeout_queue: Duration::from_secs(c.timeout_queue_secs),
             ..Limits::default()
         }
     }

@@ -1,15 +1,28 @@
-//! The audit record: one JSON object per line for every request on a token route, written when
-//! the response is sent. It carries the precise reason for every denial; it never carries the
-//! GitHub token, the JWT or any secret (only `hashedToken`, which is what GitHub's own audit log
-//! shows).
+//! The audit record: one JSON object per line for every request on a token route. It carries the
+//! precise reason for every denial; it never carries the GitHub token, the JWT or any secret (only
+//! `hashedToken`, which is what GitHub's own audit log shows).
+//!
+//! Durability ([`AuditLog`]): a record is one `write` of the whole line; for a request that hands
+//! out a token it is written before the response leaves, and if it cannot be written the token is
+//! not sent ([`OnFailure::Refuse`], the default) — unless the operator chose availability
+//! ([`OnFailure::Serve`]). Records that could not be written wait, in order, in a bounded queue
+//! that [`AuditLog::retry_pending`] (called every [`RETRY_INTERVAL`]) and every later write try
+//! first. A write cut short is never glued to the next record: a cut-off tail is removed from a
+//! regular file, else the next record starts on a fresh line. A file is reopened (mode 0600) when
+//! it has been renamed or removed, and on [`AuditLog::reopen`] (SIGHUP).
 #![forbid(unsafe_code)]
 
+use crate::metrics::{self, Metrics};
 use crate::profiles::RuleMatch;
 use serde::Serialize;
-use std::fs::OpenOptions;
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Longest claim value, user agent or reason written, in bytes (longer ones are cut at a
 /// character boundary).
@@ -62,7 +75,7 @@ pub struct Vended {
     pub cache: &'static str,
 }
 
-/// One audit line. Field order is the order of `operations.md`.
+/// One audit line. Field order is the documented one.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
@@ -119,67 +132,492 @@ impl Record {
     }
 }
 
+/// The short second record of a token-bearing answer that did not reach its client (written
+/// after the send, with the same request id).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub request_id: String,
+    pub status: u16,
+    /// Whether the whole response was written to the socket.
+    pub delivered: bool,
+    pub duration_ms: f64,
+}
+
+impl Delivery {
+    /// The record of a response to `request_id` that was (not) `delivered`.
+    pub fn new(
+        request_id: &str,
+        status: u16,
+        delivered: bool,
+        duration_ms: f64,
+        time: String,
+    ) -> Self {
+        Delivery {
+            kind: "delivery",
+            time,
+            request_id: request_id.to_owned(),
+            status,
+            delivered,
+            duration_ms,
+        }
+    }
+}
+
+/// What to do with a token whose audit record cannot be written (`AUDIT_ON_FAILURE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// `refuse`: the token is not sent (503 `audit unavailable`; a fresh mint is revoked), and
+    /// `/healthcheck` answers 503 until records are written again.
+    Refuse,
+    /// `serve`: the token is sent anyway and the failure logged, every time.
+    Serve,
+}
+
+/// `AUDIT_ON_FAILURE`'s default.
+pub const DEFAULT_ON_FAILURE: OnFailure = OnFailure::Refuse;
+/// The most records kept waiting for the sink; beyond, records are dropped (and counted).
+pub const MAX_PENDING: usize = 10_000;
+/// How often waiting records are retried without new traffic.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a record was not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The sink refused the write (disk full, file removed and not re-creatable, pipe closed, …).
+    Sink { kind: io::ErrorKind, detail: String },
+    /// The write took only part of the record.
+    Short { written: usize, len: usize },
+    /// Earlier records still wait for the sink; this one waits behind them.
+    Behind { pending: usize },
+    /// The record does not serialise (cannot happen for the record types here).
+    Unserialisable(String),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::Sink { detail, .. } => write!(f, "audit write failed: {detail}"),
+            WriteError::Short { written, len } => {
+                write!(f, "audit write cut short: {written} of {len} bytes")
+            }
+            WriteError::Behind { pending } => {
+                write!(
+                    f,
+                    "audit sink failing: {pending} records wait to be written"
+                )
+            }
+            WriteError::Unserialisable(e) => write!(f, "audit record not serialisable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+impl From<io::Error> for WriteError {
+    fn from(e: io::Error) -> Self {
+        WriteError::Sink {
+            kind: e.kind(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// The file or stream records go to.
+struct Sink {
+    file: File,
+    /// The path to reopen (a configured file); `None` for stdout, stderr and test writers.
+    path: Option<PathBuf>,
+    /// The (device, inode) `file` was opened as, to notice a rename or removal of `path`.
+    identity: Option<(u64, u64)>,
+    /// The last write was cut short and its tail could not be removed: the next record starts
+    /// with a newline.
+    cut: bool,
+    /// Lines (newline included) not written yet, oldest first.
+    pending: VecDeque<Vec<u8>>,
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+impl Sink {
+    fn on(file: File, path: Option<PathBuf>) -> Sink {
+        let identity = path
+            .as_ref()
+            .and_then(|_| file.metadata().ok())
+            .map(|m| identity(&m));
+        Sink {
+            file,
+            path,
+            identity,
+            cut: false,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Opens the configured path anew (after a rotation).
+    fn reopen(&mut self) -> io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file = open_append(path)?;
+        self.identity = Some(identity(&file.metadata()?));
+        self.file = file;
+        self.cut = false; // a new file starts on a fresh line
+        Ok(())
+    }
+
+    /// Reopens the path if it no longer names the open file (renamed or removed).
+    fn follow_rotation(&mut self) -> io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let now = match std::fs::metadata(path) {
+            Ok(meta) => Some(identity(&meta)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if now.is_none() || now != self.identity {
+            log::info!("audit file {path:?} was moved or removed; reopening it");
+            self.reopen()?;
+        }
+        Ok(())
+    }
+
+    /// One `write` of the whole line (preceded by a newline after a cut), then flushed.
+    fn write_line(&mut self, line: &[u8]) -> Result<(), WriteError> {
+        self.follow_rotation()?;
+        let fresh_line: &[u8] = if self.cut { b"\n" } else { b"" };
+        let bytes = [fresh_line, line].concat();
+        // Where the file ended, to take a cut-off tail back out of a regular file.
+        let end = self
+            .file
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len());
+        let written = loop {
+            match self.file.write(&bytes) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if written < bytes.len() {
+            if written > 0 {
+                let removed = end.is_some_and(|len| self.file.set_len(len).is_ok());
+                self.cut = self.cut || !removed;
+            }
+            return Err(WriteError::Short {
+                written,
+                len: bytes.len(),
+            });
+        }
+        self.file.flush()?;
+        self.cut = false;
+        Ok(())
+    }
+
+    /// Writes waiting lines in order until one fails; whether none is left.
+    fn drain(&mut self) -> Result<(), WriteError> {
+        while let Some(line) = self.pending.front() {
+            let line = line.clone();
+            self.write_line(&line)?;
+            self.pending.pop_front();
+        }
+        Ok(())
+    }
+}
+
 /// Where audit lines go: stdout (the journal under systemd), stderr, or a file opened for append
-/// with mode 0600.
+/// with mode 0600. See the module documentation for what happens when writes fail.
 pub struct AuditLog {
-    out: Mutex<Box<dyn Write + Send>>,
+    sink: Mutex<Sink>,
+    on_failure: OnFailure,
+    /// `false` from a failed write until every waiting record is written.
+    writing: AtomicBool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AuditLog {
-    /// Audit lines to stdout.
-    pub fn stdout() -> Self {
+    fn with_sink(sink: Sink) -> Self {
         AuditLog {
-            out: Mutex::new(Box::new(io::stdout())),
+            sink: Mutex::new(sink),
+            on_failure: DEFAULT_ON_FAILURE,
+            writing: AtomicBool::new(true),
+            metrics: None,
         }
     }
 
-    /// Audit lines to stderr.
-    pub fn stderr() -> Self {
-        AuditLog {
-            out: Mutex::new(Box::new(io::stderr())),
-        }
+    /// Audit lines to stdout (written straight to the descriptor, no buffer in between).
+    pub fn stdout() -> io::Result<Self> {
+        use std::os::fd::AsFd;
+        let fd = io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(AuditLog::with_sink(Sink::on(File::from(fd), None)))
     }
 
-    /// Audit lines appended to `path` (created with mode 0600).
+    /// Audit lines to stderr (written straight to the descriptor, no buffer in between).
+    pub fn stderr() -> io::Result<Self> {
+        use std::os::fd::AsFd;
+        let fd = io::stderr().as_fd().try_clone_to_owned()?;
+        Ok(AuditLog::with_sink(Sink::on(File::from(fd), None)))
+    }
+
+    /// Audit lines appended to `path` (created with mode 0600), reopened after a rotation.
     pub fn file(path: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
-        Ok(AuditLog {
-            out: Mutex::new(Box::new(file)),
-        })
+        let file = open_append(path)?;
+        Ok(AuditLog::with_sink(Sink::on(file, Some(path.to_owned()))))
     }
 
-    /// Audit lines to any writer (tests).
-    pub fn writer(out: impl Write + Send + 'static) -> Self {
-        AuditLog {
-            out: Mutex::new(Box::new(out)),
+    /// This log with the policy `on_failure` (default [`DEFAULT_ON_FAILURE`]).
+    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
+        self.on_failure = on_failure;
+        self
+    }
+
+    /// This log counting its failed and dropped records in `metrics`.
+    pub fn counted_in(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.declare(metrics::AUDIT_WRITE_FAILURES);
+        metrics.declare(metrics::AUDIT_DROPPED);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The policy for tokens whose record cannot be written.
+    pub fn policy(&self) -> OnFailure {
+        self.on_failure
+    }
+
+    /// Whether records are being written: `false` from a failed write until every record that
+    /// waited has been written.
+    pub fn is_writing(&self) -> bool {
+        self.writing.load(Ordering::SeqCst)
+    }
+
+    /// Whether tokens must be withheld now: the policy is [`OnFailure::Refuse`] and records are
+    /// not being written.
+    pub fn withholds_tokens(&self) -> bool {
+        self.on_failure == OnFailure::Refuse && !self.is_writing()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Sink> {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, family: metrics::Family) {
+        if let Some(metrics) = &self.metrics {
+            metrics.count(family, &[]);
         }
     }
 
-    /// Writes one record as one line. A failed write is logged, never fatal.
-    pub fn write(&self, record: &Record) {
-        let mut line = match serde_json::to_vec(record) {
+    /// Writes `record` now, after every record still waiting, or fails without keeping it: for
+    /// the record of a token, which is not sent when this fails (the caller then writes the
+    /// record of what it answered instead, with [`AuditLog::write`]).
+    pub fn write_now(&self, record: &impl Serialize) -> Result<(), WriteError> {
+        let line = line_of(record)?;
+        let mut sink = self.lock();
+        let result = sink.drain().and_then(|()| sink.write_line(&line));
+        drop(sink);
+        self.after(&result);
+        result
+    }
+
+    /// Writes `record`, after every record still waiting; when it cannot be written it waits
+    /// with them (dropped, and counted, beyond [`MAX_PENDING`]).
+    pub fn write(&self, record: &impl Serialize) -> Result<(), WriteError> {
+        let line = match line_of(record) {
             Ok(line) => line,
             Err(e) => {
-                log::error!("audit record not serialisable: {e}");
-                return;
+                log::error!("{e}");
+                return Err(e);
             }
         };
-        line.push(b'\n');
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
-            log::error!("audit write failed: {e}");
+        let mut sink = self.lock();
+        let result = sink.drain().and_then(|()| sink.write_line(&line));
+        if result.is_err() {
+            if sink.pending.len() < MAX_PENDING {
+                sink.pending.push_back(line);
+            } else {
+                self.count(metrics::AUDIT_DROPPED);
+                log::error!("audit record dropped: {MAX_PENDING} records already wait");
+            }
+        }
+        drop(sink);
+        self.after(&result);
+        result
+    }
+
+    /// Writes the records that wait, in order (the retry thread calls this every
+    /// [`RETRY_INTERVAL`]); whether none is left.
+    pub fn retry_pending(&self) -> bool {
+        let mut sink = self.lock();
+        if sink.pending.is_empty() {
+            return true;
+        }
+        let waiting = sink.pending.len();
+        let result = sink.drain();
+        drop(sink);
+        if result.is_ok() {
+            log::warn!("audit records are written again ({waiting} waiting records written)");
+            self.writing.store(true, Ordering::SeqCst);
+        }
+        result.is_ok()
+    }
+
+    /// Reopens the file (SIGHUP, after a rotation); stdout and stderr are left as they are.
+    pub fn reopen(&self) -> io::Result<()> {
+        self.lock().reopen()
+    }
+
+    /// Records how a write went: failures counted and logged, the writing state kept.
+    fn after(&self, result: &Result<(), WriteError>) {
+        match result {
+            Ok(()) => {
+                if !self.writing.swap(true, Ordering::SeqCst) {
+                    log::warn!("audit records are written again");
+                }
+            }
+            Err(e) => {
+                self.count(metrics::AUDIT_WRITE_FAILURES);
+                let was_writing = self.writing.swap(false, Ordering::SeqCst);
+                if self.on_failure == OnFailure::Serve {
+                    log::error!("{e} (AUDIT_ON_FAILURE=serve: answers go out regardless)");
+                } else if was_writing {
+                    log::error!("{e}; tokens are withheld until records are written again");
+                }
+            }
         }
     }
+}
+
+/// A record as one line, newline included.
+fn line_of(record: &impl Serialize) -> Result<Vec<u8>, WriteError> {
+    let mut line =
+        serde_json::to_vec(record).map_err(|e| WriteError::Unserialisable(e.to_string()))?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log on a temporary file (removed on drop).
+    struct TempLog {
+        dir: PathBuf,
+        log: AuditLog,
+    }
+
+    impl Drop for TempLog {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn temp_log(tag: &str) -> TempLog {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "kitebridge-audit-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        let log = AuditLog::file(&dir.join("audit.log")).unwrap();
+        TempLog { dir, log }
+    }
+
+    fn record(id: &str) -> Record {
+        Record::new(id, "POST", "/token", "127.0.0.1".into(), None)
+    }
+
+    fn ids(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["requestId"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rotated_or_removed_file_is_reopened_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = temp_log("rotate");
+        let path = t.dir.join("audit.log");
+        t.log.write(&record("a")).unwrap();
+        std::fs::rename(&path, t.dir.join("audit.log.1")).unwrap();
+        t.log.write(&record("b")).unwrap();
+        assert_eq!(ids(&t.dir.join("audit.log.1")), ["a"]);
+        assert_eq!(ids(&path), ["b"]);
+        std::fs::remove_file(&path).unwrap();
+        t.log.write(&record("c")).unwrap();
+        assert_eq!(ids(&path), ["c"]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        t.log.reopen().unwrap();
+        t.log.write(&record("d")).unwrap();
+        assert_eq!(ids(&path), ["c", "d"]);
+    }
+
+    #[test]
+    fn failed_records_wait_in_order_and_are_written_when_the_sink_recovers() {
+        let t = temp_log("pending");
+        let path = t.dir.join("audit.log");
+        t.log.write(&record("a")).unwrap();
+        // The directory goes away: the file cannot be re-created, writes fail.
+        std::fs::remove_dir_all(&t.dir).unwrap();
+        assert!(matches!(
+            t.log.write(&record("b")),
+            Err(WriteError::Sink { .. })
+        ));
+        assert!(!t.log.is_writing());
+        assert!(t.log.withholds_tokens());
+        assert!(t.log.write_now(&record("token")).is_err(), "not kept");
+        assert!(matches!(
+            t.log.write(&record("c")),
+            Err(WriteError::Sink { .. })
+        ));
+        assert!(!t.log.retry_pending());
+        std::fs::create_dir(&t.dir).unwrap();
+        assert!(t.log.retry_pending());
+        assert!(t.log.is_writing());
+        t.log.write(&record("d")).unwrap();
+        assert_eq!(
+            ids(&path),
+            ["b", "c", "d"],
+            "in order, the unkept one absent"
+        );
+    }
+
+    #[test]
+    fn serve_policy_does_not_withhold() {
+        let t = temp_log("serve");
+        let log = AuditLog::file(&t.dir.join("x.log"))
+            .unwrap()
+            .on_failure(OnFailure::Serve);
+        std::fs::remove_dir_all(&t.dir).unwrap();
+        assert!(log.write(&record("a")).is_err());
+        assert!(!log.is_writing());
+        assert!(!log.withholds_tokens());
+    }
 
     #[test]
     fn truncates_at_a_character_boundary() {

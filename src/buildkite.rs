@@ -297,7 +297,7 @@ impl Client {
 }
 
 /// Buildkite slugs: letters, digits, `-` and `_` (never `.`, so never a `..` path segment).
-fn is_valid_slug(slug: &str) -> bool {
+pub fn is_valid_slug(slug: &str) -> bool {
     (1..=100).contains(&slug.len())
         && slug
             .bytes()

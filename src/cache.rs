@@ -136,12 +136,20 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
                     }
                 }
             };
-            let mut st = lock(&flight.state);
-            while matches!(*st, FlightState::Running) {
-                st = flight.done.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            if let FlightState::Done(result) = &*st {
-                return (result.clone(), Outcome::Coalesced);
+            // Waiting for another caller's load (an upstream call) holds no request-handling
+            // permit, as the load itself does not.
+            let shared = crate::http::without_permit(|| {
+                let mut st = lock(&flight.state);
+                while matches!(*st, FlightState::Running) {
+                    st = flight.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                match &*st {
+                    FlightState::Done(result) => Some(result.clone()),
+                    FlightState::Running | FlightState::Abandoned => None,
+                }
+            });
+            if let Some(result) = shared {
+                return (result, Outcome::Coalesced);
             }
             // Abandoned: try again (possibly as the new leader).
         }

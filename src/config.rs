@@ -1,4 +1,4 @@
-//! Configuration: every environment variable of `shared/spec/config.md`, parsed and validated at once.
+//! Configuration: every environment variable kitebridge reads, parsed and validated at once.
 //!
 //! [`Config::from_env`] reads the process environment, [`Config::from_vars`] a map (for tests).
 //! Validation is complete: every problem found is collected into one [`ConfigError`], each naming
@@ -28,8 +28,9 @@ use log::LevelFilter;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::audit::OnFailure;
 use crate::secret::Secret;
-use crate::{buildkite, github, http, oidc, profiles, token};
+use crate::{audit, buildkite, github, http, oidc, profiles, token};
 
 /// `SERVER_HOST`'s default: loopback only.
 pub const DEFAULT_SERVER_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -54,7 +55,7 @@ pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 
 /// The largest secret file read (a 4096-bit PEM key is about 3.3 KiB).
 const SECRET_FILE_LIMIT: u64 = 64 * 1024;
-/// The largest static JWKS document, the same bound as a fetched one (`upstreams.md`).
+/// The largest static JWKS document, the same bound as a fetched one.
 const JWKS_LIMIT: u64 = 64 * 1024;
 /// The largest CA bundle read from `SSL_CERT_FILE`.
 const CA_BUNDLE_LIMIT: u64 = 4 * 1024 * 1024;
@@ -131,7 +132,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// The problems, in the order of the variables in `config.md`.
+    /// The problems, in the order the variables are read.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
     }
@@ -206,9 +207,14 @@ pub struct Config {
     /// `SERVER_WORKERS` (default [`http::DEFAULT_WORKERS`], 1–1024): requests handled at once
     /// (request-handling permits).
     pub server_workers: usize,
-    /// `SERVER_MAX_CONNECTIONS` (default [`http::DEFAULT_MAX_CONNECTIONS`], 1–65536): open
-    /// connections beyond this are closed.
+    /// `SERVER_MAX_CONNECTIONS` (default [`http::DEFAULT_MAX_CONNECTIONS`], 1–65536): at the
+    /// cap the connection waiting longest without a complete request makes room, or (all busy)
+    /// the newcomer is closed.
     pub max_connections: usize,
+    /// `SERVER_MAX_CONNECTIONS_PER_SOURCE` (default
+    /// [`http::DEFAULT_MAX_CONNECTIONS_PER_SOURCE`], 1–65536, or `off`: `None`): open
+    /// connections of one remote address; loopback is exempt.
+    pub max_connections_per_source: Option<usize>,
     /// `SERVER_HEADER_TIMEOUT_SECS` (default [`http::DEFAULT_TIMEOUT_HEADER_SECS`], 1–3600): time
     /// to receive the request head.
     pub timeout_header_secs: u64,
@@ -221,6 +227,9 @@ pub struct Config {
     /// `SERVER_SHUTDOWN_TIMEOUT_SECS` (default [`http::DEFAULT_SHUTDOWN_TIMEOUT_SECS`], 1–3600):
     /// drain time on SIGTERM.
     pub timeout_shutdown_secs: u64,
+    /// `SERVER_QUEUE_TIMEOUT_SECS` (default [`http::DEFAULT_TIMEOUT_QUEUE_SECS`], 1–3600): the
+    /// longest wait for a request-handling permit, then 503 with `Retry-After`.
+    pub timeout_queue_secs: u64,
     /// `TOKEN_MIN_REMAINING_SECS` (default [`token::DEFAULT_MIN_REMAINING_SECS`], 0–3300): a cached token is served only while it has at least
     /// this long to live (GitHub tokens live about 3600 s).
     pub token_min_remaining_secs: u64,
@@ -239,6 +248,9 @@ pub struct Config {
     pub metrics: Metrics,
     /// `AUDIT_LOG` (default [`DEFAULT_AUDIT_LOG`]).
     pub audit_log: AuditTarget,
+    /// `AUDIT_ON_FAILURE` (default [`audit::DEFAULT_ON_FAILURE`]): `refuse` (no token leaves
+    /// without its audit record) or `serve` (availability first; every failure is logged).
+    pub audit_on_failure: OnFailure,
     /// `LOG_LEVEL` (default [`DEFAULT_LOG_LEVEL`]): `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: LevelFilter,
     /// `SSL_CERT_FILE` (default unset): an extra PEM CA bundle, checked to hold a certificate.
@@ -420,6 +432,11 @@ impl<'a> Reader<'a> {
                 1,
                 65_536,
             ),
+            max_connections_per_source: self.or(
+                "SERVER_MAX_CONNECTIONS_PER_SOURCE",
+                Some(http::DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
+                |text| off_or_whole(text, 1, 65_536),
+            ),
             timeout_header_secs: self.timeout(
                 "SERVER_HEADER_TIMEOUT_SECS",
                 http::DEFAULT_TIMEOUT_HEADER_SECS,
@@ -431,6 +448,10 @@ impl<'a> Reader<'a> {
             timeout_shutdown_secs: self.timeout(
                 "SERVER_SHUTDOWN_TIMEOUT_SECS",
                 http::DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            ),
+            timeout_queue_secs: self.timeout(
+                "SERVER_QUEUE_TIMEOUT_SECS",
+                http::DEFAULT_TIMEOUT_QUEUE_SECS,
             ),
             token_min_remaining_secs: self.number(
                 "TOKEN_MIN_REMAINING_SECS",
@@ -462,6 +483,11 @@ impl<'a> Reader<'a> {
             ),
             metrics: self.or("METRICS", DEFAULT_METRICS, metrics),
             audit_log: self.or("AUDIT_LOG", DEFAULT_AUDIT_LOG, audit_target),
+            audit_on_failure: self.or(
+                "AUDIT_ON_FAILURE",
+                audit::DEFAULT_ON_FAILURE,
+                audit_on_failure,
+            ),
             log_level: self.or("LOG_LEVEL", DEFAULT_LOG_LEVEL, log_level),
             ssl_cert_file: self.optional("SSL_CERT_FILE", ca_bundle),
             https_proxy: self.either_case("HTTPS_PROXY", "https_proxy", proxy_url),
@@ -1093,6 +1119,25 @@ fn audit_target(text: &str) -> Result<AuditTarget, String> {
     Ok(AuditTarget::File(path))
 }
 
+/// `AUDIT_ON_FAILURE`: `refuse` or `serve`.
+fn audit_on_failure(text: &str) -> Result<OnFailure, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "refuse" => Ok(OnFailure::Refuse),
+        "serve" => Ok(OnFailure::Serve),
+        _ => Err("neither refuse nor serve; expected refuse or serve".to_string()),
+    }
+}
+
+/// `off` (no limit: `None`) or a whole number in `min..=max`.
+fn off_or_whole(text: &str, min: u64, max: u64) -> Result<Option<usize>, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    whole(text, min, max)
+        .map(Some)
+        .map_err(|message| format!("{message}, or off"))
+}
+
 /// `LOG_LEVEL`: one of the five level names.
 fn log_level(text: &str) -> Result<LevelFilter, String> {
     match text.to_ascii_lowercase().as_str() {
@@ -1438,6 +1483,37 @@ mod tests {
             log_level("off").is_err(),
             "off is not one of the five levels"
         );
+    }
+
+    #[test]
+    fn audit_on_failure_and_per_source_cap() {
+        assert_eq!(audit_on_failure("refuse"), Ok(OnFailure::Refuse));
+        assert_eq!(audit_on_failure("SERVE"), Ok(OnFailure::Serve));
+        for bad in ["", "drop", "refuse ", "off"] {
+            let message = audit_on_failure(bad).unwrap_err();
+            assert!(message.starts_with("neither refuse nor serve"), "{bad:?}");
+        }
+        let cases: &[(&str, Result<Option<usize>, &str>)] = &[
+            ("off", Ok(None)),
+            ("OFF", Ok(None)),
+            ("1", Ok(Some(1))),
+            ("64", Ok(Some(64))),
+            ("65536", Ok(Some(65_536))),
+            (
+                "0",
+                Err("out of range; expected a whole number from 1 to 65536, or off"),
+            ),
+            ("65537", Err("out of range")),
+            ("none", Err("not a whole number")),
+            ("-1", Err("not a whole number")),
+        ];
+        for (text, want) in cases {
+            match (off_or_whole(text, 1, 65_536), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text:?}"),
+                (Err(message), Err(start)) => assert!(message.starts_with(start), "{message}"),
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -52,7 +52,8 @@ mod upstream;
 
 // The running server: its state, its lifecycle and systemd.
 pub use app::{App, StartError};
-pub use serve::{bind, spawn_watchdog, start};
+pub use audit::OnFailure as AuditOnFailure;
+pub use serve::{Lifecycle, bind, spawn_watchdog, start, start_with};
 pub use systemd::{
     Notifier, Signal, block_signals, spawn_signal_thread, take_listener, watchdog_interval,
 };

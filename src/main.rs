@@ -8,9 +8,9 @@
 )]
 
 use kitebridge::{
-    App, Config, Generation, Notifier, Signal, StartError, bind, block_signals, check_profile_file,
-    explain_profile, now_unix, spawn_signal_thread, spawn_watchdog, start, take_listener,
-    watchdog_interval,
+    App, Config, Generation, Lifecycle, Notifier, Signal, StartError, bind, block_signals,
+    check_profile_file, explain_profile, now_unix, spawn_signal_thread, spawn_watchdog, start_with,
+    take_listener, watchdog_interval,
 };
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -126,6 +126,18 @@ fn profiles_explain(args: &[&str]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The operational log at `level` for kitebridge itself; its dependencies (the HTTP client, TLS)
+/// at `info` at most, whatever `level` says: their `debug` and `trace` output includes wire dumps
+/// of requests and responses, with `authorization` headers and minted tokens in them.
+fn logger(level: log::LevelFilter) -> simple_logger::SimpleLogger {
+    simple_logger::SimpleLogger::new()
+        .with_level(level.min(DEPENDENCY_LOG_CAP))
+        .with_module_level("kitebridge", level)
+}
+
+/// The most verbose level dependencies may log at (see [`logger`]).
+const DEPENDENCY_LOG_CAP: log::LevelFilter = log::LevelFilter::Info;
+
 fn serve() -> ExitCode {
     // Before any thread exists: take systemd's socket (this unsets LISTEN_*) and block the
     // signals every later thread must inherit blocked.
@@ -139,10 +151,7 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = simple_logger::SimpleLogger::new()
-        .with_level(config.log_level)
-        .init()
-    {
+    if let Err(e) = logger(config.log_level).init() {
         eprintln!("kitebridge: cannot start the log: {e}");
     }
     let (inherited, signals) = match (inherited, signals) {
@@ -170,6 +179,7 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let inherited_socket = inherited.is_some();
     let listener = match inherited {
         Some(listener) => {
             log::info!("using the socket passed by systemd");
@@ -187,14 +197,24 @@ fn serve() -> ExitCode {
             }
         },
     };
-    let on_ready = {
-        let notifier = Arc::clone(&notifier);
-        move |status: String| {
-            notifier.status(&status);
-            notifier.ready();
-        }
+    let hold_until_ready = inherited_socket;
+    let lifecycle = Lifecycle {
+        // The connection that started us waits in the backlog until we are ready, instead of
+        // being answered 503 (and so does every connection during a restart).
+        hold_until_ready,
+        on_waiting: Box::new({
+            let notifier = Arc::clone(&notifier);
+            move |waiting: &str| notifier.status(waiting)
+        }),
+        on_ready: Box::new({
+            let notifier = Arc::clone(&notifier);
+            move |status: String| {
+                notifier.status(&status);
+                notifier.ready();
+            }
+        }),
     };
-    let running = match start(app, listener, on_ready) {
+    let running = match start_with(app, listener, lifecycle) {
         Ok(running) => running,
         Err(e) => {
             log::error!("cannot start: {e}");
@@ -224,7 +244,10 @@ fn serve() -> ExitCode {
             handle.begin_shutdown();
         }
         Signal::Hangup => {
-            log::info!("SIGHUP: reloading profiles");
+            log::info!("SIGHUP: reopening the audit file and reloading profiles");
+            if let Err(e) = app.token.audit().reopen() {
+                log::error!("cannot reopen the audit file: {e}");
+            }
             let _ = app.profiles.reload_now(now_unix());
             signal_notifier.status(&app.profiles.status_line());
         }

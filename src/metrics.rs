@@ -43,6 +43,15 @@ pub const RATE_LIMITED: Family = Family {
     help: "Requests refused with 429, by limit (source, pipeline).",
 };
 
+pub const AUDIT_WRITE_FAILURES: Family = Family {
+    name: "kitebridge_audit_write_failures_total",
+    help: "Audit records that could not be written when they were due (each is retried; a token whose record failed is not sent unless AUDIT_ON_FAILURE=serve).",
+};
+pub const AUDIT_DROPPED: Family = Family {
+    name: "kitebridge_audit_dropped_total",
+    help: "Audit records dropped because too many already waited for the audit sink.",
+};
+
 const UPSTREAM_SECONDS: &str = "kitebridge_upstream_request_duration_seconds";
 
 #[derive(Debug, Default, Clone)]
@@ -101,6 +110,16 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry((family, labels))
             .or_insert(0) += 1;
+    }
+
+    /// Makes the counter `family` (without labels) appear at 0 before anything is counted, so an
+    /// alert on it sees a value from the start.
+    pub fn declare(&self, family: Family) {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((family, Vec::new()))
+            .or_insert(0);
     }
 
     /// Records one upstream call.
@@ -221,6 +240,22 @@ mod tests {
             text.matches("# TYPE kitebridge_http_requests_total")
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn declared_counters_show_zero_then_count() {
+        let m = Metrics::default();
+        m.declare(AUDIT_WRITE_FAILURES);
+        assert!(
+            m.render(&[])
+                .contains("\nkitebridge_audit_write_failures_total 0\n")
+        );
+        m.count(AUDIT_WRITE_FAILURES, &[]);
+        m.declare(AUDIT_WRITE_FAILURES);
+        assert!(
+            m.render(&[])
+                .contains("\nkitebridge_audit_write_failures_total 1\n")
         );
     }
 

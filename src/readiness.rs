@@ -22,6 +22,12 @@ impl Readiness {
             && !self.server.get().is_some_and(ServerHandle::is_draining)
     }
 
+    /// Everything readiness waits for is loaded (draining or not): requests on connections
+    /// already accepted are still served while draining.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
+    }
+
     /// Records whether everything readiness waits for is loaded.
     pub fn set_loaded(&self, loaded: bool) {
         self.loaded.store(loaded, Ordering::SeqCst);

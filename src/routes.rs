@@ -1,4 +1,4 @@
-//! The route table of `api.md`, `/healthcheck` and `/metrics`. Each token route hands its request
+//! The route table of the wire contract, `/healthcheck` and `/metrics`. Each token route hands its request
 //! to [`token::handle`].
 #![forbid(unsafe_code)]
 
@@ -20,7 +20,7 @@ const TOKEN_ROUTES: [(&str, Route); 7] = [
     ("/oauth/token", Route::Exchange),
 ];
 
-/// The route table of `api.md` (with `/metrics` when `METRICS=on`).
+/// The route table (with `/metrics` when `METRICS=on`).
 pub fn router(app: &Arc<App>) -> Router {
     let counted = Arc::clone(&app.metrics);
     let mut router = Router::new(app.config.server_base_path.clone()).observe(Arc::new(
@@ -133,11 +133,15 @@ fn metrics_response(app: &App) -> Response {
     )
 }
 
-/// `GET/HEAD /healthcheck`: 200 `OK` while serving, 503 `not ready` before readiness and while draining.
+/// `GET/HEAD /healthcheck`: 200 `OK` while serving, 503 `not ready` before readiness and while
+/// draining, 503 `audit unavailable` while tokens are withheld because audit records cannot be
+/// written (`AUDIT_ON_FAILURE=refuse`).
 fn healthcheck(app: &App) -> Response {
-    if app.is_ready() {
-        Response::text(200, "OK")
-    } else {
+    if !app.is_ready() {
         Response::text(503, "not ready")
+    } else if app.token.audit().withholds_tokens() {
+        Response::text(503, "audit unavailable")
+    } else {
+        Response::text(200, "OK")
     }
 }

@@ -1,8 +1,9 @@
 //! The process lifecycle that `main`, the tests and the examples share: listen, become ready,
-//! serve, the separate metrics listener, the systemd watchdog's self-check, drain.
+//! serve, the separate metrics listener, the audit retry, the systemd watchdog's self-check, drain.
 #![forbid(unsafe_code)]
 
 use crate::app::App;
+use crate::audit;
 use crate::config::{Config, JwksSource, Metrics as MetricsConfig};
 use crate::http::{Limits, Server, ServerHandle};
 use crate::oidc;
@@ -32,6 +33,18 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::new(config.server_host, config.server_port))
 }
 
+/// How a server's start is followed.
+pub struct Lifecycle {
+    /// Take no connection from the listener until ready, so connections that arrive first wait in
+    /// the kernel's backlog and are answered once ready instead of 503 `not ready` (for a socket
+    /// passed by systemd, whose first connection is the one that started the service).
+    pub hold_until_ready: bool,
+    /// Told, whenever it changes, what readiness still waits for (systemd's `STATUS=`).
+    pub on_waiting: Box<dyn Fn(&str) + Send>,
+    /// Called once ready, with the profile status line.
+    pub on_ready: Box<dyn FnOnce(String) + Send>,
+}
+
 /// Starts serving on `listener` in a background thread, and a readiness thread that retries what
 /// readiness waits for (first after 200 ms, backing off to every 5 s) and then calls `on_ready`
 /// with the profile status line.
@@ -40,27 +53,70 @@ pub fn start(
     listener: TcpListener,
     on_ready: impl FnOnce(String) + Send + 'static,
 ) -> io::Result<Running> {
+    let lifecycle = Lifecycle {
+        hold_until_ready: false,
+        on_waiting: Box::new(|_| {}),
+        on_ready: Box::new(on_ready),
+    };
+    start_with(app, listener, lifecycle)
+}
+
+/// [`start`], followed as `lifecycle` says.
+pub fn start_with(app: App, listener: TcpListener, lifecycle: Lifecycle) -> io::Result<Running> {
     let app = Arc::new(app);
-    let server = Server::new(listener, routes::router(&app), app.limits())?;
+    let mut server = Server::new(listener, routes::router(&app), app.limits())?;
+    if lifecycle.hold_until_ready {
+        server = server.hold_until_released();
+    }
     let addr = server.local_addr()?;
     let handle = server.handle();
     app.readiness.attach(handle.clone());
     let accept = std::thread::Builder::new()
         .name("accept".into())
         .spawn(move || server.run())?;
-    log::info!("kitebridge {} listening on http://{addr}", crate::VERSION);
+    if lifecycle.hold_until_ready {
+        log::info!(
+            "kitebridge {} listening on http://{addr}; connections are taken once ready",
+            crate::VERSION
+        );
+    } else {
+        log::info!("kitebridge {} listening on http://{addr}", crate::VERSION);
+    }
     let ready_app = Arc::clone(&app);
+    let release = handle.clone();
+    let Lifecycle {
+        on_waiting,
+        on_ready,
+        ..
+    } = lifecycle;
     std::thread::Builder::new()
         .name("readiness".into())
         .spawn(move || {
             let mut wait = Duration::from_millis(200);
+            let mut told = String::new();
             while !ready_app.try_become_ready() {
+                let waiting = format!("waiting for {}", ready_app.waiting_for().join(", "));
+                if waiting != told {
+                    log::info!("not ready yet: {waiting}");
+                    on_waiting(&waiting);
+                    told = waiting;
+                }
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             let status = ready_app.profiles.status_line();
             log::info!("ready: {status}");
+            release.release();
             on_ready(status);
+        })?;
+    let retry_app = Arc::clone(&app);
+    std::thread::Builder::new()
+        .name("audit-retry".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(audit::RETRY_INTERVAL);
+                retry_app.token.audit().retry_pending();
+            }
         })?;
     if matches!(app.config.jwks, JwksSource::Url(_)) {
         oidc::spawn_refresher(Arc::clone(&app.keys))?;

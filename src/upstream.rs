@@ -19,11 +19,12 @@
 //! by the caller, not here.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -35,9 +36,13 @@ pub const MAX_BACKOFF_SECS: u64 = 3600;
 /// The back-off when an upstream answers 429 without saying for how long.
 const DEFAULT_BACKOFF_SECS: u64 = 60;
 
-/// The JWKS response cap (64 KiB), see `upstreams.md`.
+/// The most calls in flight to one upstream host at once (the default of
+/// [`Settings::max_in_flight`]); further calls wait for one to finish, within their own timeout.
+pub const MAX_IN_FLIGHT_PER_UPSTREAM: usize = 64;
+
+/// The JWKS response cap (64 KiB).
 pub const MAX_JWKS_BODY: usize = 64 * 1024;
-/// Whole-call timeout of a JWKS fetch (`oidc.md`: 10 s, tighter than other calls; a tighter
+/// Whole-call timeout of a JWKS fetch (10 s, tighter than other calls; a tighter
 /// [`Settings::timeout_global`] wins).
 pub const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -70,6 +75,8 @@ pub struct Settings {
     pub no_proxy: Option<String>,
     /// Told about every call (metrics). Default none.
     pub observer: Option<Observer>,
+    /// Calls in flight per upstream host at most. Default [`MAX_IN_FLIGHT_PER_UPSTREAM`].
+    pub max_in_flight: usize,
 }
 
 /// Told about every call: the upstream's host, the outcome (`2xx` … `5xx`, or `timeout`,
@@ -97,6 +104,7 @@ impl Default for Settings {
             https_proxy: None,
             no_proxy: None,
             observer: None,
+            max_in_flight: MAX_IN_FLIGHT_PER_UPSTREAM,
         }
     }
 }
@@ -220,12 +228,71 @@ impl Response {
     }
 }
 
+/// Bounds the calls in flight per upstream host.
+struct InFlight {
+    max: usize,
+    calls: Mutex<HashMap<String, usize>>,
+    finished: Condvar,
+}
+
+impl InFlight {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place among the calls to `host`, waiting until `deadline` at most.
+    fn enter(&self, host: &str, deadline: Instant) -> Result<Place<'_>, Error> {
+        let mut calls = self.lock();
+        while calls.get(host).copied().unwrap_or(0) >= self.max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            calls = match self.finished.wait_timeout(calls, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        *calls.entry(host.to_owned()).or_insert(0) += 1;
+        Ok(Place {
+            gate: self,
+            host: host.to_owned(),
+        })
+    }
+}
+
+/// One call's place in [`InFlight`]; given up on drop.
+struct Place<'a> {
+    gate: &'a InFlight,
+    host: String,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut calls = self.gate.lock();
+        if let Some(count) = calls.get_mut(&self.host) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                calls.remove(&self.host);
+            }
+        }
+        drop(calls);
+        self.gate.finished.notify_all();
+    }
+}
+
 /// The outbound client. Cheap to share behind an `Arc`; one connection pool for all callers.
+///
+/// A call is a wait on something outside this process: it runs without the caller's
+/// request-handling permit ([`crate::http::without_permit`]), and at most
+/// [`Settings::max_in_flight`] calls to one host are in flight at once (the others wait, within
+/// their whole-call timeout).
 pub struct Client {
     agent: ureq::Agent,
     max_body: usize,
     timeout_global: Duration,
     observer: Option<Observer>,
+    in_flight: InFlight,
 }
 
 impl fmt::Debug for Client {
@@ -258,6 +325,11 @@ impl Client {
             max_body: settings.max_body,
             timeout_global: settings.timeout_global,
             observer: settings.observer.clone(),
+            in_flight: InFlight {
+                max: settings.max_in_flight.max(1),
+                calls: Mutex::new(HashMap::new()),
+                finished: Condvar::new(),
+            },
         })
     }
 
@@ -281,10 +353,22 @@ impl Client {
         })
     }
 
-    /// One call, reported to the observer.
+    /// One call, reported to the observer: without the caller's request-handling permit, and
+    /// after a place among the calls in flight to its host.
     fn observed(&self, call: &Call<'_>) -> Result<Response, Error> {
-        let started = std::time::Instant::now();
-        let result = self.call(call);
+        crate::http::without_permit(|| {
+            let timeout = call.timeout.unwrap_or(self.timeout_global);
+            let started = Instant::now();
+            let result = self
+                .in_flight
+                .enter(host_of(call.url), started + timeout)
+                .and_then(|_place| self.call(call));
+            self.report(call, &result, started);
+            result
+        })
+    }
+
+    fn report(&self, call: &Call<'_>, result: &Result<Response, Error>, started: Instant) {
         if let Some(Observer(observe)) = &self.observer {
             let outcome = match &result {
                 Ok(response) => format!("{}xx", response.status / 100),
@@ -295,7 +379,6 @@ impl Client {
             };
             observe(host_of(call.url), &outcome, started.elapsed());
         }
-        result
     }
 
     fn call(&self, call: &Call<'_>) -> Result<Response, Error> {

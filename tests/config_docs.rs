@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kitebridge::{
-    AuditTarget, Config, JwksSource, MetricsSetting as Metrics, ProfileSource, RateLimit,
+    AuditOnFailure as OnFailure, AuditTarget, Config, JwksSource, MetricsSetting as Metrics,
+    ProfileSource, RateLimit,
 };
 
 const README: &str = include_str!("../README.md");
@@ -173,6 +174,11 @@ fn shown(config: &Config, name: &str) -> Option<String> {
         "SERVER_BASE_PATH" => return c.server_base_path.clone(),
         "SERVER_WORKERS" => c.server_workers.to_string(),
         "SERVER_MAX_CONNECTIONS" => c.max_connections.to_string(),
+        "SERVER_MAX_CONNECTIONS_PER_SOURCE" => match c.max_connections_per_source {
+            Some(cap) => cap.to_string(),
+            None => "off".to_string(),
+        },
+        "SERVER_QUEUE_TIMEOUT_SECS" => c.timeout_queue_secs.to_string(),
         "SERVER_HEADER_TIMEOUT_SECS" => c.timeout_header_secs.to_string(),
         "SERVER_BODY_TIMEOUT_SECS" => c.timeout_body_secs.to_string(),
         "SERVER_IDLE_TIMEOUT_SECS" => c.timeout_idle_secs.to_string(),
@@ -191,6 +197,10 @@ fn shown(config: &Config, name: &str) -> Option<String> {
             AuditTarget::Stdout => "stdout".to_string(),
             AuditTarget::Stderr => "stderr".to_string(),
             AuditTarget::File(path) => path.display().to_string(),
+        },
+        "AUDIT_ON_FAILURE" => match c.audit_on_failure {
+            OnFailure::Refuse => "refuse".to_string(),
+            OnFailure::Serve => "serve".to_string(),
         },
         "LOG_LEVEL" => c.log_level.to_string().to_ascii_lowercase(),
         "SSL_CERT_FILE" => return c.ssl_cert_file.as_ref().map(|p| p.display().to_string()),

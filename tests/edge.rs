@@ -1,4 +1,4 @@
-//! The HTTP edge over raw TCP on 127.0.0.1: one test per row of the `operations.md` limits table
+//! The HTTP edge over raw TCP on 127.0.0.1: one test per row of the edge's limits table
 //! and per bullet of its "Properties" list. The server is the real `kitebridge::Server`,
 //! with a test router (a panicking handler and a slow handler exist only here).
 
@@ -36,6 +36,7 @@ fn quick_limits() -> Limits {
         timeout_body: Duration::from_secs(2),
         timeout_idle: Duration::from_secs(2),
         timeout_write: Duration::from_secs(2),
+        ..Limits::default()
     }
 }
 
@@ -436,29 +437,29 @@ fn http10_closes_after_the_response() {
 fn connection_cap_closes_the_excess_at_once_served_ones_unaffected_and_recovers() {
     let mut limits = quick_limits();
     limits.max_connections = 4;
+    limits.workers = 4;
     limits.timeout_idle = Duration::from_secs(20);
     limits.timeout_header = Duration::from_secs(20);
     let srv = start(limits);
-    // Four kept-alive connections that have each been served once.
+    // Four connections, each with a request being handled: none can give way.
     let mut held: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = connect(srv.addr);
-            s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();
-            assert_eq!(read_response(&mut s).unwrap().status, 200);
             s
         })
         .collect();
+    let all_busy = || srv.slow_started.load(Ordering::SeqCst) >= 4;
+    assert!(poll_until(Duration::from_secs(2), all_busy));
     // The fifth is closed at once.
     let mut extra = connect(srv.addr);
     let t = Instant::now();
     let _ = extra.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(read_response(&mut extra).is_none());
     assert!(t.elapsed() < Duration::from_secs(2));
-    // The held ones still work.
+    // The served ones are unaffected.
     for s in &mut held {
-        s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
         assert_eq!(read_response(s).unwrap().status, 200);
     }
     drop(held);
@@ -473,6 +474,40 @@ fn connection_cap_closes_the_excess_at_once_served_ones_unaffected_and_recovers(
         }),
         "server did not recover after the cap"
     );
+}
+
+#[test]
+fn at_the_cap_the_longest_idle_connection_makes_room() {
+    let mut limits = quick_limits();
+    limits.max_connections = 4;
+    limits.timeout_idle = Duration::from_secs(20);
+    limits.timeout_header = Duration::from_secs(20);
+    let srv = start(limits);
+    // Four kept-alive connections, served once each, oldest first.
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(srv.addr);
+            s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_response(&mut s).unwrap().status, 200);
+            thread::sleep(Duration::from_millis(20));
+            s
+        })
+        .collect();
+    // A fifth is served: the connection idle longest gave way.
+    let t = Instant::now();
+    healthy(srv.addr);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(closed(&mut held[0]), "the longest idle one was closed");
+    for s in &mut held[1..] {
+        s.write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            read_response(s).unwrap().status,
+            200,
+            "the others still work"
+        );
+    }
 }
 
 #[test]

@@ -1,16 +1,21 @@
 //! `Transfer-Encoding: chunked` decoding with a body cap, fed in pieces as bytes arrive.
 //!
 //! Strict on purpose: hex sizes of at most 16 digits, CRLF (never a bare LF) after every line and
-//! chunk, bounded extension and trailer sizes. A declared size that would take the body past the cap
-//! is refused before any of its bytes are read.
+//! chunk, bounded extension sizes. A declared size that would take the body past the cap is refused
+//! before any of its bytes are read.
+//!
+//! Trailer fields follow the rules of header fields: each line is checked by the same parser as the
+//! head (`httparse`), so a NUL, a bare CR, obs-fold, a space before the colon, a line without a colon
+//! or a request line (`0\r\nGET /x HTTP/1.1\r\n\r\n`) is malformed; their bytes and count are
+//! limited by what the head left of [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`]. Trailers are read and
+//! ignored.
 #![forbid(unsafe_code)]
 
+use super::{MAX_HEAD_BYTES, MAX_HEADERS};
 use std::fmt;
 
 /// Longest chunk-size line accepted (size, extensions, CRLF).
 const MAX_SIZE_LINE: usize = 256;
-/// Largest trailer section accepted (trailers are read and ignored).
-const MAX_TRAILER_BYTES: usize = 8192;
 
 /// Why a chunked body was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +23,10 @@ const MAX_TRAILER_BYTES: usize = 8192;
 pub enum ChunkError {
     /// The body would exceed the cap (413).
     BodyTooLarge { max: usize },
-    /// The framing is malformed (400).
+    /// The framing is malformed, or a trailer line is not a valid header field (400).
     Invalid(&'static str),
+    /// The trailer section is larger, or has more fields, than the head left room for (431).
+    TrailersTooLarge { max_bytes: usize, max_fields: usize },
 }
 
 impl fmt::Display for ChunkError {
@@ -27,6 +34,13 @@ impl fmt::Display for ChunkError {
         match self {
             ChunkError::BodyTooLarge { max } => write!(f, "chunked body over {max} bytes"),
             ChunkError::Invalid(what) => write!(f, "malformed chunked body: {what}"),
+            ChunkError::TrailersTooLarge {
+                max_bytes,
+                max_fields,
+            } => write!(
+                f,
+                "trailer section over {max_bytes} bytes or {max_fields} fields"
+            ),
         }
     }
 }
@@ -56,18 +70,38 @@ pub struct ChunkedDecoder {
     max_body: usize,
     body_len: usize,
     line: Vec<u8>,
+    /// Trailer bytes read so far (CRLFs included) and the most allowed.
     trailer_bytes: usize,
+    max_trailer_bytes: usize,
+    /// Trailer fields read so far and the most allowed.
+    trailer_fields: usize,
+    max_trailer_fields: usize,
 }
 
 impl ChunkedDecoder {
-    /// A decoder that refuses bodies longer than `max_body` bytes.
+    /// A decoder that refuses bodies longer than `max_body` bytes, with room for a whole head's
+    /// worth of trailers ([`MAX_HEAD_BYTES`], [`MAX_HEADERS`]).
     pub fn new(max_body: usize) -> Self {
+        ChunkedDecoder::with_trailer_limits(max_body, MAX_HEAD_BYTES, MAX_HEADERS)
+    }
+
+    /// A decoder whose trailer section may take at most `max_trailer_bytes` bytes and
+    /// `max_trailer_fields` fields: what the request's head left of the head limits, so head and
+    /// trailers together are limited like one head.
+    pub fn with_trailer_limits(
+        max_body: usize,
+        max_trailer_bytes: usize,
+        max_trailer_fields: usize,
+    ) -> Self {
         ChunkedDecoder {
             state: State::Size,
             max_body,
             body_len: 0,
             line: Vec::new(),
             trailer_bytes: 0,
+            max_trailer_bytes,
+            trailer_fields: 0,
+            max_trailer_fields,
         }
     }
 
@@ -115,20 +149,15 @@ impl ChunkedDecoder {
     /// Takes one byte of a size or trailer line; acts on the line when its LF arrives.
     fn line_byte(&mut self, rest: &[u8]) -> Result<usize, ChunkError> {
         let Some(&b) = rest.first() else { return Ok(0) };
-        let limit = if self.state == State::Size {
-            MAX_SIZE_LINE
-        } else {
-            MAX_TRAILER_BYTES
-        };
-        if self.line.len() >= limit
-            || (self.state == State::Trailer && self.trailer_bytes >= MAX_TRAILER_BYTES)
-        {
-            return Err(ChunkError::Invalid("size line or trailer section too long"));
+        if self.state == State::Trailer {
+            if self.trailer_bytes >= self.max_trailer_bytes {
+                return Err(self.trailers_too_large());
+            }
+            self.trailer_bytes += 1;
+        } else if self.line.len() >= MAX_SIZE_LINE {
+            return Err(ChunkError::Invalid("chunk size line too long"));
         }
         self.line.push(b);
-        if self.state == State::Trailer {
-            self.trailer_bytes += 1;
-        }
         if b != b'\n' {
             return Ok(1);
         }
@@ -139,6 +168,14 @@ impl ChunkedDecoder {
         if self.state == State::Trailer {
             if content.is_empty() {
                 self.state = State::Done;
+                return Ok(1);
+            }
+            self.trailer_fields += 1;
+            if self.trailer_fields > self.max_trailer_fields {
+                return Err(self.trailers_too_large());
+            }
+            if !is_header_field(content) {
+                return Err(ChunkError::Invalid("malformed trailer field"));
             }
             return Ok(1);
         }
@@ -158,6 +195,25 @@ impl ChunkedDecoder {
         self.state = State::Data { remaining: size };
         Ok(1)
     }
+
+    fn trailers_too_large(&self) -> ChunkError {
+        ChunkError::TrailersTooLarge {
+            max_bytes: self.max_trailer_bytes,
+            max_fields: self.max_trailer_fields,
+        }
+    }
+}
+
+/// Whether `line` (without its CRLF) is exactly one header field as the head parser reads them.
+fn is_header_field(line: &[u8]) -> bool {
+    let mut section = Vec::with_capacity(line.len() + 4);
+    section.extend_from_slice(line);
+    section.extend_from_slice(b"\r\n\r\n");
+    let mut fields = [httparse::EMPTY_HEADER; 1];
+    matches!(
+        httparse::parse_headers(&section, &mut fields),
+        Ok(httparse::Status::Complete((used, [_]))) if used == section.len()
+    )
 }
 
 /// `1*HEXDIG [ BWS ";" extensions ]` → the size. Extensions are ignored but must be visible ASCII.
@@ -250,6 +306,16 @@ mod tests {
             ("data longer than size", b"3\r\nabcd\r\n"),
             ("missing CR after data", b"3\r\nabc\n0\r\n\r\n"),
             ("bare LF in trailer", b"0\r\nX: y\n\r\n"),
+            ("NUL in a trailer value", b"0\r\nX: a\x00b\r\n\r\n"),
+            ("bare CR in a trailer value", b"0\r\nX: a\rb\r\n\r\n"),
+            ("obs-fold in trailers", b"0\r\nX: a\r\n b\r\n\r\n"),
+            ("space before the colon", b"0\r\nX : y\r\n\r\n"),
+            ("trailer without a colon", b"0\r\nNoColon\r\n\r\n"),
+            (
+                "a request line as a trailer",
+                b"0\r\nGET /x HTTP/1.1\r\n\r\n",
+            ),
+            ("empty field name", b"0\r\n: y\r\n\r\n"),
             ("control byte in extension", b"3;\x01\r\nabc\r\n"),
         ];
         for (name, raw) in cases {
@@ -263,11 +329,45 @@ mod tests {
             decode_all(long_line.as_bytes(), 100),
             Err(ChunkError::Invalid(_))
         ));
-        let long_trailer = format!("0\r\n{}", "X: y\r\n".repeat(MAX_TRAILER_BYTES / 6 + 1));
+    }
+
+    #[test]
+    fn valid_trailers_are_accepted_and_ignored() {
+        let raw = b"1\r\na\r\n0\r\nX-Sum: abc\r\nX-Empty:\r\nX-Tab:\tv \r\n\r\nNEXT";
+        let (body, used, done) = decode_all(raw, 100).unwrap();
+        assert_eq!((body.as_slice(), done), (&b"a"[..], true));
+        assert_eq!(&raw[used..], b"NEXT");
+    }
+
+    #[test]
+    fn trailers_share_the_head_limits() {
+        let decode = |raw: &[u8], bytes, fields| {
+            let mut d = ChunkedDecoder::with_trailer_limits(100, bytes, fields);
+            d.decode(raw, &mut Vec::new()).map(|_| d.is_done())
+        };
+        let two = b"0\r\nA: 1\r\nB: 2\r\n\r\n"; // 14 bytes of trailer section after "0\r\n"
+        assert_eq!(decode(two, 14, 2), Ok(true), "exactly at both limits");
+        let too_large = ChunkError::TrailersTooLarge {
+            max_bytes: 13,
+            max_fields: 2,
+        };
+        assert_eq!(decode(two, 13, 2), Err(too_large), "one byte over");
+        let too_many = ChunkError::TrailersTooLarge {
+            max_bytes: 14,
+            max_fields: 1,
+        };
+        assert_eq!(decode(two, 14, 1), Err(too_many), "one field over");
+        let flood = format!("0\r\n{}", "X: y\r\n".repeat(MAX_HEAD_BYTES / 6 + 1));
         assert!(matches!(
-            decode_all(long_trailer.as_bytes(), 100),
-            Err(ChunkError::Invalid(_))
+            decode_all(flood.as_bytes(), 100),
+            Err(ChunkError::TrailersTooLarge { .. })
         ));
+        let empty = b"0\r\n\r\n";
+        assert_eq!(
+            decode(empty, 2, 0),
+            Ok(true),
+            "no trailers need no field room"
+        );
     }
 
     #[test]

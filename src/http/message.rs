@@ -4,7 +4,8 @@
 
 use super::form::{FormError, parse_urlencoded};
 use super::head::Method;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A complete request, body included, as handed to a handler. `Debug` shows header names but no
@@ -23,6 +24,8 @@ pub struct Request {
     pub request_id: String,
     /// Values of the route's `{param}` segments, in order.
     pub params: Vec<String>,
+    /// A handle on the client's socket, to see whether the client is still there.
+    pub(crate) client: Option<Arc<TcpStream>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -62,6 +65,31 @@ impl Request {
         self.params.get(i).map(String::as_str)
     }
 
+    /// Whether the client has gone: it closed or reset its connection while the request was
+    /// being handled (a client that half-closes after sending its request counts as gone). Only
+    /// a peek at the socket, without waiting; `false` when unknown.
+    pub fn client_gone(&self) -> bool {
+        let Some(stream) = &self.client else {
+            return false;
+        };
+        // The connection's own thread runs the handler, so nothing else reads this socket now;
+        // the non-blocking mode is shared by every handle on it and is restored at once.
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let gone = match stream.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false, // a pipelined request: the client is there
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        };
+        let _ = stream.set_nonblocking(false);
+        gone
+    }
+
     /// The query string decoded into pairs (empty when there is none).
     pub fn query_pairs(&self) -> Result<Vec<(String, String)>, FormError> {
         parse_urlencoded(self.query.as_deref().unwrap_or_default().as_bytes())
@@ -74,6 +102,9 @@ impl Request {
 pub struct Sent {
     pub status: u16,
     pub duration: Duration,
+    /// Whether the whole response was written to the socket (`false`: the client went away or
+    /// stopped reading).
+    pub written: bool,
 }
 
 type SentHook = Box<dyn FnOnce(&Sent) + Send>;
@@ -191,6 +222,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         414 => "URI Too Long",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        499 => "Client Closed Request",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",

@@ -1,5 +1,5 @@
 //! The accept loop and one thread per open connection (capped), with request handling bounded by
-//! a counting semaphore.
+//! request-handling permits.
 //!
 //! A connection thread reads and parses with timeouts; only once a complete [`Request`] is in hand
 //! does it take one of the `workers` permits and run the handler ([`Pool::Inline`] handlers need
@@ -7,17 +7,37 @@
 //! request-handling permit; connection threads are capped by `max_connections` and concurrent
 //! handlers by `workers`. Running the handler on the thread that already holds the request avoids
 //! two thread hand-offs per request.
+//!
+//! Under pressure ([`super::table`], [`super::permits`]):
+//! - a full connection table evicts the connection that has waited longest without a complete
+//!   request (idle kept-alive ones first) to admit a newcomer; only when every connection is busy
+//!   is the newcomer closed at once (so the table may briefly hold one connection per eviction in
+//!   progress beyond the cap, while the evicted threads leave);
+//! - one remote address holds at most `max_connections_per_source` connections;
+//! - a request that waits longer than `timeout_queue` for a permit is answered 503 with
+//!   `Retry-After`;
+//! - a handler waiting on an upstream lends its permit out ([`super::without_permit`]).
+//!
+//! A server can be created held ([`Server::hold_until_released`]): it takes no connection from the
+//! listening socket until [`ServerHandle::release`] (or shutdown), so connections that arrive
+//! before the process is ready wait in the kernel's backlog (socket activation).
+//!
+//! Shutdown ([`ServerHandle::begin_shutdown`]) stops accepting at once, closes idle kept-alive
+//! connections, and lets every connection that was accepted and has not been answered yet finish
+//! its request ([`ServerHandle::wait_idle`] waits for them).
 #![forbid(unsafe_code)]
 
 use super::chunked::{ChunkError, ChunkedDecoder};
 use super::head::{Framing, Head, HeadError, Method, parse_head};
 use super::message::{Request, Response, Sent};
+use super::permits::Permits;
 use super::router::{ErrorStyle, Pool, Resolution, Router};
-use super::{MAX_BODY_BYTES, MAX_HEAD_BYTES};
+use super::table::{Entry, Phase, Table, over_source_cap};
+use super::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,6 +46,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_WORKERS: usize = 16;
 /// Default [`Limits::max_connections`] (`SERVER_MAX_CONNECTIONS`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default [`Limits::max_connections_per_source`] (`SERVER_MAX_CONNECTIONS_PER_SOURCE`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 /// Default [`Limits::timeout_header`] in seconds (`SERVER_HEADER_TIMEOUT_SECS`).
 pub const DEFAULT_TIMEOUT_HEADER_SECS: u64 = 10;
 /// Default [`Limits::timeout_body`] in seconds (`SERVER_BODY_TIMEOUT_SECS`).
@@ -34,17 +56,28 @@ pub const DEFAULT_TIMEOUT_BODY_SECS: u64 = 10;
 pub const DEFAULT_TIMEOUT_IDLE_SECS: u64 = 30;
 /// Default [`Limits::timeout_write`] in seconds (not configurable).
 pub const DEFAULT_TIMEOUT_WRITE_SECS: u64 = 10;
+/// Default [`Limits::timeout_queue`] in seconds (`SERVER_QUEUE_TIMEOUT_SECS`).
+pub const DEFAULT_TIMEOUT_QUEUE_SECS: u64 = 5;
 /// Default time given to in-flight requests after [`ServerHandle::begin_shutdown`], in seconds
 /// (`SERVER_SHUTDOWN_TIMEOUT_SECS`; the caller passes it to [`ServerHandle::wait_idle`]).
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 25;
 
-/// The edge's limits. Defaults are those of `operations.md`, each the constant named on its field.
+/// The edge's limits. Defaults are those of the operations documentation, each the constant named
+/// on its field.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Requests handled at once (the rest wait for a permit). Default [`DEFAULT_WORKERS`].
     pub workers: usize,
-    /// Open connections; the excess is closed at once. Default [`DEFAULT_MAX_CONNECTIONS`].
+    /// Open connections; at the cap a waiting connection is evicted for a newcomer, or the
+    /// newcomer is closed at once when every connection is busy. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// Open connections of one remote address; `None`: no cap. Default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_SOURCE`].
+    pub max_connections_per_source: Option<usize>,
+    /// Whether loopback addresses are exempt from [`Limits::max_connections_per_source`] (every
+    /// job on the host shares them). Default `true`.
+    pub per_source_exempts_loopback: bool,
     /// Time to receive a request head, from its first byte (from accept for the first request).
     /// Default [`DEFAULT_TIMEOUT_HEADER_SECS`].
     pub timeout_header: Duration,
@@ -54,6 +87,9 @@ pub struct Limits {
     pub timeout_idle: Duration,
     /// Time allowed to write the whole response. Default [`DEFAULT_TIMEOUT_WRITE_SECS`].
     pub timeout_write: Duration,
+    /// Longest wait for a request-handling permit; then 503 with `Retry-After`. Default
+    /// [`DEFAULT_TIMEOUT_QUEUE_SECS`].
+    pub timeout_queue: Duration,
 }
 
 impl Default for Limits {
@@ -61,10 +97,13 @@ impl Default for Limits {
         Limits {
             workers: DEFAULT_WORKERS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: Some(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
+            per_source_exempts_loopback: true,
             timeout_header: Duration::from_secs(DEFAULT_TIMEOUT_HEADER_SECS),
             timeout_body: Duration::from_secs(DEFAULT_TIMEOUT_BODY_SECS),
             timeout_idle: Duration::from_secs(DEFAULT_TIMEOUT_IDLE_SECS),
             timeout_write: Duration::from_secs(DEFAULT_TIMEOUT_WRITE_SECS),
+            timeout_queue: Duration::from_secs(DEFAULT_TIMEOUT_QUEUE_SECS),
         }
     }
 }
@@ -73,60 +112,59 @@ impl Default for Limits {
 /// touched become resident.
 const CONNECTION_STACK: usize = 512 * 1024;
 
-/// A counting semaphore: at most `workers` handlers run at once.
-struct Permits {
-    available: Mutex<usize>,
-    freed: Condvar,
-}
-
-impl Permits {
-    fn acquire(&self) -> Permit<'_> {
-        let mut available = self.available.lock().unwrap_or_else(|e| e.into_inner());
-        while *available == 0 {
-            available = self
-                .freed
-                .wait(available)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        *available -= 1;
-        Permit(self)
-    }
-}
-
-/// Returns its permit on drop, even when the handler panics.
-struct Permit<'a>(&'a Permits);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.available.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.freed.notify_one();
-    }
-}
+/// `Retry-After` of a request that waited too long for a permit, in seconds.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
 /// Shared between the accept loop, connection threads and [`ServerHandle`]s.
 struct Shared {
     router: Router,
     limits: Limits,
-    permits: Permits,
+    permits: Arc<Permits>,
     draining: AtomicBool,
-    open: AtomicUsize,
-    in_flight: Mutex<usize>,
-    idle: Condvar,
+    table: Arc<Table>,
+    /// Whether the accept loop may take connections (`false` while held).
+    released: Mutex<bool>,
+    release: Condvar,
     wake_addr: SocketAddr,
 }
 
-/// A cloneable handle to a running [`Server`]: shutdown and a few gauges.
+impl Shared {
+    fn open_gate(&self) {
+        *self.released.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.release.notify_all();
+    }
+
+    fn wait_for_gate(&self) {
+        let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        while !*released {
+            released = self
+                .release
+                .wait(released)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A cloneable handle to a running [`Server`]: release, shutdown and a few gauges.
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
 }
 
 impl ServerHandle {
-    /// Stops accepting; responses from now on close their connection. Idempotent.
+    /// Lets a server created with [`Server::hold_until_released`] start accepting. Idempotent.
+    pub fn release(&self) {
+        self.shared.open_gate();
+    }
+
+    /// Stops accepting and closes idle kept-alive connections; responses from now on close their
+    /// connection, and every connection already accepted is still answered. Idempotent.
     pub fn begin_shutdown(&self) {
         if self.shared.draining.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.shared.open_gate();
+        self.shared.table.close_idle();
         // Wake the accept loop, which is blocked in accept().
         let _ = TcpStream::connect_timeout(&self.shared.wake_addr, Duration::from_secs(1));
     }
@@ -138,29 +176,14 @@ impl ServerHandle {
 
     /// Open connections right now.
     pub fn open_connections(&self) -> usize {
-        self.shared.open.load(Ordering::SeqCst)
+        self.shared.table.open()
     }
 
-    /// Waits until no request is in flight (head received, response not yet written), at most
-    /// `timeout`. Returns whether it got there.
+    /// Waits until no request is in flight — no connection is receiving a request or being
+    /// answered (a connection accepted and not yet answered counts) — at most `timeout`.
+    /// Returns whether it got there.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut count = self
-            .shared
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while *count > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            count = match self.shared.idle.wait_timeout(count, left) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        true
+        self.shared.table.wait_quiet(timeout)
     }
 }
 
@@ -179,21 +202,28 @@ impl Server {
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        let permits = Permits {
-            available: Mutex::new(limits.workers.max(1)),
-            freed: Condvar::new(),
-        };
         let shared = Arc::new(Shared {
             router,
+            permits: Permits::new(limits.workers),
             limits,
-            permits,
             draining: AtomicBool::new(false),
-            open: AtomicUsize::new(0),
-            in_flight: Mutex::new(0),
-            idle: Condvar::new(),
+            table: Arc::new(Table::default()),
+            released: Mutex::new(true),
+            release: Condvar::new(),
             wake_addr: SocketAddr::new(wake_ip, local.port()),
         });
         Ok(Server { listener, shared })
+    }
+
+    /// The same server, taking no connection from the listener until [`ServerHandle::release`]
+    /// (or [`ServerHandle::begin_shutdown`]): connections wait in the kernel's backlog meanwhile.
+    pub fn hold_until_released(self) -> Server {
+        *self
+            .shared
+            .released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = false;
+        self
     }
 
     /// The address the listener is bound to.
@@ -201,7 +231,7 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// A handle for shutdown and gauges.
+    /// A handle for release, shutdown and gauges.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shared: Arc::clone(&self.shared),
@@ -211,12 +241,22 @@ impl Server {
     /// Accepts until [`ServerHandle::begin_shutdown`]. Errors from `accept()` are logged and survived.
     pub fn run(self) {
         let shared = self.shared;
+        shared.wait_for_gate();
+        if shared.draining.load(Ordering::SeqCst) {
+            // Shut down before it was released: leave every connection in the backlog (under
+            // socket activation, for the next process).
+            log::info!("stopped before accepting any connection");
+            return;
+        }
+        let limits = &shared.limits;
         let mut last_accept_warning: Option<Instant> = None;
-        loop {
+        let mut last = false;
+        while !last {
             let accepted = self.listener.accept();
-            if shared.draining.load(Ordering::SeqCst) {
-                break;
-            }
+            // Shutdown wakes accept() with a connection of its own; one that was accepted is
+            // served either way (a client's, accepted just before, gets its answer; the wake-up
+            // one closes at once), and then the loop ends.
+            last = shared.draining.load(Ordering::SeqCst);
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -232,55 +272,40 @@ impl Server {
                     continue;
                 }
             };
-            let open = shared.open.fetch_add(1, Ordering::SeqCst);
-            let slot = Slot(Arc::clone(&shared));
-            if open >= shared.limits.max_connections {
-                log::debug!("connection cap reached; closing connection from {peer}");
-                drop((stream, slot));
+            let source = peer.ip();
+            let from_source = shared.table.open_from(source);
+            let per_source = limits.max_connections_per_source;
+            if over_source_cap(
+                source,
+                from_source,
+                per_source,
+                limits.per_source_exempts_loopback,
+            ) {
+                log::debug!("per-source connection cap reached; closing connection from {peer}");
                 continue;
             }
+            if shared.table.open() >= limits.max_connections && !shared.table.evict_one() {
+                log::debug!("connection cap reached, every connection busy; closing {peer}");
+                continue;
+            }
+            let handle = match stream.try_clone() {
+                Ok(handle) => handle,
+                Err(e) => {
+                    log::warn!("cannot track a connection (closing it): {e}");
+                    continue;
+                }
+            };
+            let entry = shared.table.enter(handle, source, Instant::now());
             let conn_shared = Arc::clone(&shared);
             let spawned = thread::Builder::new()
                 .name("conn".into())
                 .stack_size(CONNECTION_STACK)
-                .spawn(move || {
-                    let _slot = slot;
-                    serve_connection(stream, peer, &conn_shared);
-                });
+                .spawn(move || serve_connection(stream, peer, &entry, &conn_shared));
             if let Err(e) = spawned {
                 log::warn!("cannot start a connection thread: {e}");
             }
         }
         log::info!("stopped accepting connections");
-    }
-}
-
-/// Holds one connection slot; released on drop, even if the connection thread panics.
-struct Slot(Arc<Shared>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Counts one request in flight while alive.
-struct InFlight<'a>(&'a Shared);
-
-impl<'a> InFlight<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        *shared.in_flight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        InFlight(shared)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut count = self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            self.0.idle.notify_all();
-        }
     }
 }
 
@@ -343,23 +368,26 @@ impl Conn {
         }
     }
 
-    /// Reads until a whole head is buffered. `Ok(None)`: the connection ended or timed out quietly.
-    fn read_head(
-        &mut self,
-        first_byte_wait: Duration,
-        header_timeout: Duration,
-    ) -> Result<Option<Head>, HeadError> {
-        let first_byte_deadline = Instant::now() + first_byte_wait;
+    /// Waits up to `wait` for the first byte of a request; whether one came (else the connection
+    /// ended, was evicted or timed out quietly).
+    fn await_first_byte(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
         while self.buf.is_empty() {
-            if self.fill(first_byte_deadline, MAX_HEAD_BYTES).is_err() {
-                return Ok(None);
+            if self.fill(deadline, MAX_HEAD_BYTES).is_err() {
+                return false;
             }
         }
+        true
+    }
+
+    /// Reads until a whole head is buffered (its first byte is): the head and its length in
+    /// bytes. `Ok(None)`: the connection ended or timed out quietly.
+    fn read_head(&mut self, header_timeout: Duration) -> Result<Option<(Head, usize)>, HeadError> {
         let deadline = Instant::now() + header_timeout;
         loop {
             if let Some((head, used)) = parse_head(&self.buf)? {
                 self.buf.drain(..used);
-                return Ok(Some(head));
+                return Ok(Some((head, used)));
             }
             let room = MAX_HEAD_BYTES.saturating_sub(self.buf.len());
             if self.fill(deadline, room).is_err() {
@@ -368,8 +396,15 @@ impl Conn {
         }
     }
 
-    /// Reads the body the head announced, at most [`MAX_BODY_BYTES`], before `deadline`.
-    fn read_body(&mut self, framing: Framing, deadline: Instant) -> Result<Vec<u8>, BodyError> {
+    /// Reads the body the head announced, at most [`MAX_BODY_BYTES`], before `deadline`. Chunked
+    /// trailers get what the head (`head_len` bytes, `head_fields` fields) left of the head limits.
+    fn read_body(
+        &mut self,
+        framing: Framing,
+        deadline: Instant,
+        head_len: usize,
+        head_fields: usize,
+    ) -> Result<Vec<u8>, BodyError> {
         match framing {
             Framing::Empty => Ok(Vec::new()),
             Framing::Length(n) => {
@@ -383,7 +418,11 @@ impl Conn {
                 Ok(self.buf.drain(..n).collect())
             }
             Framing::Chunked => {
-                let mut decoder = ChunkedDecoder::new(MAX_BODY_BYTES);
+                let mut decoder = ChunkedDecoder::with_trailer_limits(
+                    MAX_BODY_BYTES,
+                    MAX_HEAD_BYTES.saturating_sub(head_len),
+                    MAX_HEADERS.saturating_sub(head_fields),
+                );
                 let mut body = Vec::new();
                 loop {
                     let used = decoder.decode(&self.buf, &mut body)?;
@@ -455,6 +494,7 @@ enum BodyError {
     TooLarge,
     Timeout,
     Invalid(&'static str),
+    TrailersTooLarge,
     Closed,
 }
 
@@ -472,6 +512,7 @@ impl From<ChunkError> for BodyError {
         match e {
             ChunkError::BodyTooLarge { .. } => BodyError::TooLarge,
             ChunkError::Invalid(what) => BodyError::Invalid(what),
+            ChunkError::TrailersTooLarge { .. } => BodyError::TrailersTooLarge,
         }
     }
 }
@@ -508,7 +549,7 @@ fn edge_error(style: ErrorStyle, status: u16, reason: &'static str) -> Response 
     response
 }
 
-fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+fn serve_connection(stream: TcpStream, peer: SocketAddr, entry: &Entry, shared: &Shared) {
     let limits = &shared.limits;
     let _ = stream.set_nodelay(true);
     let mut conn = Conn {
@@ -517,9 +558,22 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         read_tick: None,
         write_tick: None,
     };
-    let mut first_byte_wait = limits.timeout_header;
+    let mut first_request = true;
     loop {
-        let head = match conn.read_head(first_byte_wait, limits.timeout_header) {
+        let wait = if first_request {
+            limits.timeout_header
+        } else {
+            limits.timeout_idle
+        };
+        if !conn.await_first_byte(wait) {
+            return;
+        }
+        // A kept-alive connection starts receiving its next request now; a new one has been
+        // receiving since it was accepted.
+        if !first_request && !entry.set(Phase::Receiving(Instant::now())) {
+            return;
+        }
+        let (head, head_len) = match conn.read_head(limits.timeout_header) {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => {
@@ -531,6 +585,7 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                     _ => "bad request",
                 };
                 shared.router.observed("edge", e.status());
+                let _ = entry.set(Phase::Busy);
                 conn.write_response(
                     &edge_error(ErrorStyle::Json, e.status(), reason),
                     &request_id,
@@ -541,17 +596,31 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                 return;
             }
         };
-        let _in_flight = InFlight::new(shared);
-        let keep_alive = serve_request(&mut conn, head, peer, shared);
+        let keep_alive = serve_request(&mut conn, head, head_len, peer, entry, shared);
         if !keep_alive || shared.draining.load(Ordering::SeqCst) {
             return;
         }
-        first_byte_wait = limits.timeout_idle;
+        if !entry.set(Phase::Idle(Instant::now())) {
+            return;
+        }
+        // Shutdown closes idle connections; one that became idle just after it looked is closed here.
+        if shared.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        first_request = false;
     }
 }
 
-/// Serves one request whose head has been read. Returns whether the connection may continue.
-fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared) -> bool {
+/// Serves one request whose head (`head_len` bytes) has been read. Returns whether the
+/// connection may continue.
+fn serve_request(
+    conn: &mut Conn,
+    head: Head,
+    head_len: usize,
+    peer: SocketAddr,
+    entry: &Entry,
+    shared: &Shared,
+) -> bool {
     let received = Instant::now();
     let request_id = new_request_id();
     let router = &shared.router;
@@ -581,19 +650,28 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
             return false;
         }
     }
-    let body = match conn.read_body(head.framing, received + shared.limits.timeout_body) {
+    let deadline = received + shared.limits.timeout_body;
+    let body = match conn.read_body(head.framing, deadline, head_len, head.headers.len()) {
         Ok(body) => body,
         Err(e) => {
             let (status, reason, detail) = match e {
                 BodyError::TooLarge => (413, "request body too large", "over the body limit"),
                 BodyError::Timeout => (408, "request timeout", "body did not arrive in time"),
                 BodyError::Invalid(what) => (400, "bad request", what),
+                BodyError::TrailersTooLarge => (
+                    431,
+                    "request header fields too large",
+                    "trailers over the head limits",
+                ),
                 BodyError::Closed => return false,
             };
             log::info!(
                 "request {request_id} from {peer}: body refused at the edge: {status}: {detail}"
             );
             router.observed(&label, status);
+            if !entry.set(Phase::Busy) {
+                return false;
+            }
             conn.write_response(
                 &edge_error(style, status, reason),
                 &request_id,
@@ -604,6 +682,10 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
             return false;
         }
     };
+    // The request is complete: from now on this connection is never evicted.
+    if !entry.set(Phase::Busy) {
+        return false;
+    }
 
     let mut response = match resolution {
         Resolution::NotFound => Response::json_error(404, "not found"),
@@ -620,8 +702,9 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
                 peer,
                 request_id: request_id.clone(),
                 params,
+                client: Some(Arc::clone(&entry.tracked.stream)),
             };
-            dispatch(shared, route.pool, &route.handler, request)
+            dispatch(shared, route.pool, style, &route.handler, request)
         }
     };
     let close = !head.keep_alive || response.close || shared.draining.load(Ordering::SeqCst);
@@ -638,6 +721,7 @@ fn serve_request(conn: &mut Conn, head: Head, peer: SocketAddr, shared: &Shared)
         hook(&Sent {
             status: response.status,
             duration: received.elapsed(),
+            written,
         });
     }
     written && !close
@@ -647,14 +731,33 @@ fn internal_error() -> Response {
     Response::json_error(500, "internal error")
 }
 
-/// Runs a handler (after taking a permit unless it is inline), turning a panic into a 500.
+/// Runs a handler (after taking a permit unless it is inline, waiting at most the queue timeout),
+/// turning a panic into a 500.
 fn dispatch(
     shared: &Shared,
     pool: Pool,
+    style: ErrorStyle,
     handler: &super::router::Handler,
     request: Request,
 ) -> Response {
-    let _permit = (pool == Pool::Worker).then(|| shared.permits.acquire());
+    let _holding = match pool {
+        Pool::Inline => None,
+        Pool::Worker => {
+            let deadline = Instant::now() + shared.limits.timeout_queue;
+            match shared.permits.hold_until(deadline) {
+                Some(holding) => Some(holding),
+                None => {
+                    log::warn!(
+                        "request {}: no request-handling permit within {}s; answered 503",
+                        request.request_id,
+                        shared.limits.timeout_queue.as_secs()
+                    );
+                    return edge_error(style, 503, "server busy")
+                        .with_header("Retry-After", BUSY_RETRY_AFTER_SECS.to_string());
+                }
+            }
+        }
+    };
     catch_unwind(AssertUnwindSafe(|| handler(&request))).unwrap_or_else(|_| {
         log::error!(
             "request {}: handler panicked; answered 500",

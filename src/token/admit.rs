@@ -32,7 +32,8 @@ pub fn source(svc: &Service, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
 /// Readiness, then the presented token (`token`, already read from the header or the form, so a
 /// malformed header is answered only once ready), then its verification at `now`.
 pub fn verify(svc: &Service, token: Result<&[u8], Refusal>, now: u64) -> Result<Admitted, Refusal> {
-    let Some(generation) = svc.profiles.current().filter(|_| svc.readiness.is_ready()) else {
+    // Loaded, not "ready": while draining, the connections already accepted are still answered.
+    let Some(generation) = svc.profiles.current().filter(|_| svc.readiness.is_loaded()) else {
         return Err(Refusal::NotReady);
     };
     let verified = svc

@@ -55,6 +55,8 @@ pub struct Issued {
     pub repository_url: String,
     /// Sorted `name:level`.
     pub permissions: Vec<String>,
+    /// The cache key it was found or stored under (see [`forget`]).
+    pub(super) key: TokenKey,
 }
 
 impl Issued {
@@ -178,7 +180,13 @@ pub fn mint(
             Cover::All | Cover::Repositories(_) => String::new(),
         },
         permissions,
+        key,
     })
+}
+
+/// Drops `issued` from the token cache, so no later request is handed it (it is being revoked).
+pub(super) fn forget(svc: &Service, issued: &Issued) {
+    svc.tokens.invalidate(&issued.key);
 }
 
 #[cfg(test)]

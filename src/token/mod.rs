@@ -31,9 +31,9 @@ pub use ask::Route;
 pub use mint::{DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_MIN_REMAINING_SECS, Issued, Settings};
 pub use refusal::Refusal;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, OnFailure};
 use crate::buildkite;
-use crate::cache::CoalescingCache;
+use crate::cache::{self, CoalescingCache};
 use crate::github::{self, Minted};
 use crate::http::{Request, Response};
 use crate::metrics::{self, Metrics};
@@ -118,6 +118,11 @@ impl Service {
     pub fn github_host(&self) -> &str {
         &self.settings.github_host
     }
+
+    /// The audit log the token records go to.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
 }
 
 /// What the flow ends in, short of a refusal.
@@ -126,30 +131,113 @@ enum Outcome {
     NotMine(NotMine),
 }
 
-/// One token request, start to finish; the audit record is written once the response is sent.
+/// One token request, start to finish. The audit record of an answer that carries a token is
+/// written before that answer leaves (and if it cannot be, the token is withheld: see
+/// [`deliver`]); every other record once the response is sent.
 pub fn handle(svc: &Service, route: Route, req: &Request) -> Response {
+    let started = Instant::now();
     let now = time::now_unix();
     let mut trail = Trail::new(req);
     let style = Style::of(route);
-    let response = match flow(svc, route, req, now, &mut trail) {
+    match flow(svc, route, req, now, &mut trail) {
         Ok((ask, organization_slug, Outcome::Issued(issued))) => {
-            svc.metrics
-                .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
-            trail.issued(&issued);
             // The lifetime is counted from now, not from the request's start: a mint can take
             // longer than a second.
-            respond::issued(&ask.reply, &organization_slug, &issued, time::now_unix())
+            let response =
+                respond::issued(&ask.reply, &organization_slug, &issued, time::now_unix());
+            deliver(svc, trail, style, &issued, response, started, now)
         }
         Ok((_, _, Outcome::NotMine(why))) => {
             trail.not_mine(&why);
-            respond::not_mine(style)
+            trail.write_when_sent(respond::not_mine(style), Arc::clone(&svc.audit))
         }
-        Err(refusal) => {
-            trail.refused(&refusal, now);
-            respond::refused(style, &refusal)
+        Err(refusal) => refused(svc, trail, style, &refusal, now),
+    }
+}
+
+fn refused(svc: &Service, mut trail: Trail, style: Style, refusal: &Refusal, now: u64) -> Response {
+    trail.refused(refusal, now);
+    trail.write_when_sent(respond::refused(style, refusal), Arc::clone(&svc.audit))
+}
+
+/// Sends `response`, which carries `issued`'s token, only once its audit record is written. If
+/// the record cannot be written the token is withheld (503 `audit unavailable`): a token this
+/// request minted is dropped from the cache and revoked, a cached one is simply not shown.
+/// `AUDIT_ON_FAILURE=serve` sends it anyway (the record waits for the sink, the failure is logged).
+fn deliver(
+    svc: &Service,
+    mut trail: Trail,
+    style: Style,
+    issued: &Issued,
+    response: Response,
+    started: Instant,
+    now: u64,
+) -> Response {
+    trail.issued(issued);
+    match trail.write_before_sending(response.status, started, &svc.audit) {
+        Err(e) if svc.audit.policy() == OnFailure::Refuse => {
+            let withdrawn = withdraw(svc, issued, now);
+            let refusal = Refusal::AuditUnavailable {
+                reason: e.to_string(),
+                withdrawn,
+            };
+            trail.withheld();
+            refused(svc, trail, style, &refusal, now)
         }
-    };
-    trail.write_when_sent(response, Arc::clone(&svc.audit))
+        _ => {
+            svc.metrics
+                .count(metrics::VENDS, &[("outcome", issued.cache.as_str())]);
+            trail.delivery_when_sent(response, Arc::clone(&svc.audit))
+        }
+    }
+}
+
+/// What becomes of a token that is withheld: revoked if this request minted it, else left to
+/// its cache entry. The answer is for the audit record.
+fn withdraw(svc: &Service, issued: &Issued, now: u64) -> String {
+    let hashed = &issued.minted.hashed_token;
+    if issued.cache != cache::Outcome::Miss {
+        return format!("the cached token (hashedToken {hashed}) was not shown");
+    }
+    mint::forget(svc, issued);
+    match svc.github.revoke(&issued.minted.token, now) {
+        Ok(()) => format!("the token minted for it (hashedToken {hashed}) was revoked"),
+        Err(e) => {
+            log::error!("could not revoke a withheld token (hashedToken {hashed}): {e}");
+            format!("revoking the token minted for it (hashedToken {hashed}) failed: {e}")
+        }
+    }
+}
+
+/// Refuses before any upstream work what it would be wasted on: a client that has gone, or a
+/// token that could not be shown because audit records are not being written.
+fn worth_minting(svc: &Service, req: &Request) -> Result<(), Refusal> {
+    if req.client_gone() {
+        return Err(Refusal::ClientGone);
+    }
+    if svc.audit.withholds_tokens() {
+        return Err(Refusal::AuditUnavailable {
+            reason: "audit records are not being written".into(),
+            withdrawn: "no token was minted or shown".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The verified claims that name a Buildkite pipeline must be Buildkite slugs (checked before
+/// they reach a rate-limit key, a cache key or an upstream URL).
+fn check_slugs(claims: &crate::oidc::Claims) -> Result<(), Refusal> {
+    if !buildkite::is_valid_slug(&claims.organization_slug) {
+        return Err(Refusal::InvalidSlug {
+            claim: "organization_slug",
+        });
+    }
+    if !buildkite::is_valid_slug(&claims.pipeline_slug) {
+        return Err(Refusal::InvalidSlug {
+            claim: "pipeline_slug",
+        });
+    }
+    Ok(())
 }
 
 /// The steps in order. Each step's output is recorded on the trail as it comes.
@@ -170,6 +258,7 @@ fn flow(
         _ => (admit::verify(svc, ask::bearer(req), now)?, None),
     };
     trail.admitted(&admitted, now);
+    check_slugs(&admitted.verified.claims)?;
     admit::pipeline(svc, &admitted, Instant::now())?;
     let ask = match ask {
         Some(ask) => ask,
@@ -200,6 +289,7 @@ fn flow(
         Reach::All => Cover::All,
         Reach::Repositories(names) => Cover::Repositories(names),
         Reach::Pipeline => {
+            worth_minting(svc, req)?;
             repository = mint::pipeline_repository(svc, claims, now)?;
             trail.pipeline_repository(&repository.full_name());
             if let Some(why) = authorize::pipeline_repository(&ask.target, &repository, account)? {
@@ -211,6 +301,7 @@ fn flow(
             }
         }
     };
+    worth_minting(svc, req)?;
     let issued = mint::mint(svc, generation.digest(), &authorized, cover, now)?;
     Ok((ask, organization_slug, Outcome::Issued(issued)))
 }

@@ -52,7 +52,7 @@ pub enum QueryProblem {
 pub enum Refusal {
     /// A rate limit is exhausted; the caller may retry after the given time.
     RateLimited { limit: Limit, retry_after_secs: u64 },
-    /// Profiles, key set or installation account not loaded yet, or draining.
+    /// Profiles, key set or installation account not loaded yet.
     NotReady,
     /// No `Authorization` header.
     MissingAuthorization,
@@ -90,6 +90,14 @@ pub enum Refusal {
     ForeignRepository { repository: String, account: String },
     /// An upstream (GitHub, Buildkite) failed or refused.
     Upstream(Failure),
+    /// A verified token whose `organization_slug` or `pipeline_slug` (the claim named) is not a
+    /// Buildkite slug: not a token Buildkite issues.
+    InvalidSlug { claim: &'static str },
+    /// The client closed its connection before the token was minted: no mint was started.
+    ClientGone,
+    /// The token's audit record could not be written, so the token was withheld (`withdrawn`
+    /// says what became of it).
+    AuditUnavailable { reason: String, withdrawn: String },
 }
 
 /// How a refusal is answered: one row of [`Refusal::answer`].
@@ -114,6 +122,9 @@ impl Answer {
         }
     }
 }
+
+/// `Retry-After` while audit records cannot be written (they are retried every second).
+const AUDIT_RETRY_AFTER_SECS: u64 = 1;
 
 const SUBJECT_INVALID: &str = "the subject token is invalid";
 const AUDIENCE_UNAVAILABLE: &str = "the audience is not available to this subject";
@@ -206,6 +217,15 @@ impl Refusal {
             }
             Refusal::Upstream(Failure::Unusable { .. }) => plain(502, "upstream error"),
             Refusal::Upstream(_) => plain(500, "internal error"),
+            Refusal::InvalidSlug { .. } => oauth(
+                401,
+                "invalid token",
+                ErrorCode::InvalidRequest,
+                SUBJECT_INVALID,
+            ),
+            // Nobody reads this answer; the status is the audit record's.
+            Refusal::ClientGone => plain(499, "client closed request"),
+            Refusal::AuditUnavailable { .. } => plain(503, "audit unavailable"),
         }
     }
 
@@ -216,6 +236,7 @@ impl Refusal {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             Refusal::Upstream(failure) => failure.retry_after_secs(),
+            Refusal::AuditUnavailable { .. } => Some(AUDIT_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -260,9 +281,9 @@ impl fmt::Display for Refusal {
             Refusal::RateLimited { limit, .. } => {
                 write!(f, "per-{} rate limit exceeded", limit.as_str())
             }
-            Refusal::NotReady => f.write_str(
-                "not ready (profiles, key set or installation account not loaded yet, or draining)",
-            ),
+            Refusal::NotReady => {
+                f.write_str("not ready (profiles, key set or installation account not loaded yet)")
+            }
             Refusal::MissingAuthorization => oidc::Error::MissingAuthorization.fmt(f),
             Refusal::MalformedAuthorization => oidc::Error::MalformedAuthorization.fmt(f),
             Refusal::InvalidToken(rejected) => rejected.error.fmt(f),
@@ -298,8 +319,79 @@ impl fmt::Display for Refusal {
                 "pipeline repository {repository} is not owned by the installation's account {account:?}"
             ),
             Refusal::Upstream(failure) => failure.fmt(f),
+            Refusal::InvalidSlug { claim } => {
+                write!(f, "jwt: {claim} is not a buildkite slug")
+            }
+            Refusal::ClientGone => {
+                f.write_str("client closed the connection before the mint; no mint started")
+            }
+            Refusal::AuditUnavailable { reason, withdrawn } => {
+                write!(f, "audit unavailable: {reason}; {withdrawn}")
+            }
         }
     }
 }
 
 impl std::error::Error for Refusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (refusal, status, client message, OAuth code, Retry-After, audit reason)
+    type Row = (
+        Refusal,
+        u16,
+        &'static str,
+        ErrorCode,
+        Option<u64>,
+        &'static str,
+    );
+
+    #[test]
+    fn rows_of_the_pressure_and_fault_refusals() {
+        let withheld = Refusal::AuditUnavailable {
+            reason: "audit write failed: No space left on device (os error 28)".into(),
+            withdrawn: "the token minted for it (hashedToken x) was revoked".into(),
+        };
+        let cases: &[Row] = &[
+            (
+                Refusal::InvalidSlug {
+                    claim: "pipeline_slug",
+                },
+                401,
+                "invalid token",
+                ErrorCode::InvalidRequest,
+                None,
+                "jwt: pipeline_slug is not a buildkite slug",
+            ),
+            (
+                Refusal::ClientGone,
+                499,
+                "client closed request",
+                ErrorCode::InvalidRequest,
+                None,
+                "client closed the connection before the mint; no mint started",
+            ),
+            (
+                withheld,
+                503,
+                "audit unavailable",
+                ErrorCode::TemporarilyUnavailable,
+                Some(1),
+                "audit unavailable: audit write failed: No space left on device (os error 28); \
+                 the token minted for it (hashedToken x) was revoked",
+            ),
+        ];
+        for (refusal, status, message, code, retry, reason) in cases {
+            let answer = refusal.answer();
+            assert_eq!(
+                (answer.status, answer.message, answer.oauth_error),
+                (*status, *message, *code),
+                "{refusal:?}"
+            );
+            assert_eq!(refusal.retry_after_secs(), *retry, "{refusal:?}");
+            assert_eq!(refusal.to_string(), *reason);
+        }
+    }
+}

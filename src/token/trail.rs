@@ -1,16 +1,21 @@
 //! The audit trail: the record of one token request, assembled in [`super::handle`] from what
 //! each step returned (the admitted caller, the ask, the authorization, the issued token, the
-//! "not mine" reason or the refusal), completed and written once the response is sent.
+//! "not mine" reason or the refusal). The record of an answer that carries a token is written
+//! before the answer is sent ([`Trail::write_before_sending`]); every other record once the
+//! response is sent ([`Trail::write_when_sent`]).
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::admit::Admitted;
 use super::ask::{Ask, Target};
 use super::authorize::{Authorized, NotMine};
 use super::mint::Issued;
 use super::refusal::Refusal;
-use crate::audit::{self, AuditLog, JwtInfo, PipelineInfo, Record, Vended};
+use crate::audit::{
+    self, AuditLog, Delivery, JwtInfo, OnFailure, PipelineInfo, Record, Vended, WriteError,
+};
 use crate::http::{Request, Response, Sent};
 use crate::oidc::{Audience, Claims};
 use crate::time;
@@ -99,16 +104,59 @@ impl Trail {
         self.record.error = Some(refusal.to_string());
     }
 
+    /// The issued token was withheld (its record could not be written): nothing was vended.
+    pub fn withheld(&mut self) {
+        self.record.vended = None;
+    }
+
+    /// Writes the record of an answer with `status` that carries a token, now, before it is sent
+    /// (its duration is the time since `started`). Under [`OnFailure::Refuse`] a record that
+    /// cannot be written is not kept (the caller withholds the token and writes the record of
+    /// that instead); under [`OnFailure::Serve`] it waits for the sink.
+    pub fn write_before_sending(
+        &mut self,
+        status: u16,
+        started: Instant,
+        audit: &AuditLog,
+    ) -> Result<(), WriteError> {
+        self.record.status = status;
+        self.record.duration_ms = millis(started.elapsed());
+        self.record.time = time::rfc3339_millis(time::now_unix_millis());
+        match audit.policy() {
+            OnFailure::Refuse => audit.write_now(&self.record),
+            OnFailure::Serve => audit.write(&self.record),
+        }
+    }
+
+    /// After [`Trail::write_before_sending`]: a short `delivery` record with the same request id
+    /// if `response` does not reach its client.
+    pub fn delivery_when_sent(self, response: Response, audit: Arc<AuditLog>) -> Response {
+        let request_id = self.record.request_id;
+        response.on_sent(move |sent: &Sent| {
+            if !sent.written {
+                let time = time::rfc3339_millis(time::now_unix_millis());
+                let delivery =
+                    Delivery::new(&request_id, sent.status, false, millis(sent.duration), time);
+                let _ = audit.write(&delivery);
+            }
+        })
+    }
+
     /// Writes the record to `audit` once `response` is sent, with its status and duration.
     pub fn write_when_sent(self, response: Response, audit: Arc<AuditLog>) -> Response {
         let mut record = self.record;
         response.on_sent(move |sent: &Sent| {
             record.status = sent.status;
-            record.duration_ms = (sent.duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+            record.duration_ms = millis(sent.duration);
             record.time = time::rfc3339_millis(time::now_unix_millis());
-            audit.write(&record);
+            let _ = audit.write(&record);
         })
     }
+}
+
+/// Milliseconds with one decimal.
+fn millis(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
 }
 
 fn jwt_info(kid: Option<&str>, claims: Option<&Claims>, now: u64) -> JwtInfo {

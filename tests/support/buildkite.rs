@@ -28,6 +28,8 @@ pub enum BkFail {
     Hang(Duration),
     /// Answer normally after this delay.
     Delay(Duration),
+    /// Answer this status with this body (`application/json`), as it is: odd answers.
+    Body(u16, Vec<u8>),
 }
 
 struct State {
@@ -116,6 +118,9 @@ fn answer(state: &State, request: &Request) -> Response {
             return Response::empty(504);
         }
         BkFail::Delay(duration) => std::thread::sleep(duration),
+        BkFail::Body(status, body) => {
+            return Response::bytes(status, "application/json", body);
+        }
     }
     let repository = state
         .pipelines

@@ -1,4 +1,4 @@
-//! A GitHub App API stand-in behaving like the parts of GitHub kitebridge uses (`upstreams.md`):
+//! A GitHub App API stand-in behaving like the parts of GitHub kitebridge uses:
 //! App JWT checked on every App call (RS256, `iss`, `iat`/`exp` window), the installation,
 //! token mints validated like GitHub (names without owner, known repositories, underscore
 //! permission keys within the installation's), ~520-character `ghs_` tokens, revocation, and
@@ -6,8 +6,8 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -55,6 +55,8 @@ pub enum Fail {
     Delay(Duration),
     /// Mint tokens with an extra `administration: write` permission.
     GrantMore,
+    /// Answer this status with this body (`application/json`), as it is: odd answers.
+    Body(u16, Vec<u8>),
 }
 
 /// Routes, for [`GitHubStandIn::calls`].
@@ -105,6 +107,11 @@ struct State {
     serial: AtomicU64,
     /// Whether `Accept: application/vnd.github.raw+json` gets raw bytes.
     raw_supported: AtomicBool,
+    /// While true, mint requests wait (see [`GitHubStandIn::stall_mints`]).
+    stall: Mutex<bool>,
+    unstalled: Condvar,
+    /// Mint requests waiting right now.
+    stalled: AtomicUsize,
 }
 
 /// The running stand-in.
@@ -178,6 +185,9 @@ impl GitHubStandIn {
             now: AtomicU64::new(0),
             serial: AtomicU64::new(0),
             raw_supported: AtomicBool::new(true),
+            stall: Mutex::new(false),
+            unstalled: Condvar::new(),
+            stalled: AtomicUsize::new(0),
         });
         let handler_state = Arc::clone(&state);
         let server = Server::start(move |request| answer(&handler_state, request));
@@ -223,6 +233,28 @@ impl GitHubStandIn {
         self.state.now.store(now.unwrap_or(0), Ordering::SeqCst);
     }
 
+    /// While `stall` is true, every mint request waits (holding its connection) until it is set
+    /// false again; then they are answered as usual.
+    pub fn stall_mints(&self, stall: bool) {
+        *self.state.stall.lock().unwrap() = stall;
+        self.state.unstalled.notify_all();
+    }
+
+    /// Mint requests waiting in a stall right now.
+    pub fn stalled_mints(&self) -> usize {
+        self.state.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Tokens issued and not revoked.
+    pub fn unrevoked(&self) -> Vec<String> {
+        let issued = self.state.issued.lock().unwrap();
+        issued
+            .iter()
+            .filter(|i| !i.revoked)
+            .map(|i| i.token.clone())
+            .collect()
+    }
+
     /// Calls received on `route` (whatever the answer).
     pub fn calls(&self, route: Route) -> usize {
         self.state
@@ -242,6 +274,11 @@ impl GitHubStandIn {
     /// Every token issued, in order.
     pub fn issued(&self) -> Vec<Issued> {
         self.state.issued.lock().unwrap().clone()
+    }
+
+    /// Every distinct App JWT seen (accepted or not).
+    pub fn jwts(&self) -> Vec<String> {
+        self.state.jwts.lock().unwrap().iter().cloned().collect()
     }
 
     /// Distinct App JWTs seen (accepted or not).
@@ -281,6 +318,16 @@ fn answer(state: &State, request: &Request) -> Response {
         _ => return not_found(),
     };
     *state.calls.lock().unwrap().entry(route.0).or_default() += 1;
+    if route.0 == Route::Mint {
+        let mut stall = state.stall.lock().unwrap();
+        if *stall {
+            state.stalled.fetch_add(1, Ordering::SeqCst);
+            while *stall {
+                stall = state.unstalled.wait(stall).unwrap();
+            }
+            state.stalled.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
     if route.0 != Route::Revoke {
         if let Some(failure) = failure(state) {
             return failure;
@@ -323,6 +370,7 @@ fn failure(state: &State) -> Option<Response> {
             std::thread::sleep(duration);
             None
         }
+        Fail::Body(status, body) => Some(Response::bytes(status, "application/json", body)),
     }
 }
 

@@ -259,13 +259,16 @@ impl Process {
         p
     }
 
-    /// Like [`Process::spawn`] without waiting for readiness (only for the port to open).
+    /// Like [`Process::spawn`] without waiting for readiness (only for the port to open). An
+    /// `AUDIT_LOG` in `env` is kept (then [`Process::audit`] does not see the records).
     pub fn spawn_unready(bin: &str, env: &BTreeMap<String, String>) -> Process {
         let dir = temp_dir("proc");
         let port = free_port();
         let mut cmd = command_with_env(bin, env);
-        cmd.env("SERVER_PORT", port.to_string())
-            .env("AUDIT_LOG", dir.join("audit.log"));
+        cmd.env("SERVER_PORT", port.to_string());
+        if !env.contains_key("AUDIT_LOG") {
+            cmd.env("AUDIT_LOG", dir.join("audit.log"));
+        }
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
         let child = cmd
             .stdin(Stdio::null())

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Connections served at once; more are closed at once.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once; more are closed at once (above kitebridge's 64 calls in flight
+/// per upstream, so a storm of calls is never cut by the stand-in).
+pub const MAX_CONNECTIONS: usize = 256;
 /// Request head cap.
 const MAX_HEAD: usize = 64 * 1024;
 /// Request body cap.
