@@ -39,6 +39,7 @@ pub mod readiness;
 pub mod routes;
 pub mod secret;
 pub mod serve;
+pub mod shared;
 pub mod systemd;
 pub mod time;
 pub mod token;
