@@ -126,6 +126,15 @@ fn profiles_explain(args: &[&str]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// systemd's `STATUS=` line: `status`, and a note while the shared cache is failing.
+fn with_cache_note(status: String, cache_down: bool) -> String {
+    if cache_down {
+        format!("{status}; shared cache unavailable")
+    } else {
+        status
+    }
+}
+
 fn serve() -> ExitCode {
     // Before any thread exists: take systemd's socket (this unsets LISTEN_*) and block the
     // signals every later thread must inherit blocked.
@@ -187,10 +196,27 @@ fn serve() -> ExitCode {
             }
         },
     };
+    let cache_down = |app: &App| app.token.shared_cache().is_some_and(|c| !c.is_up());
+    if let Some(cache) = app.token.shared_cache() {
+        // STATUS= says so while the shared cache is failing (once ready; before, it is the
+        // readiness status).
+        let (notifier, profiles, ready) = (
+            Arc::clone(&notifier),
+            Arc::clone(&app.profiles),
+            Arc::clone(&app.readiness),
+        );
+        cache.observe(Box::new(move |up: bool| {
+            if ready.is_ready() {
+                notifier.status(&with_cache_note(profiles.status_line(), !up));
+            }
+        }));
+    }
     let on_ready = {
         let notifier = Arc::clone(&notifier);
+        let cache = app.token.shared_cache().cloned();
         move |status: String| {
-            notifier.status(&status);
+            let down = cache.as_ref().is_some_and(|c| !c.is_up());
+            notifier.status(&with_cache_note(status, down));
             notifier.ready();
         }
     };
@@ -226,7 +252,10 @@ fn serve() -> ExitCode {
         Signal::Hangup => {
             log::info!("SIGHUP: reloading profiles");
             let _ = app.profiles.reload_now(kitebridge::time::now_unix());
-            signal_notifier.status(&app.profiles.status_line());
+            signal_notifier.status(&with_cache_note(
+                app.profiles.status_line(),
+                cache_down(&app),
+            ));
         }
     };
     if let Err(e) = systemd::spawn_signal_thread(signals, handler) {

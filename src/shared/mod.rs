@@ -130,12 +130,19 @@ impl Unusable {
     }
 }
 
-/// What a mint asks to be stored for the fleet.
+/// What a mint asks to be stored for the fleet. Not `Debug`: the plaintext holds a token; it is
+/// overwritten when dropped.
 pub struct Store {
     /// The entry's plaintext (sealed before it is sent).
     pub plaintext: Vec<u8>,
     /// How long it may be served.
     pub ttl: Duration,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.plaintext.fill(0);
+    }
 }
 
 /// Where [`SharedCache::get_or_mint`]'s value came from.

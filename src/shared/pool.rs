@@ -286,7 +286,10 @@ pub enum TlsSetupError {
 impl fmt::Display for TlsSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsSetupError::NoRoots => write!(f, "no trusted certificate authority"),
+            TlsSetupError::NoRoots => write!(
+                f,
+                "no trusted certificate authority (no system CA bundle: set SSL_CERT_FILE)"
+            ),
             TlsSetupError::ServerName => write!(f, "the host is not a valid tls server name"),
             TlsSetupError::Config(e) => write!(f, "tls configuration: {e}"),
         }
