@@ -42,7 +42,8 @@ pub const DEFAULT_PREFIX: &str = "kitebridge:";
 /// `CACHE_TIMEOUT_MS`'s default: the budget of one operation, connecting included.
 pub const DEFAULT_TIMEOUT_MS: u64 = 200;
 /// How long a mint lock lives: the longest an owner may take to mint before another instance
-/// may, and the longest the others wait for it.
+/// may. A waiter waits while the lock it sees lives, and never more than twice this in all (a
+/// crashed owner's lock expiring, then a second owner's whole mint).
 pub const MINT_LOCK: Duration = Duration::from_secs(10);
 /// The first pause of an instance waiting for another's mint; it doubles up to [`WAIT_MAX`].
 pub const WAIT_FIRST: Duration = Duration::from_millis(25);
@@ -54,11 +55,11 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 const MAX_REJECTED_PER_FLIGHT: usize = 3;
 
 /// The entry if present and not the one rejected before (`ARGV[3]`); else the lock if free.
-/// `{1, value}` · `{2}` locked by us · `{0}` locked by another.
+/// `{1, value}` · `{2}` locked by us · `{0, ms}` locked by another for `ms` more.
 const GET_OR_LOCK: &str = "local v = redis.call('GET', KEYS[1]) \
 if v and v ~= ARGV[3] then return {1, v} end \
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end \
-return {0}";
+return {0, redis.call('PTTL', KEYS[2])}";
 /// Writes the entry, then deletes the lock if it still holds our owner id.
 const PUT_AND_UNLOCK: &str = "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end \
@@ -425,7 +426,8 @@ impl SharedCache {
         context.extend_from_slice(canonical);
         let owner = self.owner_id();
         let lock_ms = MINT_LOCK.as_millis().to_string();
-        let give_up = Instant::now() + MINT_LOCK + WAIT_MAX;
+        let started = Instant::now();
+        let give_up_at_last = started + 2 * MINT_LOCK + WAIT_MAX;
         let mut rejected: Vec<u8> = Vec::new();
         let mut rejections = 0;
         let mut pause = WAIT_FIRST;
@@ -468,8 +470,14 @@ impl SharedCache {
                     }
                 }
                 (Some(2), None, 1) => break Then::Own,
-                (Some(0), None, 1) => {
-                    if Instant::now() + pause > give_up {
+                (Some(0), Some(Reply::Integer(lock_ms)), 2) => {
+                    // The lock's holder has this long left (at most a lock's life; -1 or -2:
+                    // it just went, so look again at once).
+                    let left = u64::try_from(*lock_ms).unwrap_or(0);
+                    let left = Duration::from_millis(left).min(MINT_LOCK);
+                    let now = Instant::now();
+                    let give_up = (now + left + WAIT_MAX).min(give_up_at_last);
+                    if now + pause > give_up {
                         break Then::Alone("waited_out");
                     }
                     std::thread::sleep(pause);
