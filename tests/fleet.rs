@@ -634,3 +634,62 @@ fn tls_with_a_test_certificate_authority() {
         println!("SKIP (part): no system CA bundle to distrust the test authority with");
     }
 }
+
+#[test]
+fn status_says_shared_cache_unavailable_while_it_is() {
+    use std::os::unix::net::UnixDatagram;
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let up = Upstreams::start();
+    let dir = support::util::temp_dir("notify");
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut env = fleet_env(&up, &redis.url(), &[]);
+    env.insert("NOTIFY_SOCKET".into(), path.display().to_string());
+    let p = Process::spawn(BIN, &env);
+    let statuses_until = |want: &dyn Fn(&str) -> bool, within: Duration| {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = want(&text);
+                seen.push(text);
+                if hit {
+                    return (true, seen);
+                }
+            }
+        }
+        (false, seen)
+    };
+    let (ready, seen) = statuses_until(&|t| t.contains("READY=1"), Duration::from_secs(10));
+    assert!(ready, "{seen:?}");
+    assert!(
+        !seen.iter().any(|d| d.contains("shared cache unavailable")),
+        "{seen:?}"
+    );
+    redis.stop();
+    // No request needed: the probe thread notices within its health interval.
+    let (down, seen) = statuses_until(
+        &|t| t.starts_with("STATUS=") && t.contains("shared cache unavailable"),
+        Duration::from_secs(12),
+    );
+    assert!(down, "{seen:?}\n{}", p.stderr());
+    assert_eq!(
+        p.get("/healthcheck").status,
+        200,
+        "readiness means can vend"
+    );
+    assert_eq!(p.token("/token", &up.token()).status, 200);
+    redis.start_again();
+    let (up_again, seen) = statuses_until(
+        &|t| t.starts_with("STATUS=") && !t.contains("shared cache unavailable"),
+        Duration::from_secs(12),
+    );
+    assert!(up_again, "{seen:?}");
+    assert_eq!(backend_up(&p), Some(1.0));
+}

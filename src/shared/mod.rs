@@ -13,7 +13,8 @@
 //! - [`SharedCache::rate`] is the fleet-wide per-pipeline token bucket (GCRA, one script).
 //! - Degradation: every operation has the `CACHE_TIMEOUT_MS` budget; any failure opens the
 //!   [`circuit`], and while it is open no request asks the server (the caller goes on with its
-//!   local behaviour) and a probe thread reconnects with back-off. State changes are logged and
+//!   local behaviour) and a probe thread reconnects with back-off (and pings every
+//!   [`HEALTH_EVERY`] while all is well, so an idle outage is noticed). State changes are logged and
 //!   reported to an observer (systemd's `STATUS=`); repeated failures at most once a minute.
 #![forbid(unsafe_code)]
 
@@ -49,6 +50,9 @@ pub const MINT_LOCK: Duration = Duration::from_secs(10);
 pub const WAIT_FIRST: Duration = Duration::from_millis(25);
 /// The longest pause between two looks at a key another instance is minting.
 pub const WAIT_MAX: Duration = Duration::from_millis(200);
+/// While the circuit is closed, the probe thread pings this often, so an outage is noticed (gauge,
+/// `STATUS=`, log) even when no request needs the server.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// Repeated failures and rejected entries are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Rejected entries in one flight before it gives the server up and mints alone.
@@ -194,6 +198,8 @@ pub struct SharedCache {
     rejected_log: Throttle,
     /// Operations skipped since the last log line about the outage.
     skipped: AtomicU64,
+    /// When the last probe was sent.
+    last_probe: Mutex<Instant>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -241,6 +247,7 @@ impl SharedCache {
             failure_log: Throttle(Mutex::new(None)),
             rejected_log: Throttle(Mutex::new(None)),
             skipped: AtomicU64::new(0),
+            last_probe: Mutex::new(Instant::now()),
         });
         match cache.probe() {
             Ok(()) => log::info!(
@@ -347,6 +354,7 @@ impl SharedCache {
     /// `PING` past the circuit; an answer closes it.
     fn probe(&self) -> Result<(), CacheError> {
         let started = Instant::now();
+        *lock(&self.last_probe) = started;
         let result =
             self.pool
                 .call(&[b"PING"], started + self.timeout)
@@ -388,9 +396,17 @@ impl SharedCache {
         result
     }
 
-    /// Probes if the circuit is open and a probe is due.
+    /// Probes if the circuit is open and a probe is due, or it is closed and the last probe is
+    /// [`HEALTH_EVERY`] old.
     fn probe_if_due(&self) {
-        if lock(&self.circuit).probe_due(Instant::now()) {
+        let now = Instant::now();
+        let due = {
+            let circuit = lock(&self.circuit);
+            circuit.probe_due(now)
+                || (circuit.is_closed()
+                    && now.saturating_duration_since(*lock(&self.last_probe)) >= HEALTH_EVERY)
+        };
+        if due {
             let _ = self.probe();
         }
     }
