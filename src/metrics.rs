@@ -28,7 +28,7 @@ pub const HTTP_REQUESTS: Family = Family {
 };
 pub const VENDS: Family = Family {
     name: "kitebridge_vend_total",
-    help: "Tokens handed out, by cache outcome (hit, miss, coalesced).",
+    help: "Tokens handed out, by cache outcome (hit, miss, coalesced, shared).",
 };
 pub const UPSTREAM_REQUESTS: Family = Family {
     name: "kitebridge_upstream_requests_total",

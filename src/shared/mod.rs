@@ -486,9 +486,10 @@ impl SharedCache {
                     }
                 }
                 (Some(2), None, 1) => break Then::Own,
+                // A lock without an expiry is none that kitebridge takes: do not wait for it.
+                (Some(0), Some(Reply::Integer(-1)), 2) => break Then::Alone("waited_out"),
                 (Some(0), Some(Reply::Integer(lock_ms)), 2) => {
-                    // The lock's holder has this long left (at most a lock's life; -1 or -2:
-                    // it just went, so look again at once).
+                    // The lock's holder has this long left (trusted up to a lock's life).
                     let left = u64::try_from(*lock_ms).unwrap_or(0);
                     let left = Duration::from_millis(left).min(MINT_LOCK);
                     let now = Instant::now();
