@@ -235,4 +235,20 @@ fn main() {
         "GitHub mints during the measured rounds: {}",
         up.github.mints() - mints_before
     );
+    // Proof that the cases did what they say: the shared cache was used, never skipped.
+    for (name, server) in [
+        ("shared hit", &one_entry),
+        ("fleet-wide limit", &fleet_limit),
+    ] {
+        let metrics = support::kitebridge::exchange(
+            server.addr,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .text();
+        let ops: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("kitebridge_cache_operations_total"))
+            .collect();
+        println!("{name} server: {}", ops.join("; "));
+    }
 }

@@ -80,7 +80,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '') or now \
 if tat < now then tat = now end \
 local next_tat = tat + interval \
 if next_tat - now > burst then return math.ceil(next_tat - burst - now) end \
-redis.call('SET', KEYS[1], string.format('%.3f', next_tat), 'PX', math.ceil(next_tat - now)) \
+redis.call('SET', KEYS[1], string.format('%.3f', next_tat), 'PX', math.max(1, math.ceil(next_tat - now))) \
 return 0";
 
 pub const OPERATIONS: metrics::Family = metrics::Family {
@@ -604,7 +604,7 @@ impl SharedCache {
         let interval = burst / f64::from(count.max(1));
         let (now, interval, burst) = (
             now_ms.to_string(),
-            format!("{interval:.3}"),
+            format!("{interval:.6}"),
             format!("{burst:.3}"),
         );
         let args: [&[u8]; 7] = [
