@@ -12,6 +12,7 @@ use crate::oidc::{self, FetchedJwks, KeySource, KeyStore, Verifier};
 use crate::profiles::{self, Generation, Store};
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
+use crate::shared::{self, SharedCache};
 use crate::time;
 use crate::token;
 use crate::upstream;
@@ -66,6 +67,50 @@ fn limiter<K: Eq + std::hash::Hash + Clone>(limit: &RateLimit) -> Option<RateLim
             Some(RateLimiter::new(*count, Duration::from_secs(*window_secs)))
         }
     }
+}
+
+/// The shared cache when `CACHE_URL` is set (connected once, its outcome logged; a cache server
+/// that does not answer is no start error).
+fn shared_cache(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<SharedCache>>, StartError> {
+    let Some(endpoint) = &config.cache_url else {
+        return Ok(None);
+    };
+    let keys = config
+        .cache_encryption_keys
+        .as_ref()
+        .ok_or_else(|| StartError::Config("CACHE_ENCRYPTION_KEYS: required with CACHE_URL".into()))
+        .and_then(|keys| {
+            shared::seal::Keys::parse(keys.expose())
+                .map_err(|e| StartError::Config(format!("CACHE_ENCRYPTION_KEYS: {e}")))
+        })?;
+    let roots = match endpoint.tls {
+        true => upstream::trust_roots(config.ssl_cert_file.as_deref())
+            .map_err(|e| StartError::Config(format!("CACHE_URL: {e}")))?,
+        false => Vec::new(),
+    };
+    if !endpoint.tls && config.cache_password.is_some() && !upstream::is_loopback(&endpoint.host) {
+        log::warn!(
+            "CACHE_URL is plain redis:// to a host that is not loopback: CACHE_PASSWORD crosses \
+             the network in clear text (entries are encrypted either way); prefer rediss://"
+        );
+    }
+    let settings = shared::Settings {
+        endpoint: endpoint.clone(),
+        auth: shared::Auth {
+            username: config.cache_username.clone(),
+            password: config.cache_password.clone(),
+        },
+        keys,
+        prefix: config.cache_prefix.clone(),
+        timeout: Duration::from_millis(config.cache_timeout_ms),
+        roots,
+    };
+    SharedCache::start(settings, Arc::clone(metrics))
+        .map(Some)
+        .map_err(|e| StartError::Config(format!("CACHE_URL: {e}")))
 }
 
 impl App {
@@ -163,6 +208,7 @@ impl App {
             config.profiles_refresh_secs,
         )?;
         let readiness = Arc::new(Readiness::default());
+        let shared = shared_cache(&config, &metrics)?;
         let token = token::Service::new(token::Parts {
             settings: token::Settings {
                 github_host: config.github_host.clone(),
@@ -178,6 +224,7 @@ impl App {
             buildkite,
             metrics: Arc::clone(&metrics),
             audit,
+            shared,
         });
         Ok(App {
             config,

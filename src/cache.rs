@@ -33,17 +33,6 @@ pub enum Outcome {
     Coalesced,
 }
 
-impl Outcome {
-    /// `hit`, `miss` or `coalesced` (the audit record's `cache` field).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Coalesced => "coalesced",
-        }
-    }
-}
-
 enum FlightState<V, E> {
     Running,
     Done(Result<Arc<V>, E>),

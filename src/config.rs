@@ -30,7 +30,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::audit::OnFailure;
 use crate::secret::Secret;
-use crate::{audit, buildkite, github, http, oidc, profiles, token};
+use crate::{audit, buildkite, github, http, oidc, profiles, shared, token};
 
 /// `SERVER_HOST`'s default: loopback only.
 pub const DEFAULT_SERVER_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -259,6 +259,22 @@ pub struct Config {
     pub https_proxy: Option<String>,
     /// `NO_PROXY`, else `no_proxy` (default unset): hosts that bypass the proxy, as given.
     pub no_proxy: Option<String>,
+    /// `CACHE_URL` (default unset: the in-process cache only): `redis://HOST:PORT[/DB]` or
+    /// `rediss://HOST:PORT[/DB]` (TLS), without user information, query or fragment.
+    pub cache_url: Option<shared::Endpoint>,
+    /// `CACHE_USERNAME` (default unset): the ACL user `AUTH` logs in as; needs `CACHE_PASSWORD`.
+    pub cache_username: Option<String>,
+    /// `CACHE_PASSWORD` (+`_FILE`, or `$CREDENTIALS_DIRECTORY/cache-password`; default unset).
+    pub cache_password: Option<Secret>,
+    /// `CACHE_ENCRYPTION_KEYS` (+`_FILE`, or `$CREDENTIALS_DIRECTORY/cache-encryption-keys`;
+    /// required with `CACHE_URL`): whitespace-separated standard base64 32-byte keys, checked to
+    /// parse ([`shared::seal::Keys::parse`]); the first encrypts, all decrypt.
+    pub cache_encryption_keys: Option<Secret>,
+    /// `CACHE_PREFIX` (default [`shared::DEFAULT_PREFIX`]): visible ASCII, at most 64 bytes.
+    pub cache_prefix: String,
+    /// `CACHE_TIMEOUT_MS` (default [`shared::DEFAULT_TIMEOUT_MS`], 1–10000): the budget of one
+    /// shared-cache operation, connecting included.
+    pub cache_timeout_ms: u64,
 }
 
 impl Config {
@@ -344,6 +360,31 @@ const BUILDKITE_TOKEN_NAMES: SecretNames = SecretNames {
     credential: "buildkite-api-token",
 };
 
+const CACHE_PASSWORD_NAMES: SecretNames = SecretNames {
+    value: "CACHE_PASSWORD",
+    file: "CACHE_PASSWORD_FILE",
+    credential: "cache-password",
+};
+
+const CACHE_KEYS_NAMES: SecretNames = SecretNames {
+    value: "CACHE_ENCRYPTION_KEYS",
+    file: "CACHE_ENCRYPTION_KEYS_FILE",
+    credential: "cache-encryption-keys",
+};
+
+/// The longest `CACHE_PREFIX`.
+const CACHE_PREFIX_MAX: usize = 64;
+
+/// The shared-cache variables.
+struct Cache {
+    url: Option<shared::Endpoint>,
+    username: Option<String>,
+    password: Option<Secret>,
+    encryption_keys: Option<Secret>,
+    prefix: String,
+    timeout_ms: u64,
+}
+
 /// Reads variables and collects every problem.
 struct Reader<'a> {
     vars: &'a BTreeMap<String, String>,
@@ -379,6 +420,7 @@ impl<'a> Reader<'a> {
     /// a missing value is a problem, and any problem turns [`Reader::config`] into an error.
     fn read(&mut self) -> Config {
         let credentials = self.optional("CREDENTIALS_DIRECTORY", |text| Ok(PathBuf::from(text)));
+        let cache = self.cache(credentials.as_deref());
         Config {
             organization_slug: self.required(
                 "JWT_BUILDKITE_ORGANIZATION_SLUG",
@@ -492,6 +534,95 @@ impl<'a> Reader<'a> {
             ssl_cert_file: self.optional("SSL_CERT_FILE", ca_bundle),
             https_proxy: self.either_case("HTTPS_PROXY", "https_proxy", proxy_url),
             no_proxy: self.either_case("NO_PROXY", "no_proxy", |text| Ok(text.to_string())),
+            cache_url: cache.url,
+            cache_username: cache.username,
+            cache_password: cache.password,
+            cache_encryption_keys: cache.encryption_keys,
+            cache_prefix: cache.prefix,
+            cache_timeout_ms: cache.timeout_ms,
+        }
+    }
+
+    /// The shared-cache variables. Without `CACHE_URL` every other one must be unset (so a
+    /// forgotten URL is not mistaken for a working shared cache), and the systemd credentials of
+    /// the cache are not read.
+    fn cache(&mut self, credentials: Option<&Path>) -> Cache {
+        let url = self.optional("CACHE_URL", cache_url);
+        let configured = self.is_set("CACHE_URL");
+        let credentials = credentials.filter(|_| configured);
+        let username = self.optional("CACHE_USERNAME", identifier);
+        let password = self
+            .secret(&CACHE_PASSWORD_NAMES, credentials, false)
+            .map(|(password, _)| password);
+        let encryption_keys = match self.secret(&CACHE_KEYS_NAMES, credentials, false) {
+            Some((keys, origin)) => {
+                if let Err(e) = shared::seal::Keys::parse(keys.expose()) {
+                    let what = format!(
+                        "{e}; expected one or more standard base64 32-byte keys, \
+                                        whitespace-separated (head -c 32 /dev/urandom | base64)"
+                    );
+                    self.problem(origin.variable, origin.message(&what));
+                }
+                Some(keys)
+            }
+            None => None,
+        };
+        let prefix = self.or(
+            "CACHE_PREFIX",
+            shared::DEFAULT_PREFIX.to_string(),
+            cache_prefix,
+        );
+        let timeout_ms = self.number("CACHE_TIMEOUT_MS", shared::DEFAULT_TIMEOUT_MS, 1, 10_000);
+        if configured {
+            let keys_given = self.is_set(CACHE_KEYS_NAMES.value)
+                || self.is_set(CACHE_KEYS_NAMES.file)
+                || encryption_keys.is_some();
+            if !keys_given {
+                self.problem(
+                    CACHE_KEYS_NAMES.value,
+                    format!(
+                        "required with CACHE_URL, not set; expected {} (a file), {} or the \
+                         systemd credential $CREDENTIALS_DIRECTORY/{}",
+                        CACHE_KEYS_NAMES.file, CACHE_KEYS_NAMES.value, CACHE_KEYS_NAMES.credential
+                    ),
+                );
+            }
+            if username.is_some()
+                && password.is_none()
+                && !self.is_set("CACHE_PASSWORD")
+                && !self.is_set("CACHE_PASSWORD_FILE")
+            {
+                self.problem(
+                    "CACHE_USERNAME",
+                    "set without CACHE_PASSWORD; expected the ACL user's password too".to_string(),
+                );
+            }
+        } else {
+            for name in [
+                "CACHE_USERNAME",
+                CACHE_PASSWORD_NAMES.value,
+                CACHE_PASSWORD_NAMES.file,
+                CACHE_KEYS_NAMES.value,
+                CACHE_KEYS_NAMES.file,
+                "CACHE_PREFIX",
+                "CACHE_TIMEOUT_MS",
+            ] {
+                if self.is_set(name) {
+                    self.problem(
+                        name,
+                        "set without CACHE_URL; expected CACHE_URL too (or leave this unset)"
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        Cache {
+            url,
+            username,
+            password,
+            encryption_keys,
+            prefix,
+            timeout_ms,
         }
     }
 
@@ -1025,6 +1156,56 @@ fn is_name_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.')
 }
 
+/// `CACHE_URL`: `redis://HOST:PORT[/DB]` or `rediss://HOST:PORT[/DB]`.
+fn cache_url(text: &str) -> Result<shared::Endpoint, String> {
+    const EXPECTED: &str =
+        "expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB] (DB 0-65535)";
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(format!("not a URL; {EXPECTED}"));
+    };
+    let tls = match scheme {
+        "redis" => false,
+        "rediss" => true,
+        _ => return Err(format!("scheme is not redis:// or rediss://; {EXPECTED}")),
+    };
+    if rest.contains(['?', '#']) {
+        return Err(format!("has a query or fragment; {EXPECTED}"));
+    }
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err(format!(
+            "has user information (user@): credentials go in CACHE_USERNAME and CACHE_PASSWORD; \
+             {EXPECTED}"
+        ));
+    }
+    let (host, port) = host_port(authority).map_err(|what| format!("{what}; {EXPECTED}"))?;
+    let Some(port) = port else {
+        return Err(format!("has no port; {EXPECTED}"));
+    };
+    let db = match db {
+        "" => 0,
+        db => whole::<u16>(db, 0, 65_535)
+            .map_err(|_| format!("DB is not a whole number from 0 to 65535; {EXPECTED}"))?,
+    };
+    Ok(shared::Endpoint {
+        host: host.to_ascii_lowercase(),
+        port,
+        db,
+        tls,
+    })
+}
+
+/// `CACHE_PREFIX`: visible ASCII, at most 64 bytes.
+fn cache_prefix(text: &str) -> Result<String, String> {
+    if text.len() > CACHE_PREFIX_MAX || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "not visible ASCII of at most {CACHE_PREFIX_MAX} bytes; expected a key namespace such \
+             as kitebridge:"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 /// `SERVER_HOST`: an IP address.
 fn ip_address(text: &str) -> Result<IpAddr, String> {
     text.parse().map_err(|_| {
@@ -1471,6 +1652,85 @@ mod tests {
                 (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn cache_urls() {
+        let endpoint = |host: &str, port, db, tls| {
+            Ok(shared::Endpoint {
+                host: host.to_string(),
+                port,
+                db,
+                tls,
+            })
+        };
+        let cases: &[(&str, Result<shared::Endpoint, &str>)] = &[
+            (
+                "redis://127.0.0.1:6379",
+                endpoint("127.0.0.1", 6379, 0, false),
+            ),
+            (
+                "redis://127.0.0.1:6379/",
+                endpoint("127.0.0.1", 6379, 0, false),
+            ),
+            (
+                "redis://cache.internal:6380/3",
+                endpoint("cache.internal", 6380, 3, false),
+            ),
+            (
+                "rediss://Cache.Example.com:6379/0",
+                endpoint("cache.example.com", 6379, 0, true),
+            ),
+            (
+                "rediss://[::1]:6379/65535",
+                endpoint("::1", 6379, 65535, true),
+            ),
+            (
+                "http://cache:6379",
+                Err("scheme is not redis:// or rediss://"),
+            ),
+            (
+                "REDIS://cache:6379",
+                Err("scheme is not redis:// or rediss://"),
+            ),
+            ("cache:6379", Err("not a URL")),
+            ("redis://:pw@cache:6379", Err("has user information")),
+            ("redis://user:pw@cache:6379/0", Err("has user information")),
+            (
+                "redis://cache:6379/0?timeout=1",
+                Err("has a query or fragment"),
+            ),
+            ("redis://cache:6379#x", Err("has a query or fragment")),
+            ("redis://cache", Err("has no port")),
+            ("redis://cache:0", Err("the port is not a whole number")),
+            ("redis://cache:99999", Err("the port is not a whole number")),
+            ("redis://ca_che:6379", Err("the host is not a host name")),
+            ("redis://:6379", Err("the host is not a host name")),
+            ("redis://cache:6379/65536", Err("DB is not a whole number")),
+            ("redis://cache:6379/x", Err("DB is not a whole number")),
+            ("redis://cache:6379/0/1", Err("DB is not a whole number")),
+        ];
+        for (text, expected) in cases {
+            match (cache_url(text), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(&got, want, "{text:?}"),
+                (Err(message), Err(what)) => {
+                    assert!(message.starts_with(what), "{text:?}: {message}");
+                    assert!(!message.contains("pw"), "{message}");
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cache_prefixes() {
+        assert_eq!(cache_prefix("kitebridge:"), Ok("kitebridge:".to_string()));
+        assert_eq!(cache_prefix("a{b}:"), Ok("a{b}:".to_string()));
+        assert!(cache_prefix("has space").is_err());
+        assert!(cache_prefix("tab\t").is_err());
+        assert!(cache_prefix("é").is_err());
+        assert!(cache_prefix(&"x".repeat(65)).is_err());
+        assert!(cache_prefix(&"x".repeat(64)).is_ok());
     }
 
     #[test]

@@ -45,6 +45,7 @@ mod readiness;
 mod routes;
 mod secret;
 mod serve;
+mod shared;
 mod systemd;
 mod time;
 mod token;
@@ -53,7 +54,7 @@ mod upstream;
 // The running server: its state, its lifecycle and systemd.
 pub use app::{App, StartError};
 pub use audit::OnFailure as AuditOnFailure;
-pub use serve::{Lifecycle, bind, spawn_watchdog, start, start_with};
+pub use serve::{Lifecycle, Running, bind, spawn_watchdog, start, start_with};
 pub use systemd::{
     Notifier, Signal, block_signals, spawn_signal_thread, take_listener, watchdog_interval,
 };
@@ -113,6 +114,13 @@ pub use github::{
 pub use upstream::{
     Client as UpstreamClient, Error as TransportError, Failure, MAX_JWKS_BODY,
     Method as UpstreamMethod, Service, Settings as UpstreamSettings,
+};
+
+// The shared cache's reply parser (fuzzed).
+pub use shared::resp::{
+    MAX_BULK as MAX_RESP_BULK, MAX_DEPTH as MAX_RESP_DEPTH, MAX_ELEMENTS as MAX_RESP_ELEMENTS,
+    MAX_REPLY as MAX_RESP_REPLY, Parsed as RespParsed, Reply as RespReply,
+    encode as encode_resp_reply, parse as parse_resp_reply,
 };
 
 // Utilities.

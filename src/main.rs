@@ -138,6 +138,15 @@ fn logger(level: log::LevelFilter) -> simple_logger::SimpleLogger {
 /// The most verbose level dependencies may log at (see [`logger`]).
 const DEPENDENCY_LOG_CAP: log::LevelFilter = log::LevelFilter::Info;
 
+/// systemd's `STATUS=` line: `status`, and a note while the shared cache is failing.
+fn with_cache_note(status: String, cache_down: bool) -> String {
+    if cache_down {
+        format!("{status}; shared cache unavailable")
+    } else {
+        status
+    }
+}
+
 fn serve() -> ExitCode {
     // Before any thread exists: take systemd's socket (this unsets LISTEN_*) and block the
     // signals every later thread must inherit blocked.
@@ -197,6 +206,21 @@ fn serve() -> ExitCode {
             }
         },
     };
+    let cache_down = |app: &App| app.token.shared_cache().is_some_and(|c| !c.is_up());
+    if let Some(cache) = app.token.shared_cache() {
+        // STATUS= says so while the shared cache is failing (once ready; before, it is the
+        // readiness status).
+        let (notifier, profiles, ready) = (
+            Arc::clone(&notifier),
+            Arc::clone(&app.profiles),
+            Arc::clone(&app.readiness),
+        );
+        cache.observe(Box::new(move |up: bool| {
+            if ready.is_ready() {
+                notifier.status(&with_cache_note(profiles.status_line(), !up));
+            }
+        }));
+    }
     let hold_until_ready = inherited_socket;
     let lifecycle = Lifecycle {
         // The connection that started us waits in the backlog until we are ready, instead of
@@ -208,8 +232,10 @@ fn serve() -> ExitCode {
         }),
         on_ready: Box::new({
             let notifier = Arc::clone(&notifier);
+            let cache = app.token.shared_cache().cloned();
             move |status: String| {
-                notifier.status(&status);
+                let down = cache.as_ref().is_some_and(|c| !c.is_up());
+                notifier.status(&with_cache_note(status, down));
                 notifier.ready();
             }
         }),
@@ -249,7 +275,10 @@ fn serve() -> ExitCode {
                 log::error!("cannot reopen the audit file: {e}");
             }
             let _ = app.profiles.reload_now(now_unix());
-            signal_notifier.status(&app.profiles.status_line());
+            signal_notifier.status(&with_cache_note(
+                app.profiles.status_line(),
+                cache_down(&app),
+            ));
         }
     };
     if let Err(e) = spawn_signal_thread(signals, handler) {

@@ -28,7 +28,7 @@ pub const HTTP_REQUESTS: Family = Family {
 };
 pub const VENDS: Family = Family {
     name: "kitebridge_vend_total",
-    help: "Tokens handed out, by cache outcome (hit, miss, coalesced).",
+    help: "Tokens handed out, by cache outcome (hit, miss, coalesced, shared).",
 };
 pub const UPSTREAM_REQUESTS: Family = Family {
     name: "kitebridge_upstream_requests_total",
@@ -54,6 +54,25 @@ pub const AUDIT_DROPPED: Family = Family {
 
 const UPSTREAM_SECONDS: &str = "kitebridge_upstream_request_duration_seconds";
 
+/// A histogram family: name, help text and bucket upper bounds (seconds, ascending).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct HistogramFamily {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub buckets: &'static [f64],
+}
+
+/// A [`HistogramFamily`] and its series by labels.
+type HistogramSeries = (HistogramFamily, BTreeMap<Labels, Series>);
+
+/// One labelled series of a [`HistogramFamily`].
+#[derive(Debug, Default, Clone)]
+struct Series {
+    buckets: Vec<u64>,
+    count: u64,
+    sum: f64,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Histogram {
     buckets: [u64; BUCKETS.len()],
@@ -78,6 +97,8 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     counters: Mutex<BTreeMap<(Family, Labels), u64>>,
     latency: Mutex<BTreeMap<Labels, Histogram>>,
+    /// Other histograms, by family name: the family and its series.
+    histograms: Mutex<BTreeMap<&'static str, HistogramSeries>>,
 }
 
 /// `"` `\` and newlines escaped, as the exposition format wants.
@@ -144,6 +165,32 @@ impl Metrics {
         h.sum += secs;
     }
 
+    /// Records one observation of `family{labels}`.
+    pub fn observe(
+        &self,
+        family: HistogramFamily,
+        labels: &[(&'static str, &str)],
+        elapsed: Duration,
+    ) {
+        let labels: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut histograms = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, series) = histograms
+            .entry(family.name)
+            .or_insert_with(|| (family, BTreeMap::new()));
+        let h = series.entry(labels).or_insert_with(|| Series {
+            buckets: vec![0; family.buckets.len()],
+            ..Series::default()
+        });
+        let secs = elapsed.as_secs_f64();
+        for (bucket, bound) in h.buckets.iter_mut().zip(family.buckets) {
+            if secs <= *bound {
+                *bucket += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
     /// The exposition text, counters and histograms followed by `gauges`.
     pub fn render(&self, gauges: &[Gauge]) -> String {
         let mut out = String::new();
@@ -191,6 +238,29 @@ impl Metrics {
             );
             let _ = writeln!(out, "{UPSTREAM_SECONDS}_sum{base} {}", h.sum);
             let _ = writeln!(out, "{UPSTREAM_SECONDS}_count{base} {}", h.count);
+        }
+        let histograms = self
+            .histograms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (name, (family, series)) in &histograms {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} histogram",
+                family.help
+            );
+            for (labels, h) in series {
+                let base = render_labels(labels);
+                let inner = base.trim_start_matches('{').trim_end_matches('}');
+                let sep = if inner.is_empty() { "" } else { "," };
+                for (count, bound) in h.buckets.iter().zip(family.buckets) {
+                    let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"{bound}\"}} {count}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{base} {}", h.sum);
+                let _ = writeln!(out, "{name}_count{base} {}", h.count);
+            }
         }
         for g in gauges {
             let labels = if g.labels.is_empty() {
@@ -257,6 +327,35 @@ mod tests {
             m.render(&[])
                 .contains("\nkitebridge_audit_write_failures_total 1\n")
         );
+    }
+
+    #[test]
+    fn histogram_families_render_their_own_buckets() {
+        const FAMILY: HistogramFamily = HistogramFamily {
+            name: "kitebridge_test_seconds",
+            help: "A test histogram.",
+            buckets: &[0.001, 0.01],
+        };
+        let m = Metrics::default();
+        m.observe(FAMILY, &[("operation", "get")], Duration::from_micros(500));
+        m.observe(FAMILY, &[("operation", "get")], Duration::from_millis(5));
+        m.observe(FAMILY, &[], Duration::from_secs(1));
+        let text = m.render(&[]);
+        assert!(
+            text.contains("# TYPE kitebridge_test_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kitebridge_test_seconds_bucket{operation=\"get\",le=\"0.001\"} 1\n")
+        );
+        assert!(text.contains("kitebridge_test_seconds_bucket{operation=\"get\",le=\"0.01\"} 2\n"));
+        assert!(text.contains("kitebridge_test_seconds_bucket{operation=\"get\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("kitebridge_test_seconds_count{operation=\"get\"} 2\n"));
+        assert!(
+            text.contains("kitebridge_test_seconds_bucket{le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE kitebridge_test_seconds").count(), 1);
     }
 
     #[test]

@@ -34,6 +34,16 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         }
     }
 
+    /// Requests allowed per window (and the burst).
+    pub fn count(&self) -> u32 {
+        self.count as u32
+    }
+
+    /// The window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// The tokens `bucket` holds at `now`.
     fn tokens_at(&self, bucket: &Bucket, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();

@@ -103,6 +103,14 @@ fn metrics_response(app: &App) -> Response {
             if app.is_ready() { 1.0 } else { 0.0 },
         ),
     ];
+    if let Some(shared) = app.token.shared_cache() {
+        gauges.push(gauge(
+            "kitebridge_cache_backend_up",
+            "1 while the shared cache (CACHE_URL) is in use, 0 while it is failing.",
+            String::new(),
+            if shared.is_up() { 1.0 } else { 0.0 },
+        ));
+    }
     if let Some(generation) = app.generation() {
         gauges.push(gauge(
             "kitebridge_profiles_info",

@@ -620,6 +620,27 @@ fn root_certs(extra: Option<&Path>) -> Result<RootCerts, Error> {
     Ok(RootCerts::from(certs))
 }
 
+/// The certificates the upstreams trust beyond ureq's embedded roots: the system bundle plus
+/// `SSL_CERT_FILE`, as DER (for other TLS clients, such as the shared cache's). Empty when there
+/// is neither.
+pub fn trust_roots(extra: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let der = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+        CertificateDer::pem_file_iter(path)
+            .map_err(|e| e.to_string())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    };
+    let mut certs = SYSTEM_CA_BUNDLES
+        .iter()
+        .filter_map(|path| der(Path::new(path)).ok())
+        .find(|certs| !certs.is_empty())
+        .unwrap_or_default();
+    if let Some(path) = extra {
+        certs.extend(der(path).map_err(|e| Error::Config(format!("SSL_CERT_FILE {path:?}: {e}")))?);
+    }
+    Ok(certs)
+}
+
 /// The first system bundle that yields at least one certificate.
 fn system_bundle() -> Vec<Certificate<'static>> {
     SYSTEM_CA_BUNDLES

@@ -206,6 +206,18 @@ fn shown(config: &Config, name: &str) -> Option<String> {
         "SSL_CERT_FILE" => return c.ssl_cert_file.as_ref().map(|p| p.display().to_string()),
         "HTTPS_PROXY" | "https_proxy" => return c.https_proxy.clone(),
         "NO_PROXY" | "no_proxy" => return c.no_proxy.clone(),
+        "CACHE_URL" => return c.cache_url.as_ref().map(ToString::to_string),
+        "CACHE_USERNAME" => return c.cache_username.clone(),
+        "CACHE_PASSWORD" | "CACHE_PASSWORD_FILE" => {
+            c.cache_password.as_ref()?;
+            "(a password)".to_string()
+        }
+        "CACHE_ENCRYPTION_KEYS" | "CACHE_ENCRYPTION_KEYS_FILE" => {
+            c.cache_encryption_keys.as_ref()?;
+            "(keys)".to_string()
+        }
+        "CACHE_PREFIX" => c.cache_prefix.clone(),
+        "CACHE_TIMEOUT_MS" => c.cache_timeout_ms.to_string(),
         _ => panic!("{name}: add how its value shows in Config to shown() in this test"),
     };
     Some(value)

@@ -116,3 +116,8 @@ fn jwt_verify_seeds_start_from_an_accepted_token() {
 fn token_exchange() {
     replay("token_exchange", checks::token_exchange::check);
 }
+
+#[test]
+fn resp_reply() {
+    replay("resp_reply", checks::resp_reply::check);
+}

@@ -13,4 +13,5 @@ pub mod jwt_verify;
 pub mod pem_key;
 pub mod profiles_file;
 pub mod repository_url;
+pub mod resp_reply;
 pub mod token_exchange;

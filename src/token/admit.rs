@@ -11,6 +11,7 @@ use super::refusal::{Limit, Refusal};
 use crate::metrics;
 use crate::oidc::Verified;
 use crate::profiles::Generation;
+use crate::time;
 
 /// A verified caller, and the one profile generation its request uses throughout.
 #[derive(Debug)]
@@ -46,15 +47,22 @@ pub fn verify(svc: &Service, token: Result<&[u8], Refusal>, now: u64) -> Result<
     })
 }
 
-/// The per-pipeline rate limit, by the verified `organization/pipeline`.
+/// The per-pipeline rate limit, by the verified `organization/pipeline`: across the fleet while
+/// the shared cache answers, else in this process. The local bucket is charged either way, so a
+/// shared-cache outage starts from this instance's recent traffic.
 pub fn pipeline(svc: &Service, admitted: &Admitted, now: Instant) -> Result<(), Refusal> {
     let Some(limiter) = &svc.per_pipeline else {
         return Ok(());
     };
     let claims = &admitted.verified.claims;
     let key = format!("{}/{}", claims.organization_slug, claims.pipeline_slug);
-    limiter
-        .check(&key, now)
+    let local = limiter.check(&key, now);
+    let fleet = svc.shared.as_ref().and_then(|shared| {
+        let now_ms = time::now_unix_millis();
+        shared.rate(key.as_bytes(), limiter.count(), limiter.window(), now_ms)
+    });
+    fleet
+        .unwrap_or(local)
         .map_err(|secs| rate_limited(svc, Limit::Pipeline, secs))
 }
 

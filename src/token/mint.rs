@@ -4,10 +4,17 @@
 //! profile, repositories, the pipeline for pipeline profiles, the permissions); concurrent
 //! identical misses share one GitHub call. The pipeline's own repository is looked up through
 //! Buildkite first ([`pipeline_repository`]).
+//!
+//! With the shared cache (`CACHE_URL`), an in-process miss asks it once, under the in-process
+//! single flight (so one process has at most one shared-cache flight per key): a shared hit
+//! fills the in-process cache; a shared miss takes the fleet's mint lock, so N instances make
+//! one GitHub call ([`shared::SharedCache::get_or_mint`]). In-process hits never reach it.
 #![forbid(unsafe_code)]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Service;
 use super::authorize::Authorized;
@@ -16,6 +23,7 @@ use crate::buildkite::RepoRef;
 use crate::cache::Outcome;
 use crate::github::{self, MintRequest, Minted};
 use crate::oidc::Claims;
+use crate::shared::{self, Origin, Store, Unusable};
 
 /// `TOKEN_MIN_REMAINING_SECS`'s default: a cached token is served while it has 15 minutes left.
 pub const DEFAULT_MIN_REMAINING_SECS: u64 = 900;
@@ -44,11 +52,36 @@ impl Default for Settings {
     }
 }
 
+/// How a vended token was obtained (the audit record's `cache`, the vend metric's `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// From the in-process cache.
+    Hit,
+    /// Minted at GitHub for this request.
+    Miss,
+    /// From a concurrent identical request of this process.
+    Coalesced,
+    /// From the shared cache: minted by another instance (or by this one before a restart).
+    Shared,
+}
+
+impl Served {
+    /// `hit`, `miss`, `coalesced` or `shared`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Served::Hit => "hit",
+            Served::Miss => "miss",
+            Served::Coalesced => "coalesced",
+            Served::Shared => "shared",
+        }
+    }
+}
+
 /// A vended token and what it covers.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub minted: Arc<Minted>,
-    pub cache: Outcome,
+    pub cache: Served,
     /// `pipeline:NAME` or `org:NAME`.
     pub profile: String,
     /// The pipeline repository as `https://HOST/OWNER/NAME` (pipeline profiles), else empty.
@@ -81,6 +114,22 @@ pub(super) struct TokenKey {
     /// `org/slug` for pipeline profiles.
     pipeline: Option<String>,
     permissions: Vec<String>,
+}
+
+impl TokenKey {
+    /// The key as bytes, unambiguously (a JSON array of its parts): what the shared cache hashes
+    /// for the entry's name and binds the sealed entry to.
+    pub(super) fn canonical(&self) -> Vec<u8> {
+        let parts = (
+            "kitebridge token cache key v1",
+            &self.digest,
+            &self.profile,
+            &self.repositories,
+            &self.pipeline,
+            &self.permissions,
+        );
+        serde_json::to_vec(&parts).unwrap_or_default()
+    }
 }
 
 /// The pipeline's repository, from the Buildkite API (cached and coalesced there).
@@ -154,7 +203,7 @@ pub fn mint(
     let permissions = key.permissions.clone();
     let min_remaining = svc.settings.token_min_remaining_secs;
     let fresh = |m: &Minted| m.expires_at.saturating_sub(now) >= min_remaining;
-    let (result, cache) = svc.tokens.get_or_load(&key, fresh, || {
+    let github_mint = || {
         let request = MintRequest {
             repositories: cover.repositories(),
             permissions: authorized
@@ -170,7 +219,43 @@ pub fn mint(
             );
         }
         Ok(minted)
+    };
+    let from_shared = Cell::new(false);
+    let (result, outcome) = svc.tokens.get_or_load(&key, fresh, || {
+        let Some(shared) = &svc.shared else {
+            return github_mint();
+        };
+        let open = |plaintext: &[u8]| {
+            let (minted, _) = shared::entry::decode(plaintext).map_err(|_| Unusable::Malformed)?;
+            if fresh(&minted) {
+                Ok(minted)
+            } else {
+                Err(Unusable::Stale)
+            }
+        };
+        let mint_and_share = || {
+            let minted = github_mint()?;
+            // Shared for as long as it may be served: until `min_remaining` before its expiry.
+            let servable = minted
+                .expires_at
+                .saturating_sub(now)
+                .saturating_sub(min_remaining);
+            let store = (servable > 0).then(|| Store {
+                plaintext: shared::entry::encode(&minted, now),
+                ttl: Duration::from_secs(servable),
+            });
+            Ok((minted, store))
+        };
+        let (minted, origin) = shared.get_or_mint(&key.canonical(), open, mint_and_share)?;
+        from_shared.set(origin == Origin::Shared);
+        Ok(minted)
     });
+    let cache = match outcome {
+        Outcome::Hit => Served::Hit,
+        Outcome::Coalesced => Served::Coalesced,
+        Outcome::Miss if from_shared.get() => Served::Shared,
+        Outcome::Miss => Served::Miss,
+    };
     Ok(Issued {
         minted: result?,
         cache,
@@ -187,6 +272,9 @@ pub fn mint(
 /// Drops `issued` from the token cache, so no later request is handed it (it is being revoked).
 pub(super) fn forget(svc: &Service, issued: &Issued) {
     svc.tokens.invalidate(&issued.key);
+    if let Some(shared) = &svc.shared {
+        shared.forget(&issued.key.canonical());
+    }
 }
 
 #[cfg(test)]

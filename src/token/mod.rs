@@ -33,7 +33,7 @@ pub use refusal::Refusal;
 
 use crate::audit::{AuditLog, OnFailure};
 use crate::buildkite;
-use crate::cache::{self, CoalescingCache};
+use crate::cache::CoalescingCache;
 use crate::github::{self, Minted};
 use crate::http::{Request, Response};
 use crate::metrics::{self, Metrics};
@@ -41,6 +41,7 @@ use crate::oidc::Verifier;
 use crate::profiles::Store;
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
+use crate::shared::SharedCache;
 use crate::time;
 use crate::upstream::Failure;
 use ask::{Ask, Target};
@@ -64,6 +65,8 @@ pub struct Service {
     tokens: CoalescingCache<mint::TokenKey, Minted, Failure>,
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
+    /// The fleet's shared cache (`CACHE_URL`), behind the in-process one.
+    shared: Option<Arc<SharedCache>>,
 }
 
 /// The parts a [`Service`] is built from.
@@ -79,6 +82,8 @@ pub struct Parts {
     pub buildkite: Option<buildkite::Client>,
     pub metrics: Arc<Metrics>,
     pub audit: Arc<AuditLog>,
+    /// `None` without `CACHE_URL`: the in-process cache and limits only.
+    pub shared: Option<Arc<SharedCache>>,
 }
 
 impl Service {
@@ -97,7 +102,13 @@ impl Service {
             account: OnceLock::new(),
             metrics: parts.metrics,
             audit: parts.audit,
+            shared: parts.shared,
         }
+    }
+
+    /// The shared cache, when configured.
+    pub fn shared_cache(&self) -> Option<&Arc<SharedCache>> {
+        self.shared.as_ref()
     }
 
     /// The installation's account (the owner of every repository it can mint for), once known.
@@ -196,7 +207,7 @@ fn deliver(
 /// its cache entry. The answer is for the audit record.
 fn withdraw(svc: &Service, issued: &Issued, now: u64) -> String {
     let hashed = &issued.minted.hashed_token;
-    if issued.cache != cache::Outcome::Miss {
+    if issued.cache != mint::Served::Miss {
         return format!("the cached token (hashedToken {hashed}) was not shown");
     }
     mint::forget(svc, issued);

@@ -10,5 +10,6 @@ pub mod github;
 pub mod jwks;
 pub mod kitebridge;
 pub mod oidc;
+pub mod redis;
 pub mod server;
 pub mod util;
