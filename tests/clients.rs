@@ -1,4 +1,4 @@
-//! Byte-for-byte replays of the real clients of `clients.md` against the running kitebridge: the
+//! Byte-for-byte replays of the real Buildkite plugins and git against the running kitebridge: the
 //! token plugin's request, the git credentials plugin's request and git's own credential helper
 //! protocol (git itself, with a helper posting to kitebridge the way the plugin does).
 #![forbid(unsafe_code)]

@@ -1,4 +1,4 @@
-//! `GET /metrics` through the running process: the counters and gauges of `api.md`, no token,
+//! `GET /metrics` through the running process: the documented counters and gauges, no token,
 //! claim value or secret in them, `METRICS=off` and a separate listener.
 
 mod support;

@@ -1,4 +1,4 @@
-//! The OIDC verifier against the attack catalogue of `shared/spec/oidc.md`: every token carries
+//! The OIDC verifier against a catalogue of JWT attacks: every token carries
 //! exactly one defect and the test asserts the specific rule that refused it. Then the key policy
 //! and the key store's refresh behaviour, with closure fetchers and logical time.
 #![forbid(unsafe_code)]

@@ -1,5 +1,5 @@
 //! Socket activation end to end: `kitebridge::take_listener` in a process started by
-//! `systemd-socket-activate` (Debian package `systemd`), the tool operations.md names for testing
+//! `systemd-socket-activate` (Debian package `systemd`), the tool systemd ships for testing
 //! activation without PID 1.
 //!
 //! `take_listener` needs the socket at descriptor 3 and `LISTEN_PID` equal to its own pid, so each

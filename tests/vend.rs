@@ -1,5 +1,5 @@
 //! The token routes through the running kitebridge process, against the upstream stand-ins:
-//! every status code of `api.md` these routes produce, caused the way production causes it.
+//! every status code these routes produce, caused the way production causes it.
 #![forbid(unsafe_code)]
 
 mod support;
@@ -67,7 +67,11 @@ fn json_token_routes_answer_the_documented_body() {
             expiry,
             expiry
         );
-        assert_eq!(r.text(), expected, "{path}: body and key order of api.md");
+        assert_eq!(
+            r.text(),
+            expected,
+            "{path}: body and key order of the documented answer"
+        );
         let expires_at = kitebridge::parse_rfc3339(&expiry).unwrap();
         assert!(expiry.ends_with('Z'));
         assert!(

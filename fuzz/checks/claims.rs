@@ -1,6 +1,6 @@
 //! `oidc::Claims::from_json`: never panics; accepted claims read back through `claim`, and
 //! validating them (against settings that match their issuer, audience and organization) at any
-//! time never panics and accepts only times inside the rules of `oidc.md`.
+//! time never panics and accepts only times inside the verifier's time rules.
 #![forbid(unsafe_code)]
 
 use kitebridge::{Audience, Claims, VerifierSettings as Settings};

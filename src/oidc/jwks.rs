@@ -1,4 +1,4 @@
-//! The key set: JWKS parsing under the key policy of `oidc.md`, and the [`KeyStore`] cache.
+//! The key set: JWKS parsing under the key policy (see the [`crate::oidc`] module documentation), and the [`KeyStore`] cache.
 //!
 //! Key policy (ring alone is looser): `kty` `RSA`; `use` absent or `sig`; `key_ops` absent or
 //! containing `verify`; `alg` absent or `RS256`; `kid` present, at most 128 bytes and unique in

@@ -1,6 +1,6 @@
 //! Verifying Buildkite OIDC tokens (compact JWS, RS256) by hand on `ring`.
 //!
-//! The specification is `shared/spec/oidc.md`. [`Verifier::verify`] runs the checks in this order,
+//! [`Verifier::verify`] runs the checks in this order,
 //! and **no byte of the token drives a decision before its signature is verified**:
 //!
 //! 1. [`bearer_token`]: exactly one `Authorization` header, at most 8 KiB, scheme `Bearer`

@@ -46,7 +46,7 @@ pub enum Target {
 /// How the answer is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// The JSON body of `api.md`.
+    /// The token routes' JSON body.
     Json,
     /// git's credential format, echoing the request's `protocol`, `host` and `path`.
     Git(CredentialRequest),

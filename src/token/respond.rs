@@ -1,5 +1,5 @@
 //! Respond: an issued token, the "not mine" answer or a refusal, written as the route's format:
-//! the JSON body of `api.md`, git's credential format, or RFC 8693's JSON.
+//! the token routes' JSON body, git's credential format, or RFC 8693's JSON.
 #![forbid(unsafe_code)]
 
 use serde::Serialize;
@@ -88,7 +88,7 @@ pub fn refused(style: Style, refusal: &Refusal) -> Response {
 
 const INVALID_TOKEN_CHALLENGE: &str = r#"Bearer realm="kitebridge", error="invalid_token""#;
 
-/// The JSON body of the token routes (key order as `api.md` lists it).
+/// The JSON body of the token routes (key order as the README's Routes section lists it).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct TokenBody<'a> {
