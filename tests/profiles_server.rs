@@ -881,9 +881,9 @@ fn profiles_check_accepts_the_example_and_names_each_problem_path() {
                 let value = rule["value"].take();
                 let rule = rule.as_object_mut().unwrap();
                 rule.remove("value");
-                rule.insert("valuePattern".into(), value);
+                rule.insert("valueRegex".into(), value);
             },
-            "$.pipeline.profiles[1].match[0].valuePattern",
+            "$.pipeline.profiles[1].match[0].valueRegex",
         ),
         (
             |d| {

@@ -18,18 +18,21 @@ mod compile;
 mod generation;
 pub mod glob;
 mod json;
+pub mod pattern;
 pub mod permissions;
 mod profile;
 pub mod rules;
 mod schema;
 pub mod store;
 mod tools;
+mod yaml;
 
 pub use compile::{
     ALL_REPOSITORIES, ALL_REPOSITORIES_ALIAS, CALLER_SCOPED_REPOSITORY, MAX_REPOSITORY_BYTES,
     Problem, ProfileProblem, Quarantined, is_repository_name,
 };
-pub use generation::{BUILTIN_DOCUMENT, FileError, Generation, Lookup, MAX_FILE_BYTES};
+pub use generation::{BUILTIN_DOCUMENT, FileError, Generation, Lookup, MAX_FILE_BYTES, is_json};
+pub use pattern::{MAX_PATTERN_BYTES, Pattern, PatternError};
 pub use permissions::{Level, Permission, PermissionError};
 pub use profile::{
     DEFAULT_PROFILE, Family, MAX_NAME_BYTES, Profile, ProfileRef, RefError, RepositoryScope,
@@ -42,6 +45,10 @@ pub use store::{
     TOKEN_MIN_REMAINING_SECS, start, start_with,
 };
 pub use tools::{check, explain};
+pub use yaml::{
+    MAX_DEPTH as MAX_YAML_DEPTH, Position, YamlDocument, YamlError, YamlProblem,
+    parse as parse_yaml,
+};
 
 /// Default re-fetch interval of a GitHub profile file, in seconds: the `refresh_secs` given to
 /// [`start`] (`PROFILES_REFRESH_SECS`).
