@@ -145,6 +145,9 @@ fn serve() -> ExitCode {
     {
         eprintln!("kitebridge: cannot start the log: {e}");
     }
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     let (inherited, signals) = match (inherited, signals) {
         (Ok(inherited), Ok(signals)) => (inherited, signals),
         (Err(e), _) | (_, Err(e)) => {
