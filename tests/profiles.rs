@@ -1,4 +1,4 @@
-//! Profiles end to end: the example file of `shared/spec/profiles.md`, whole-file failures with
+//! Profiles end to end: the example file of the README, whole-file failures with
 //! their JSON paths, each quarantine reason, rules through real files, profile references, and
 //! the `check` / `explain` tools' output.
 #![forbid(unsafe_code)]

@@ -1,4 +1,4 @@
-//! Profiles: who may get which token (`shared/spec/profiles.md`).
+//! Profiles: who may get which token.
 //!
 //! The core is pure: bytes in, a [`Generation`] out; claims in, a [`Verdict`] out. [`store`]
 //! loads generations (a local file watched for changes and re-read on SIGHUP, or the GitHub
