@@ -519,3 +519,62 @@ fn explain_shows_the_pattern_and_its_verdict() {
         "{text}"
     );
 }
+
+/// The cases of chinmina-bridge's own test data, in its YAML: what it rejects as a whole, and
+/// what it quarantines.
+#[test]
+fn files_and_profiles_chinmina_rejects_are_rejected() {
+    let whole_file = [
+        (
+            "organisation:\n  profilez:\n    - name: \"buildkite-plugin\"\n      repositories: [\"*\"]\n",
+            "$.organisation (line 1, column 1): unknown key",
+        ),
+        (
+            "organization:\n  defaults:\n    permissions: [\"contents:read\"]\n  profiles: []\n",
+            "$.organization.defaults (line 2, column 3): unknown key",
+        ),
+        (
+            "pipeline:\n  profiles:\n    - name: \"invalid-profile\"\n      repositories:\n        - some-repo\n      permissions: [\"contents:write\"]\n",
+            "$.pipeline.profiles[0].repositories (line 4, column 7): unknown key",
+        ),
+    ];
+    for (text, want) in whole_file {
+        let error = Generation::parse(text.as_bytes()).unwrap_err();
+        assert_eq!(error.problems(), [want], "{text}");
+    }
+    let text = "\
+organization:
+  profiles:
+    - name: \"valid-profile\"
+      repositories: [\"test\"]
+      permissions: [\"contents:read\"]
+    - name: \"empty-repositories\"
+      repositories: []
+      permissions: [\"contents:read\"]
+    - name: \"empty-permissions\"
+      repositories: [\"test\"]
+      permissions: []
+    - name: \"production\"
+      repositories: [\"silk\"]
+      permissions: [\"contents:write\"]
+    - name: \"production\"
+      repositories: [\"cotton\"]
+      permissions: [\"contents:read\"]
+";
+    let g = Generation::parse(text.as_bytes()).unwrap();
+    assert!(matches!(g.organization("valid-profile"), Lookup::Found(_)));
+    assert_eq!(
+        unavailable(g.organization("empty-repositories")),
+        "$.organization.profiles[1].repositories (line 7, column 7): no repositories"
+    );
+    assert_eq!(
+        unavailable(g.organization("empty-permissions")),
+        "$.organization.profiles[2].permissions (line 11, column 7): no permissions"
+    );
+    // chinmina-bridge serves the first of two profiles of one name; kitebridge fails closed.
+    assert_eq!(
+        unavailable(g.organization("production")),
+        "$.organization.profiles[3].name (line 12, column 7): duplicate name in the family; \
+         $.organization.profiles[4].name (line 15, column 7): duplicate name in the family"
+    );
+}

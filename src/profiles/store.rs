@@ -41,7 +41,7 @@ use crate::upstream::Failure;
 pub enum ProfileSource {
     /// Neither `PROFILES_FILE` nor `GITHUB_ORG_PROFILE` is set: the built-in profiles only.
     Builtin,
-    /// `PROFILES_FILE`: a local JSON file.
+    /// `PROFILES_FILE`: a local file, JSON or YAML.
     File(PathBuf),
     /// `GITHUB_ORG_PROFILE=OWNER:REPO:PATH[@REF]`: a file fetched from GitHub's contents API.
     /// `owner` is `A-Z a-z 0-9 -`; `repo` is `A-Z a-z 0-9 - _ .` (not `.` or `..`); `path` is

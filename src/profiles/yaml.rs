@@ -34,6 +34,11 @@ use super::json::Path;
 pub const MAX_DEPTH: usize = 16;
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
+/// The most duplicate keys reported; one more is an error (the file fails either way).
+pub const MAX_DUPLICATES: usize = 64;
+/// The most path text kept for positions (a path can be kilobytes deep, a node a few bytes):
+/// past it, problems are reported without line and column.
+const MAX_POSITION_TEXT: usize = 8 * 1024 * 1024;
 
 /// A place in the file: 1-based line and column (the column counts characters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -133,6 +138,8 @@ pub enum YamlProblem {
     ExpectedFlowSeparator { close: char },
     /// `{{` where a flow mapping key was expected: the `{{...}}` literals must be quoted.
     UnquotedPlaceholder,
+    /// More than [`MAX_DUPLICATES`] duplicate keys.
+    TooManyDuplicates { max: usize },
 }
 
 impl fmt::Display for YamlProblem {
@@ -186,6 +193,9 @@ impl fmt::Display for YamlProblem {
             YamlProblem::UnquotedPlaceholder => {
                 f.write_str("unquoted {{...}} (write it in quotes: \"{{all-repositories}}\")")
             }
+            YamlProblem::TooManyDuplicates { max } => {
+                write!(f, "more than {max} duplicate keys")
+            }
         }
     }
 }
@@ -208,6 +218,7 @@ pub fn parse(bytes: &[u8]) -> Result<YamlDocument> {
         line: 1,
         line_start: 0,
         positions: BTreeMap::new(),
+        position_text: 0,
         duplicates: Vec::new(),
     };
     let value = parser.document()?;
@@ -297,6 +308,8 @@ struct Parser<'a> {
     /// Byte offset where the cursor's line starts.
     line_start: usize,
     positions: BTreeMap<String, Position>,
+    /// Bytes of path text in `positions`, at most [`MAX_POSITION_TEXT`].
+    position_text: usize,
     duplicates: Vec<(String, Position)>,
 }
 
@@ -613,7 +626,7 @@ impl Parser<'_> {
             let key_path = path.key(&key.text);
             let value = self.mapping_value(indent, &key_path, depth)?;
             let key_path = key_path.to_string();
-            self.insert(&mut object, key_path, key, value);
+            self.insert(&mut object, key_path, key, value)?;
             if !self.continues(indent)? {
                 return Ok(Value::Object(object));
             }
@@ -679,19 +692,48 @@ impl Parser<'_> {
     }
 
     /// Puts `key: value` into `object` (the key's path is `path`), or reports a duplicate.
-    fn insert(&mut self, object: &mut Map<String, Value>, path: String, key: Scalar, value: Value) {
+    fn insert(
+        &mut self,
+        object: &mut Map<String, Value>,
+        path: String,
+        key: Scalar,
+        value: Value,
+    ) -> Result<()> {
         if object.contains_key(&key.text) {
+            if self.duplicates.len() >= MAX_DUPLICATES {
+                return self.error_at(
+                    key.at,
+                    YamlProblem::TooManyDuplicates {
+                        max: MAX_DUPLICATES,
+                    },
+                );
+            }
             self.duplicates.push((path, key.at));
         } else {
-            self.positions.insert(path, key.at);
+            self.record(path, key.at, true);
             object.insert(key.text, value);
         }
+        Ok(())
     }
 
     /// Records the cursor as where the node at `path` is, unless a place is known already.
     fn note(&mut self, path: &Path) {
         let here = self.here();
-        self.positions.entry(path.to_string()).or_insert(here);
+        self.record(path.to_string(), here, false);
+    }
+
+    /// Records `at` for `path` (replacing a known place when `replace`), within the budget.
+    fn record(&mut self, path: String, at: Position, replace: bool) {
+        if let Some(known) = self.positions.get_mut(&path) {
+            if replace {
+                *known = at;
+            }
+            return;
+        }
+        if self.position_text + path.len() <= MAX_POSITION_TEXT {
+            self.position_text += path.len();
+            self.positions.insert(path, at);
+        }
     }
 
     /// The value after `key:` (the cursor after the `:`) of a mapping at column `indent`.
@@ -987,8 +1029,7 @@ impl Parser<'_> {
             _ => self.flow_node(indent, &key_path, depth)?,
         };
         let key_path = key_path.to_string();
-        self.insert(object, key_path, key, value);
-        Ok(())
+        self.insert(object, key_path, key, value)
     }
 
     /// A node inside a flow collection.
@@ -1166,6 +1207,30 @@ organization:
         );
         assert_eq!(document.positions["$.b"], Position { line: 2, column: 1 });
         assert_eq!(document.positions["$.b.c"], Position { line: 3, column: 3 });
+    }
+
+    #[test]
+    fn duplicates_are_bounded() {
+        let mut text = String::new();
+        for _ in 0..=MAX_DUPLICATES {
+            text.push_str("a: b\n");
+        }
+        assert!(
+            parse(text.as_bytes()).is_ok(),
+            "{MAX_DUPLICATES} duplicates are reported"
+        );
+        text.push_str("a: b\n");
+        let line = u32::try_from(MAX_DUPLICATES).unwrap() + 2;
+        assert_eq!(
+            refused(&text),
+            (
+                line,
+                1,
+                YamlProblem::TooManyDuplicates {
+                    max: MAX_DUPLICATES
+                }
+            )
+        );
     }
 
     #[test]
