@@ -1043,8 +1043,9 @@ impl Parser<'_> {
     }
 
     /// Skips spaces, line breaks and comments inside a flow collection opened at `opened`;
-    /// a later line must be indented deeper than `indent` (but for a line starting with the
-    /// closing bracket, which may be at `indent`) and may not be a document marker.
+    /// a later line, the closing bracket's too, must be indented deeper than `indent` (YAML's
+    /// rule; YAML libraries differ on a closing bracket at the key's indentation, so it is
+    /// refused) and may not be a document marker.
     fn flow_space(&mut self, indent: usize, opened: Position, close: char) -> Result<()> {
         let mut spaced = false;
         loop {
@@ -1064,11 +1065,8 @@ impl Parser<'_> {
                     }
                     let found = self.indentation();
                     let rest = self.src.get(self.pos + found..).unwrap_or_default();
-                    let first = rest.chars().next();
-                    let blank = matches!(first, None | Some('\n' | '\r' | '#'));
-                    // The closing bracket may sit at the block's own indentation.
-                    let closing = found == indent && first == Some(close);
-                    if !blank && !closing && found <= indent {
+                    let blank = matches!(rest.chars().next(), None | Some('\n' | '\r' | '#'));
+                    if !blank && found <= indent {
                         self.skip_ascii(found);
                         return self.error(YamlProblem::UnexpectedIndentation);
                     }
@@ -1191,7 +1189,14 @@ organization:
             read("a: [\n  b, # one\n  c,\n  ]\nd: {e: f,\n  g: h}\n"),
             json!({"a": ["b", "c"], "d": {"e": "f", "g": "h"}})
         );
-        assert_eq!(read("a: [\n  b\n]\nc: d\n"), json!({"a": ["b"], "c": "d"}));
+        assert_eq!(
+            read("a: [\n  b\n  ]\nc: d\n"),
+            json!({"a": ["b"], "c": "d"})
+        );
+        assert_eq!(
+            refused("a: [\n  b,\n]\n"),
+            (3, 1, YamlProblem::UnexpectedIndentation)
+        );
     }
 
     #[test]
