@@ -832,6 +832,15 @@ impl Parser<'_> {
                 Some(',' | '[' | ']' | '{' | '}') if flow => break,
                 Some('\t') => return self.error(YamlProblem::Tab),
                 Some('#') if end < self.pos => break,
+                // `z -]`: YAML allows the `-`, yaml-rust2 (the tests' oracle) does not; a word
+                // that is a lone `-` before a flow indicator is refused rather than guessed.
+                Some('-')
+                    if flow
+                        && end < self.pos
+                        && matches!(self.peek_second(), Some(',' | '[' | ']' | '{' | '}')) =>
+                {
+                    return self.error(YamlProblem::UnexpectedIndicator { indicator: '-' });
+                }
                 Some(' ') => self.bump(),
                 Some(_) => {
                     self.bump();
@@ -1284,6 +1293,7 @@ organization:
             ("a: - b\n", (1, 4, SequenceNotAllowed)),
             ("a: b\nc\n", (2, 2, MissingColon)),
             ("a: [[b] c]\n", (1, 9, ExpectedFlowSeparator { close: ']' })),
+            ("a: [z -]\n", (1, 7, UnexpectedIndicator { indicator: '-' })),
             ("a: [b]c\n", (1, 7, TextAfterNode)),
             ("a: [b\n", (1, 4, UnclosedFlow { close: ']' })),
             ("a: [b: c]\n", (1, 6, MappingNotAllowed)),
