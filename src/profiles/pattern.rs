@@ -310,6 +310,7 @@ impl Pattern {
             .build()
             .map_err(|error| match error {
                 regex::Error::CompiledTooBig(_) => PatternError::TooBig,
+                // E.g. a Unicode name the crate's tables lack (none of Go's: a test checks).
                 other => PatternError::Syntax {
                     reason: first_line(&other.to_string()),
                 },
@@ -351,14 +352,15 @@ impl fmt::Debug for Pattern {
     }
 }
 
-/// The crate's messages draw the pattern over several lines; the last line says what is wrong.
+/// The crate's messages draw the pattern over several lines; the `error:` line says what is
+/// wrong. Only that line is kept (the reason goes to one-line logs), escaped.
 fn first_line(message: &str) -> String {
     let reason = message
         .lines()
         .rev()
-        .find(|line| line.starts_with("error: "))
-        .map_or(message, |line| line.trim_start_matches("error: "));
-    reason.to_owned()
+        .find_map(|line| line.strip_prefix("error: "))
+        .unwrap_or("refused by the regex crate");
+    reason.escape_debug().to_string()
 }
 
 fn unsupported<T>(construct: &'static str) -> Result<T, PatternError> {
@@ -689,7 +691,8 @@ fn ascii_class(class: &ClassPerl) -> ClassBracketed {
 }
 
 /// Checks a Unicode class against Go's names (turning `\p{^X}` into `\P{X}`); `Some` holds the
-/// replacement Go's `C` needs (its `Cc|Cf|Co|Cs`; surrogates never occur in a value).
+/// replacement Go's `C` needs (its `Cc|Cf|Co|Cs`; surrogates never occur in a value), or `Cs`
+/// (no character, or every one when negated).
 fn unicode_class(class: &mut ClassUnicode) -> Result<Option<ClassBracketed>, PatternError> {
     let name = match &mut class.kind {
         ClassUnicodeKind::OneLetter(letter) => letter.to_string(),
@@ -711,10 +714,18 @@ fn unicode_class(class: &mut ClassUnicode) -> Result<Option<ClassBracketed>, Pat
     if !known {
         return unsupported("a Unicode class name Go does not have");
     }
+    let span = class.span;
+    if name == "Cs" {
+        // Surrogates never occur in a value, and the crate has no class for them.
+        return Ok(Some(ranges_class(
+            span,
+            !class.negated,
+            &[('\0', char::MAX)],
+        )));
+    }
     if name != "C" {
         return Ok(None);
     }
-    let span = class.span;
     let part = |name: &str| {
         ClassSetItem::Unicode(ClassUnicode {
             span,
@@ -767,4 +778,36 @@ fn class_item(item: &mut ClassSetItem, text: &str) -> Result<(), PatternError> {
         *item = ClassSetItem::Bracketed(Box::new(class));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_go_class_name_compiles() {
+        for name in GO_CATEGORIES.iter().chain(GO_SCRIPTS).chain(&["Any"]) {
+            for pattern in [format!(r"\p{{{name}}}"), format!(r"\P{{{name}}}")] {
+                let compiled = Pattern::new(&pattern);
+                assert!(compiled.is_ok(), "{pattern}: {compiled:?}");
+            }
+        }
+        for letter in ["C", "L", "M", "N", "P", "S", "Z"] {
+            assert!(Pattern::new(&format!(r"\p{letter}")).is_ok(), "{letter}");
+        }
+        assert!(Pattern::new(r"\pX").is_err());
+        let surrogates = Pattern::new(r"\p{Cs}").unwrap();
+        assert!(!surrogates.matches("a") && !surrogates.matches(""));
+        assert!(Pattern::new(r"\P{Cs}").unwrap().matches("\u{e9}"));
+    }
+
+    #[test]
+    fn crate_messages_keep_one_escaped_line() {
+        let message = "regex parse error:\n    a\n    ^\nerror: something \"odd\"";
+        assert_eq!(first_line(message), r#"something \"odd\""#);
+        assert_eq!(
+            first_line("no such line\nat all"),
+            "refused by the regex crate"
+        );
+    }
 }
