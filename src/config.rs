@@ -275,6 +275,9 @@ pub struct Config {
     /// `CACHE_TIMEOUT_MS` (default [`shared::DEFAULT_TIMEOUT_MS`], 1–10000): the budget of one
     /// shared-cache operation, connecting included.
     pub cache_timeout_ms: u64,
+    /// One warning for each chinmina-bridge variable that is set but not read here, naming the
+    /// equivalent ([`chinmina_warnings`]); logged at start, never an error.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -534,6 +537,7 @@ impl<'a> Reader<'a> {
             ssl_cert_file: self.optional("SSL_CERT_FILE", ca_bundle),
             https_proxy: self.either_case("HTTPS_PROXY", "https_proxy", proxy_url),
             no_proxy: self.either_case("NO_PROXY", "no_proxy", |text| Ok(text.to_string())),
+            warnings: chinmina_warnings(self.vars),
             cache_url: cache.url,
             cache_username: cache.username,
             cache_password: cache.password,
@@ -1373,9 +1377,119 @@ fn proxy_url(text: &str) -> Result<String, String> {
     }
 }
 
+/// chinmina-bridge variables kitebridge does not read, each with what to do instead. The rest
+/// of chinmina-bridge's configuration has the same names and meaning here.
+const CHINMINA_ONLY: &[(&str, &str)] = &[
+    ("CACHE_TYPE", "use CACHE_URL for a shared cache"),
+    (
+        "VALKEY_ADDRESS",
+        "use CACHE_URL (redis://HOST:PORT or rediss://HOST:PORT)",
+    ),
+    ("VALKEY_TLS", "use a rediss:// CACHE_URL"),
+    ("VALKEY_USERNAME", "use CACHE_USERNAME"),
+    ("VALKEY_PASSWORD", "use CACHE_PASSWORD"),
+    (
+        "VALKEY_IAM_ENABLED",
+        "IAM authentication is not supported: use CACHE_USERNAME and CACHE_PASSWORD",
+    ),
+    (
+        "VALKEY_IAM_CACHE_NAME",
+        "IAM authentication is not supported",
+    ),
+    (
+        "VALKEY_IAM_SERVERLESS",
+        "IAM authentication is not supported",
+    ),
+    ("CACHE_ENCRYPTION_ENABLED", "use CACHE_ENCRYPTION_KEYS"),
+    ("CACHE_ENCRYPTION_KEYSET_URI", "use CACHE_ENCRYPTION_KEYS"),
+    (
+        "CACHE_ENCRYPTION_KMS_ENVELOPE_KEY_URI",
+        "use CACHE_ENCRYPTION_KEYS",
+    ),
+    (
+        "CACHE_ENCRYPTION_KEYSET_FILE",
+        "use CACHE_ENCRYPTION_KEYS_FILE",
+    ),
+    (
+        "GITHUB_APP_PRIVATE_KEY_ARN",
+        "KMS signing is not supported: use a systemd credential (github-app-private-key)",
+    ),
+    (
+        "SERVER_OUTGOING_MAX_IDLE_CONNS",
+        "outbound connections are not tuned by configuration",
+    ),
+    (
+        "SERVER_OUTGOING_MAX_CONNS_PER_HOST",
+        "outbound connections are not tuned by configuration",
+    ),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "use /metrics (METRICS)"),
+];
+
+/// chinmina-bridge's OpenTelemetry settings all start so; kitebridge serves `/metrics` instead.
+const CHINMINA_OBSERVE_PREFIX: &str = "OBSERVE_";
+
+/// One warning for each chinmina-bridge variable of `vars` that is set (not empty) but that
+/// kitebridge does not read, naming the equivalent; sorted by name. Values are never shown.
+pub fn chinmina_warnings(vars: &BTreeMap<String, String>) -> Vec<String> {
+    vars.iter()
+        .filter(|(_, value)| !value.is_empty())
+        .filter_map(|(name, _)| {
+            let advice = CHINMINA_ONLY
+                .iter()
+                .find(|(known, _)| known == name)
+                .map(|(_, advice)| *advice)
+                .or_else(|| {
+                    name.starts_with(CHINMINA_OBSERVE_PREFIX)
+                        .then_some("OpenTelemetry is not supported: use /metrics (METRICS)")
+                })?;
+            Some(format!(
+                "{name} is a chinmina-bridge variable kitebridge does not read: {advice}"
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chinmina_variables_are_warned_about_with_the_equivalent() {
+        let vars: BTreeMap<String, String> = [
+            ("VALKEY_PASSWORD", "hunter2-not-shown"),
+            ("CACHE_TYPE", "valkey"),
+            ("OBSERVE_ENABLED", "true"),
+            ("GITHUB_APP_PRIVATE_KEY_ARN", "arn:aws:kms:not-shown"),
+            ("VALKEY_TLS", ""),
+            ("CACHE_ENCRYPTION_KEYS", "kitebridge's own"),
+            ("JWT_AUDIENCE", "shared with chinmina-bridge"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let warnings = chinmina_warnings(&vars);
+        assert_eq!(
+            warnings,
+            [
+                "CACHE_TYPE is a chinmina-bridge variable kitebridge does not read: use \
+                 CACHE_URL for a shared cache",
+                "GITHUB_APP_PRIVATE_KEY_ARN is a chinmina-bridge variable kitebridge does not \
+                 read: KMS signing is not supported: use a systemd credential \
+                 (github-app-private-key)",
+                "OBSERVE_ENABLED is a chinmina-bridge variable kitebridge does not read: \
+                 OpenTelemetry is not supported: use /metrics (METRICS)",
+                "VALKEY_PASSWORD is a chinmina-bridge variable kitebridge does not read: use \
+                 CACHE_PASSWORD",
+            ]
+        );
+        assert!(!warnings.concat().contains("not-shown"));
+        for (name, _) in CHINMINA_ONLY {
+            assert!(
+                !Config::variables().contains(name),
+                "{name} is read by kitebridge"
+            );
+        }
+    }
 
     #[test]
     fn whole_numbers() {

@@ -103,6 +103,11 @@ pub use profiles::{
     parse_qualified_profile_ref, start_with as start_profiles_with,
 };
 
+// Profile files in YAML, and valuePattern.
+pub use profiles::{
+    MAX_PATTERN_BYTES, Pattern, PatternError, Position, YamlError, YamlProblem, parse_yaml,
+};
+
 // Upstream clients.
 pub use buildkite::{
     Client as BuildkiteClient, RepoUrlError, Settings as BuildkiteSettings, parse_repository_url,

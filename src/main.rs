@@ -163,6 +163,9 @@ fn serve() -> ExitCode {
     if let Err(e) = logger(config.log_level).init() {
         eprintln!("kitebridge: cannot start the log: {e}");
     }
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     let (inherited, signals) = match (inherited, signals) {
         (Ok(inherited), Ok(signals)) => (inherited, signals),
         (Err(e), _) | (_, Err(e)) => {

@@ -83,6 +83,11 @@ fn profiles_file() {
 }
 
 #[test]
+fn profiles_yaml() {
+    replay("profiles_yaml", checks::profiles_yaml::check);
+}
+
+#[test]
 fn pem_key() {
     replay("pem_key", checks::pem_key::check);
 }

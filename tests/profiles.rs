@@ -1,4 +1,4 @@
-//! Profiles end to end: the example file of `shared/spec/profiles.md`, whole-file failures with
+//! Profiles end to end: the example file of the README, whole-file failures with
 //! their JSON paths, each quarantine reason, rules through real files, profile references, and
 //! the `check` / `explain` tools' output.
 #![forbid(unsafe_code)]
@@ -227,14 +227,14 @@ fn unknown_key_organisation() {
 }
 
 #[test]
-fn unknown_key_value_pattern() {
+fn unknown_key_misspelled_value_pattern() {
     let text = r#"{"pipeline": {"profiles": [
         {"name": "a", "permissions": ["contents:read"]},
         {"name": "b", "permissions": ["contents:read"],
-         "match": [{"claim": "build_branch", "valuePattern": "^main$"}]}]}}"#;
+         "match": [{"claim": "build_branch", "valuePatern": "^main$"}]}]}}"#;
     assert_eq!(
         file_problems(text),
-        ["$.pipeline.profiles[1].match[0].valuePattern: unknown key"]
+        ["$.pipeline.profiles[1].match[0].valuePatern: unknown key"]
     );
 }
 
@@ -284,7 +284,11 @@ fn unknown_keys_elsewhere_name_their_paths() {
 #[test]
 fn wrong_types_and_missing_keys_fail_the_whole_file() {
     let rows = [
-        ("[]", "$: expected an object, found an array"),
+        // Not `{` first, so read as YAML: the problem also gives the line and column.
+        (
+            "[]",
+            "$ (line 1, column 1): expected an object, found an array",
+        ),
         (
             r#"{"organization": null}"#,
             "$.organization: expected an object, found null",
@@ -337,7 +341,7 @@ fn every_whole_file_problem_is_reported_at_once() {
             "defaults": {"permissions": ["nope:read"]},
             "profiles": [
                 {"name": "a", "name": "b", "permissions": ["contents:read"]},
-                {"name": "c", "permissions": ["contents:read"], "match": [{"claim": "x", "valuePattern": "y"}]}
+                {"name": "c", "permissions": ["contents:read"], "match": [{"claim": "x", "valueRegex": "y"}]}
             ]
         }
     }"#;
@@ -346,7 +350,7 @@ fn every_whole_file_problem_is_reported_at_once() {
         [
             "$.pipeline.profiles[0].name: duplicate key",
             "$.organisation: unknown key",
-            "$.pipeline.profiles[1].match[0].valuePattern: unknown key",
+            "$.pipeline.profiles[1].match[0].valueRegex: unknown key",
             "$.pipeline.defaults.permissions[0]: unknown permission \"nope\"",
         ]
     );
@@ -401,14 +405,12 @@ fn syntax_errors_fail_the_whole_file() {
         Generation::parse(b"{} {}"),
         Err(FileError::Syntax { .. })
     ));
+    // Not `{` first: read as YAML, which refuses them.
     assert!(matches!(
         Generation::parse(b"\xff"),
-        Err(FileError::Syntax { .. })
+        Err(FileError::Yaml(_))
     ));
-    assert!(matches!(
-        Generation::parse(b""),
-        Err(FileError::Syntax { .. })
-    ));
+    assert!(matches!(Generation::parse(b""), Err(FileError::Yaml(_))));
 }
 
 #[test]
@@ -600,14 +602,14 @@ fn quarantine_rows() -> Vec<Row> {
         pipeline_row(
             rule(json!({"claim": "build_branch"})),
             "bad",
-            "$.pipeline.profiles[1].match[0]: needs exactly one of value, valueIn, valueGlob (found 0)",
+            "$.pipeline.profiles[1].match[0]: needs exactly one of value, valueIn, valueGlob, valuePattern (found 0)",
         ),
         org_row(
             json!({"name": "bad", "repositories": ["r"], "permissions": ["contents:read"],
                    "match": [{"claim": "build_branch", "value": "main"},
                              {"claim": "build_branch", "value": "main", "valueGlob": "m*"}]}),
             "bad",
-            "$.organization.profiles[1].match[1]: needs exactly one of value, valueIn, valueGlob (found 2)",
+            "$.organization.profiles[1].match[1]: needs exactly one of value, valueIn, valueGlob, valuePattern (found 2)",
         ),
         pipeline_row(
             rule(json!({"claim": "build_branch", "valueGlob": "main\\"})),

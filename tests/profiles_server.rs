@@ -1,9 +1,9 @@
-//! Profiles through the running kitebridge process (`profiles.md`, the organization routes of
-//! `api.md`): named pipeline and organization profiles, match rules, quarantined and unknown
-//! profiles, prefixes, `repository-scope`, the "not mine" answers, authorization before the
-//! token cache (GHSA-4c7c-j34f-h9q6), generations (file watcher, broken file, swaps under load,
-//! the cache namespaced by digest), readiness before the first load, a GitHub-hosted profile
-//! file, the audit record, and the `profiles check` / `profiles explain` commands.
+//! Profiles through the running kitebridge process (profile files and the organization routes):
+//! named pipeline and organization profiles, match rules, quarantined and unknown profiles,
+//! prefixes, `repository-scope`, the "not mine" answers, authorization before the token cache
+//! (GHSA-4c7c-j34f-h9q6), generations (file watcher, broken file, swaps under load, the cache
+//! namespaced by digest), readiness before the first load, a GitHub-hosted profile file, the
+//! audit record, and the `profiles check` / `profiles explain` commands.
 #![forbid(unsafe_code)]
 
 mod support;
@@ -851,7 +851,7 @@ fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).env_clear().output().unwrap()
 }
 
-/// The example file of `profiles.md` with `edit` applied, written to a temporary file.
+/// The README's example profile file with `edit` applied, written to a temporary file.
 fn example_variant(edit: impl FnOnce(&mut Value)) -> PathBuf {
     let mut doc: Value =
         serde_json::from_slice(&std::fs::read(profiles_fixture("example.json")).unwrap()).unwrap();
@@ -881,9 +881,9 @@ fn profiles_check_accepts_the_example_and_names_each_problem_path() {
                 let value = rule["value"].take();
                 let rule = rule.as_object_mut().unwrap();
                 rule.remove("value");
-                rule.insert("valuePattern".into(), value);
+                rule.insert("valueRegex".into(), value);
             },
-            "$.pipeline.profiles[1].match[0].valuePattern",
+            "$.pipeline.profiles[1].match[0].valueRegex",
         ),
         (
             |d| {

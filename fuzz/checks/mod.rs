@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod jwt_verify;
 pub mod pem_key;
 pub mod profiles_file;
+pub mod profiles_yaml;
 pub mod repository_url;
 pub mod resp_reply;
 pub mod token_exchange;

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::glob::{Glob, GlobError};
+use super::pattern::{Pattern, PatternError};
 use super::permissions::{Permission, PermissionError};
 use super::profile::{
     DEFAULT_PROFILE, Family, MAX_NAME_BYTES, Profile, RepositoryScope, is_valid_name,
 };
 use super::rules::{Matcher, Rule, is_known_claim};
-use super::schema::{RawProfile, RawRule, SchemaError};
+use super::schema::{At, Positions, RawProfile, RawRule, SchemaError};
+use super::yaml::Position;
 
 /// Longest repository name, in bytes.
 pub const MAX_REPOSITORY_BYTES: usize = 100;
@@ -55,10 +57,12 @@ pub enum ProfileProblem {
     RepositoryLiteralNotAlone,
     /// A rule names a claim rules may not name.
     UnknownClaim,
-    /// A rule has not exactly one of `value`, `valueIn`, `valueGlob`.
+    /// A rule has not exactly one of `value`, `valueIn`, `valueGlob`, `valuePattern`.
     MatcherCount { found: usize },
     /// `valueGlob` is not a glob.
     Glob(GlobError),
+    /// `valuePattern` does not compile, or is over a limit.
+    Pattern(PatternError),
 }
 
 impl fmt::Display for ProfileProblem {
@@ -98,25 +102,38 @@ impl fmt::Display for ProfileProblem {
             ProfileProblem::MatcherCount { found } => {
                 write!(
                     f,
-                    "needs exactly one of value, valueIn, valueGlob (found {found})"
+                    "needs exactly one of value, valueIn, valueGlob, valuePattern (found {found})"
                 )
             }
             ProfileProblem::Glob(error) => write!(f, "{error}"),
+            ProfileProblem::Pattern(error) => write!(f, "{error}"),
         }
     }
 }
 
-/// A quarantine problem and the JSON path it is about.
+/// A quarantine problem, the JSON path it is about and, in a YAML file, where that is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     pub path: String,
+    pub at: Option<Position>,
     pub problem: ProfileProblem,
 }
 
-/// `$.pipeline.profiles[1].permissions[0]: unknown permission "foo"`
+impl Problem {
+    fn new(path: String, problem: ProfileProblem) -> Problem {
+        Problem {
+            path,
+            at: None,
+            problem,
+        }
+    }
+}
+
+/// `$.pipeline.profiles[1].permissions[0]: unknown permission "foo"`; in a YAML file
+/// `$.pipeline.profiles[1].permissions[0] (line 9, column 11): unknown permission "foo"`.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.problem)
+        write!(f, "{}{}: {}", self.path, At(self.at), self.problem)
     }
 }
 
@@ -188,13 +205,18 @@ pub(crate) fn default_profile(
     };
     let permissions = permission_set(&entries).map_err(|problems| {
         let located = problems.into_iter().map(|problem| match problem {
-            SetProblem::Empty => SchemaError::DefaultPermissionsEmpty { path: path.clone() },
+            SetProblem::Empty => SchemaError::DefaultPermissionsEmpty {
+                path: path.clone(),
+                at: None,
+            },
             SetProblem::Entry { index, error } => SchemaError::DefaultPermission {
                 path: format!("{path}[{index}]"),
+                at: None,
                 error,
             },
             SetProblem::Levels { name } => SchemaError::DefaultPermissionLevels {
                 path: path.clone(),
+                at: None,
                 name,
             },
         });
@@ -214,7 +236,12 @@ fn pipeline_default(permissions: Vec<Permission>) -> Profile {
 }
 
 /// Validates one family's profiles. Every profile sharing a name with another is quarantined.
-pub(crate) fn compile_family(family: Family, raws: Vec<RawProfile>) -> Compiled {
+/// Problems get their place in a YAML file from `positions`.
+pub(crate) fn compile_family(
+    family: Family,
+    raws: Vec<RawProfile>,
+    positions: &Positions,
+) -> Compiled {
     let mut occurrences: BTreeMap<String, usize> = BTreeMap::new();
     for raw in &raws {
         *occurrences.entry(raw.name.clone()).or_default() += 1;
@@ -232,12 +259,12 @@ pub(crate) fn compile_family(family: Family, raws: Vec<RawProfile>) -> Compiled 
             (result, _) => {
                 let found = problems.entry(name).or_default();
                 if duplicate {
-                    found.push(Problem {
-                        path: name_path,
-                        problem: ProfileProblem::DuplicateName,
-                    });
+                    found.push(Problem::new(name_path, ProfileProblem::DuplicateName));
                 }
                 found.extend(result.err().unwrap_or_default());
+                for problem in found.iter_mut() {
+                    problem.at = positions.of(&problem.path);
+                }
             }
         }
     }
@@ -253,26 +280,19 @@ fn profile(family: Family, raw: RawProfile) -> Result<Profile, Vec<Problem>> {
     let mut problems = Vec::new();
     let at = |suffix: &str| format!("{}.{suffix}", raw.path);
     if let Some(problem) = name_problem(family, &raw.name) {
-        problems.push(Problem {
-            path: at("name"),
-            problem,
-        });
+        problems.push(Problem::new(at("name"), problem));
     }
     let permissions = permission_set(&raw.permissions).map_err(|found| {
         let path = at("permissions");
         let located = found.into_iter().map(|problem| match problem {
-            SetProblem::Empty => Problem {
-                path: path.clone(),
-                problem: ProfileProblem::PermissionsEmpty,
-            },
-            SetProblem::Entry { index, error } => Problem {
-                path: format!("{path}[{index}]"),
-                problem: ProfileProblem::Permission(error),
-            },
-            SetProblem::Levels { name } => Problem {
-                path: path.clone(),
-                problem: ProfileProblem::PermissionLevels { name },
-            },
+            SetProblem::Empty => Problem::new(path.clone(), ProfileProblem::PermissionsEmpty),
+            SetProblem::Entry { index, error } => Problem::new(
+                format!("{path}[{index}]"),
+                ProfileProblem::Permission(error),
+            ),
+            SetProblem::Levels { name } => {
+                Problem::new(path.clone(), ProfileProblem::PermissionLevels { name })
+            }
         });
         problems.extend(located);
     });
@@ -371,10 +391,10 @@ fn repository_scope(entries: &[String], path: &str) -> Result<RepositoryScope, V
     };
     match entries {
         [] => {
-            return Err(vec![Problem {
-                path: path.to_owned(),
-                problem: ProfileProblem::RepositoriesEmpty,
-            }]);
+            return Err(vec![Problem::new(
+                path.to_owned(),
+                ProfileProblem::RepositoriesEmpty,
+            )]);
         }
         [only] => {
             if let Some(scope) = literal(only) {
@@ -394,10 +414,7 @@ fn repository_scope(entries: &[String], path: &str) -> Result<RepositoryScope, V
         } else {
             continue;
         };
-        problems.push(Problem {
-            path: format!("{path}[{index}]"),
-            problem,
-        });
+        problems.push(Problem::new(format!("{path}[{index}]"), problem));
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -421,37 +438,34 @@ fn rule(raw: RawRule) -> Result<Rule, Vec<Problem>> {
     let mut problems = Vec::new();
     if !is_known_claim(&raw.claim) {
         let path = format!("{}.claim", raw.path);
-        problems.push(Problem {
-            path,
-            problem: ProfileProblem::UnknownClaim,
-        });
+        problems.push(Problem::new(path, ProfileProblem::UnknownClaim));
     }
     let found = [
         raw.value.is_some(),
         raw.value_in.is_some(),
         raw.value_glob.is_some(),
+        raw.value_pattern.is_some(),
     ];
     let found = found.iter().filter(|&&given| given).count();
-    let matcher = match (raw.value, raw.value_in, raw.value_glob) {
-        (Some(value), None, None) => Some(Matcher::Value(value)),
-        (None, Some(values), None) => Some(Matcher::ValueIn(values)),
-        (None, None, Some(pattern)) => match Glob::new(&pattern) {
-            Ok(glob) => Some(Matcher::ValueGlob(glob)),
-            Err(error) => {
-                let path = format!("{}.valueGlob", raw.path);
-                problems.push(Problem {
-                    path,
-                    problem: ProfileProblem::Glob(error),
-                });
-                None
-            }
-        },
-        _ => {
-            let path = raw.path.clone();
-            problems.push(Problem {
-                path,
-                problem: ProfileProblem::MatcherCount { found },
-            });
+    let matcher = match (raw.value, raw.value_in, raw.value_glob, raw.value_pattern) {
+        (Some(value), None, None, None) => Ok(Matcher::Value(value)),
+        (None, Some(values), None, None) => Ok(Matcher::ValueIn(values)),
+        (None, None, Some(pattern), None) => Glob::new(&pattern)
+            .map(Matcher::ValueGlob)
+            .map_err(|error| ("valueGlob", ProfileProblem::Glob(error))),
+        (None, None, None, Some(pattern)) => Pattern::new(&pattern)
+            .map(Matcher::ValuePattern)
+            .map_err(|error| ("valuePattern", ProfileProblem::Pattern(error))),
+        _ => Err(("", ProfileProblem::MatcherCount { found })),
+    };
+    let matcher = match matcher {
+        Ok(matcher) => Some(matcher),
+        Err((key, problem)) => {
+            let path = match key {
+                "" => raw.path.clone(),
+                key => format!("{}.{key}", raw.path),
+            };
+            problems.push(Problem::new(path, problem));
             None
         }
     };

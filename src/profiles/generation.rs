@@ -10,7 +10,8 @@ use ring::digest::{SHA256, digest};
 use super::compile::{Compiled, Quarantined, builtin_default, compile_family, default_profile};
 use super::json;
 use super::profile::{DEFAULT_PROFILE, Family, Profile, ProfileRef};
-use super::schema::{self, RawDocument, SchemaError};
+use super::schema::{self, Positions, RawDocument, SchemaError};
+use super::yaml::{self, YamlError};
 
 /// Largest profile file accepted, in bytes (1 MiB).
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
@@ -27,7 +28,10 @@ pub enum FileError {
     TooLarge { len: usize, max: usize },
     /// Not JSON (serde_json's message, with line and column).
     Syntax { message: String },
-    /// JSON, but not a profile file: every problem, each with its JSON path.
+    /// Not YAML of the subset profile files use: the rule broken, with line and column.
+    Yaml(YamlError),
+    /// JSON or YAML, but not a profile file: every problem, each with its JSON path (and, in
+    /// YAML, line and column).
     Invalid { problems: Vec<SchemaError> },
 }
 
@@ -48,6 +52,7 @@ impl fmt::Display for FileError {
                 write!(f, "profile file is {len} bytes, over the {max}-byte limit")
             }
             FileError::Syntax { message } => write!(f, "invalid json: {message}"),
+            FileError::Yaml(error) => write!(f, "invalid yaml: {error}"),
             FileError::Invalid { problems } => {
                 let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 write!(f, "invalid profile file: {}", lines.join("; "))
@@ -83,44 +88,71 @@ impl Generation {
     /// `metadata:read`). Its digest is that of [`BUILTIN_DOCUMENT`], `{}`, the file that means the
     /// same, so the digest always names the meaning and never collides with a real file's.
     pub fn builtin() -> Generation {
-        Generation::assemble(BUILTIN_DOCUMENT, builtin_default(), RawDocument::default())
+        Generation::assemble(
+            BUILTIN_DOCUMENT,
+            builtin_default(),
+            RawDocument::default(),
+            &Positions::default(),
+        )
     }
 
-    /// Parses and compiles a profile file. Whole-file problems (size, syntax, schema, invalid
-    /// default permissions) fail it with every problem listed; per-profile problems only
+    /// Parses and compiles a profile file: JSON when its first byte other than whitespace is
+    /// `{`, else YAML (the same schema for both). Whole-file problems (size, syntax, schema,
+    /// invalid default permissions) fail it with every problem listed; per-profile problems only
     /// quarantine that profile (see [`Generation::quarantined`]).
     pub fn parse(bytes: &[u8]) -> Result<Generation, FileError> {
+        Generation::parse_reporting(bytes).map_err(|(error, _)| error)
+    }
+
+    /// [`Generation::parse`], and when the file fails as a whole, also every quarantine problem
+    /// of the profiles whose shape could be read (for `check`, which reports all at once).
+    pub(crate) fn parse_reporting(
+        bytes: &[u8],
+    ) -> Result<Generation, (FileError, Vec<Quarantined>)> {
+        let alone = |error| (error, Vec::new());
         if bytes.len() > MAX_FILE_BYTES {
-            return Err(FileError::TooLarge {
+            return Err(alone(FileError::TooLarge {
                 len: bytes.len(),
                 max: MAX_FILE_BYTES,
-            });
+            }));
         }
-        let mut duplicates = Vec::new();
-        let value = json::parse(bytes, &mut duplicates).map_err(|error| FileError::Syntax {
-            message: error.to_string(),
-        })?;
-        let mut problems: Vec<SchemaError> = duplicates
-            .into_iter()
-            .map(|path| SchemaError::DuplicateKey { path })
-            .collect();
+        let (value, mut problems, positions) = read(bytes).map_err(alone)?;
         let mut raw = schema::walk(&value, &mut problems);
         let default = default_profile(raw.default_permissions.take());
         match default {
-            Ok(default) if problems.is_empty() => Ok(Generation::assemble(bytes, default, raw)),
+            Ok(default) if problems.is_empty() => {
+                Ok(Generation::assemble(bytes, default, raw, &positions))
+            }
             default => {
                 problems.extend(default.err().unwrap_or_default());
-                Err(FileError::Invalid { problems })
+                for problem in &mut problems {
+                    problem.locate(&positions);
+                }
+                let quarantined = compile_family(Family::Pipeline, raw.pipeline, &positions)
+                    .quarantined
+                    .into_values()
+                    .chain(
+                        compile_family(Family::Organization, raw.organization, &positions)
+                            .quarantined
+                            .into_values(),
+                    )
+                    .collect();
+                Err((FileError::Invalid { problems }, quarantined))
             }
         }
     }
 
-    fn assemble(bytes: &[u8], default: Profile, raw: RawDocument) -> Generation {
+    fn assemble(
+        bytes: &[u8],
+        default: Profile,
+        raw: RawDocument,
+        positions: &Positions,
+    ) -> Generation {
         Generation {
             digest: hex(digest(&SHA256, bytes).as_ref()),
             default,
-            pipeline: compile_family(Family::Pipeline, raw.pipeline),
-            organization: compile_family(Family::Organization, raw.organization),
+            pipeline: compile_family(Family::Pipeline, raw.pipeline, positions),
+            organization: compile_family(Family::Organization, raw.organization, positions),
         }
     }
 
@@ -165,6 +197,33 @@ impl Generation {
             .values()
             .chain(self.organization.quarantined.values())
     }
+}
+
+/// Whether the file is JSON: its first byte other than whitespace is `{`.
+pub fn is_json(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The file as a tree, its duplicate keys as problems, and (YAML) where each path is.
+fn read(bytes: &[u8]) -> Result<(serde_json::Value, Vec<SchemaError>, Positions), FileError> {
+    if is_json(bytes) {
+        let mut duplicates = Vec::new();
+        let value = json::parse(bytes, &mut duplicates).map_err(|error| FileError::Syntax {
+            message: error.to_string(),
+        })?;
+        let problems = duplicates
+            .into_iter()
+            .map(|path| SchemaError::DuplicateKey { path, at: None })
+            .collect();
+        return Ok((value, problems, Positions::default()));
+    }
+    let document = yaml::parse(bytes).map_err(FileError::Yaml)?;
+    let problems = document
+        .duplicates
+        .into_iter()
+        .map(|(path, at)| SchemaError::DuplicateKey { path, at: Some(at) })
+        .collect();
+    Ok((document.value, problems, Positions(document.positions)))
 }
 
 fn find<'a>(family: &'a Compiled, name: &str) -> Lookup<'a> {

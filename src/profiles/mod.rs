@@ -1,4 +1,4 @@
-//! Profiles: who may get which token (`shared/spec/profiles.md`).
+//! Profiles: who may get which token.
 //!
 //! The core is pure: bytes in, a [`Generation`] out; claims in, a [`Verdict`](rules::Verdict)
 //! out. [`store`] loads generations (a local file watched for changes and re-read on SIGHUP, or
@@ -18,14 +18,17 @@ mod compile;
 mod generation;
 pub mod glob;
 mod json;
+pub mod pattern;
 pub mod permissions;
 mod profile;
 pub mod rules;
 mod schema;
 pub mod store;
 mod tools;
+mod yaml;
 
 pub use generation::{FileError, Generation, Lookup, MAX_FILE_BYTES};
+pub use pattern::{MAX_PATTERN_BYTES, Pattern, PatternError};
 pub use permissions::Permission;
 pub use profile::{
     Family, Profile, ProfileRef, RefError, RepositoryScope, parse_profile_ref,
@@ -34,6 +37,7 @@ pub use profile::{
 pub use rules::{ClaimSource, Matcher, Rule, RuleMatch};
 pub use store::{LoadError, ProfileSource, Store, start, start_with};
 pub use tools::{check, explain};
+pub use yaml::{Position, YamlError, YamlProblem, parse as parse_yaml};
 
 /// Default re-fetch interval of a GitHub profile file, in seconds: the `refresh_secs` given to
 /// [`start`] (`PROFILES_REFRESH_SECS`).

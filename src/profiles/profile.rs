@@ -189,7 +189,7 @@ fn split_prefix(reference: &str) -> Option<(&'static str, Family, &str)> {
     })
 }
 
-/// Resolves a route's `{profile}` segment (api.md): on pipeline routes `pipeline:` and `repo:` are
+/// Resolves a route's `{profile}` segment: on pipeline routes `pipeline:` and `repo:` are
 /// stripped and `org:` is an error; on organization routes `org:` is stripped and `pipeline:` /
 /// `repo:` are errors. `default` on a pipeline route is the built-in default profile.
 pub fn parse_profile_ref(route_family: Family, segment: &str) -> Result<ProfileRef, RefError> {

@@ -7,6 +7,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::glob::Glob;
+use super::pattern::Pattern;
 
 /// Longest claim value (in bytes) that can match any rule; also where shown values are cut.
 pub const MAX_CLAIM_VALUE_BYTES: usize = 256;
@@ -73,6 +74,8 @@ pub enum Matcher {
     ValueIn(Vec<String>),
     /// `valueGlob`: the whole value matches the glob.
     ValueGlob(Glob),
+    /// `valuePattern`: the whole value matches the regular expression (Go's RE2 syntax).
+    ValuePattern(Pattern),
 }
 
 impl Matcher {
@@ -81,6 +84,7 @@ impl Matcher {
             Matcher::Value(want) => want == value,
             Matcher::ValueIn(wants) => wants.iter().any(|want| want == value),
             Matcher::ValueGlob(glob) => glob.matches(value),
+            Matcher::ValuePattern(pattern) => pattern.matches(value),
         }
     }
 }
@@ -100,6 +104,9 @@ impl fmt::Display for Matcher {
                 f.write_str("]")
             }
             Matcher::ValueGlob(glob) => write!(f, "valueGlob {}", Shown(glob.as_str())),
+            Matcher::ValuePattern(pattern) => {
+                write!(f, "valuePattern {}", Shown(pattern.as_str()))
+            }
         }
     }
 }

@@ -4,67 +4,155 @@
 //!
 //! The result is a [`RawDocument`]: the file's strings, in file order, with the path of each
 //! profile and rule, for [`super::compile`] to validate profile by profile.
+//!
+//! A YAML file's problems also carry the line and column of what they are about (`at`, filled in
+//! by [`SchemaError::locate`] from the reader's [`Positions`]); a JSON file's carry none.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Map, Value};
 
 use super::json::Path;
 use super::permissions::PermissionError;
+use super::yaml::Position;
 
-/// A whole-file problem. Each names the JSON path it is about.
+/// A whole-file problem. Each names the JSON path it is about and, in a YAML file, where that is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SchemaError {
     /// A key the schema does not have (`$.organisation`).
-    UnknownKey { path: String },
+    UnknownKey { path: String, at: Option<Position> },
     /// A key given twice in one object.
-    DuplicateKey { path: String },
+    DuplicateKey { path: String, at: Option<Position> },
     /// A required key is absent.
-    MissingKey { path: String },
+    MissingKey { path: String, at: Option<Position> },
     /// A value of the wrong JSON type.
     WrongType {
         path: String,
+        at: Option<Position>,
         expected: &'static str,
         found: &'static str,
     },
     /// `pipeline.defaults.permissions` is empty.
-    DefaultPermissionsEmpty { path: String },
+    DefaultPermissionsEmpty { path: String, at: Option<Position> },
     /// An entry of `pipeline.defaults.permissions` is not a permission.
     DefaultPermission {
         path: String,
+        at: Option<Position>,
         error: PermissionError,
     },
     /// `pipeline.defaults.permissions` names one permission at two levels.
-    DefaultPermissionLevels { path: String, name: &'static str },
+    DefaultPermissionLevels {
+        path: String,
+        at: Option<Position>,
+        name: &'static str,
+    },
 }
 
+impl SchemaError {
+    /// The JSON path the problem is about.
+    pub fn path(&self) -> &str {
+        let (SchemaError::UnknownKey { path, .. }
+        | SchemaError::DuplicateKey { path, .. }
+        | SchemaError::MissingKey { path, .. }
+        | SchemaError::WrongType { path, .. }
+        | SchemaError::DefaultPermissionsEmpty { path, .. }
+        | SchemaError::DefaultPermission { path, .. }
+        | SchemaError::DefaultPermissionLevels { path, .. }) = self;
+        path
+    }
+
+    /// Where in a YAML file the problem is; `None` for JSON.
+    pub fn position(&self) -> Option<Position> {
+        let (SchemaError::UnknownKey { at, .. }
+        | SchemaError::DuplicateKey { at, .. }
+        | SchemaError::MissingKey { at, .. }
+        | SchemaError::WrongType { at, .. }
+        | SchemaError::DefaultPermissionsEmpty { at, .. }
+        | SchemaError::DefaultPermission { at, .. }
+        | SchemaError::DefaultPermissionLevels { at, .. }) = self;
+        *at
+    }
+
+    /// Sets the position from `positions` (by the path), unless one is known already.
+    pub(crate) fn locate(&mut self, positions: &Positions) {
+        let found = positions.of(self.path());
+        let (SchemaError::UnknownKey { at, .. }
+        | SchemaError::DuplicateKey { at, .. }
+        | SchemaError::MissingKey { at, .. }
+        | SchemaError::WrongType { at, .. }
+        | SchemaError::DefaultPermissionsEmpty { at, .. }
+        | SchemaError::DefaultPermission { at, .. }
+        | SchemaError::DefaultPermissionLevels { at, .. }) = self;
+        if at.is_none() {
+            *at = found;
+        }
+    }
+}
+
+/// `$.organisation: unknown key`, or in a YAML file `$.organisation (line 1, column 1): unknown key`.
 impl fmt::Display for SchemaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}: ", self.path(), At(self.position()))?;
         match self {
-            SchemaError::UnknownKey { path } => write!(f, "{path}: unknown key"),
-            SchemaError::DuplicateKey { path } => write!(f, "{path}: duplicate key"),
-            SchemaError::MissingKey { path } => write!(f, "{path}: missing required key"),
+            SchemaError::UnknownKey { .. } => f.write_str("unknown key"),
+            SchemaError::DuplicateKey { .. } => f.write_str("duplicate key"),
+            SchemaError::MissingKey { .. } => f.write_str("missing required key"),
             SchemaError::WrongType {
-                path,
-                expected,
-                found,
-            } => {
-                write!(f, "{path}: expected {expected}, found {found}")
+                expected, found, ..
+            } => write!(f, "expected {expected}, found {found}"),
+            SchemaError::DefaultPermissionsEmpty { .. } => {
+                f.write_str("empty (the default profile needs permissions)")
             }
-            SchemaError::DefaultPermissionsEmpty { path } => {
-                write!(f, "{path}: empty (the default profile needs permissions)")
-            }
-            SchemaError::DefaultPermission { path, error } => write!(f, "{path}: {error}"),
-            SchemaError::DefaultPermissionLevels { path, name } => {
-                write!(
-                    f,
-                    "{path}: permission {name:?} given at more than one level"
-                )
+            SchemaError::DefaultPermission { error, .. } => write!(f, "{error}"),
+            SchemaError::DefaultPermissionLevels { name, .. } => {
+                write!(f, "permission {name:?} given at more than one level")
             }
         }
     }
+}
+
+/// ` (line 3, column 7)`, or nothing.
+pub(crate) struct At(pub Option<Position>);
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(at) => write!(f, " ({at})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where each path of a YAML document is (empty for JSON).
+#[derive(Debug, Default)]
+pub(crate) struct Positions(pub BTreeMap<String, Position>);
+
+impl Positions {
+    /// The position of `path`, or of its nearest ancestor the document has (a missing key is
+    /// shown at the object that lacks it).
+    pub(crate) fn of(&self, path: &str) -> Option<Position> {
+        let mut path = path;
+        loop {
+            if let Some(&at) = self.0.get(path) {
+                return Some(at);
+            }
+            path = parent(path)?;
+        }
+    }
+}
+
+/// `$.a.b[2]` → `$.a.b`, `$.a["x y"]` → `$.a`, `$` → `None`. Quoted keys are `{:?}`-escaped, so
+/// `["` (a bracket then an unescaped quote) opens only a quoted step.
+fn parent(path: &str) -> Option<&str> {
+    if path.ends_with("\"]") {
+        let open = path.rfind("[\"")?;
+        return path.get(..open);
+    }
+    let cut = path.rfind(['.', '['])?;
+    path.get(..cut)
 }
 
 impl std::error::Error for SchemaError {}
@@ -99,6 +187,7 @@ pub(crate) struct RawRule {
     pub value: Option<String>,
     pub value_in: Option<Vec<String>>,
     pub value_glob: Option<String>,
+    pub value_pattern: Option<String>,
 }
 
 /// Which family a profile list belongs to; decides whether `repositories` is allowed.
@@ -200,17 +289,20 @@ impl Walker<'_> {
     }
 
     fn rule(&mut self, value: &Value, path: &Path) -> Option<RawRule> {
-        let object = self.object(value, path, &["claim", "value", "valueIn", "valueGlob"])?;
+        let keys = ["claim", "value", "valueIn", "valueGlob", "valuePattern"];
+        let object = self.object(value, path, &keys)?;
         let claim = self.required_string(object, &path.key("claim"));
         let value = self.optional(object, path, "value", Self::string);
         let value_in = self.optional(object, path, "valueIn", Self::strings);
         let value_glob = self.optional(object, path, "valueGlob", Self::string);
+        let value_pattern = self.optional(object, path, "valuePattern", Self::string);
         Some(RawRule {
             path: path.to_string(),
             claim: claim?,
             value: value?,
             value_in: value_in?,
             value_glob: value_glob?,
+            value_pattern: value_pattern?,
         })
     }
 
@@ -251,6 +343,7 @@ impl Walker<'_> {
         if value.is_none() {
             self.problems.push(SchemaError::MissingKey {
                 path: path.to_string(),
+                at: None,
             });
         }
         value
@@ -270,6 +363,7 @@ impl Walker<'_> {
         for key in object.keys().filter(|key| !keys.contains(&key.as_str())) {
             self.problems.push(SchemaError::UnknownKey {
                 path: path.key(key).to_string(),
+                at: None,
             });
         }
         Some(object)
@@ -324,6 +418,7 @@ impl Walker<'_> {
         };
         self.problems.push(SchemaError::WrongType {
             path: path.to_string(),
+            at: None,
             expected,
             found,
         });
@@ -389,6 +484,43 @@ mod tests {
         assert_eq!(rule.path, "$.organization.profiles[0].match[0]");
         assert_eq!(rule.value_in.as_deref(), Some(&["main".to_owned()][..]));
         assert!(rule.value.is_none() && rule.value_glob.is_none());
+    }
+
+    #[test]
+    fn positions_fall_back_to_the_nearest_ancestor() {
+        let at = |line| Position { line, column: 1 };
+        let positions = Positions(
+            [
+                ("$", at(1)),
+                ("$.a", at(2)),
+                ("$.a[0]", at(3)),
+                (r#"$.a[0]["x.y"]"#, at(4)),
+            ]
+            .into_iter()
+            .map(|(path, at)| (path.to_owned(), at))
+            .collect(),
+        );
+        let rows = [
+            ("$.a[0].name", 3),
+            (r#"$.a[0]["x.y"]"#, 4),
+            (r#"$.a[0]["x.y"].z"#, 4),
+            (r#"$.a[1]["q\"[z"]"#, 2),
+            ("$.b", 1),
+            ("$", 1),
+        ];
+        for (path, line) in rows {
+            assert_eq!(positions.of(path), Some(at(line)), "{path}");
+        }
+        assert_eq!(Positions::default().of("$.a"), None);
+        let mut error = SchemaError::MissingKey {
+            path: "$.a[0].permissions".into(),
+            at: None,
+        };
+        error.locate(&positions);
+        assert_eq!(
+            error.to_string(),
+            "$.a[0].permissions (line 3, column 1): missing required key"
+        );
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! The profile store: the current [`Generation`] and where it comes from (`profiles.md`, "Where
-//! the file comes from").
+//! The profile store: the current [`Generation`] and where it comes from.
 //!
 //! A request calls [`Store::current`] once and uses that one `Arc<Generation>` for everything it
 //! decides (profile, digest, cache namespace), so no request ever mixes two generations. The
@@ -42,7 +41,7 @@ use crate::upstream::Failure;
 pub enum ProfileSource {
     /// Neither `PROFILES_FILE` nor `GITHUB_ORG_PROFILE` is set: the built-in profiles only.
     Builtin,
-    /// `PROFILES_FILE`: a local JSON file.
+    /// `PROFILES_FILE`: a local file, JSON or YAML.
     File(PathBuf),
     /// `GITHUB_ORG_PROFILE=OWNER:REPO:PATH[@REF]`: a file fetched from GitHub's contents API.
     /// `owner` is `A-Z a-z 0-9 -`; `repo` is `A-Z a-z 0-9 - _ .` (not `.` or `..`); `path` is
@@ -63,7 +62,7 @@ pub enum ProfileSource {
 
 /// How often a local profile file is checked for changes (2 s).
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
-/// How often loading is retried while no generation is loaded (5 s, `profiles.md`).
+/// How often loading is retried while no generation is loaded (5 s).
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// The contents token is re-minted once it has less than this long to live (300 s).
 pub const TOKEN_MIN_REMAINING_SECS: u64 = 300;

@@ -4,25 +4,26 @@
 
 use serde_json::{Map, Value};
 
+use super::compile::Quarantined;
 use super::generation::{Generation, Lookup};
 use super::profile::{Profile, RepositoryScope, parse_qualified_profile_ref};
 use super::rules::Shown;
 
-/// Validates a profile file exactly as the server would. `Ok`: a summary (digest, then one line
-/// per usable profile). `Err`: every problem, each starting with its JSON path — whole-file
-/// problems, or else every problem of every quarantined profile (pipeline family first, each by
-/// name). CI should fail on `Err`.
+/// Validates a profile file (JSON or YAML) exactly as the server would. `Ok`: a summary
+/// (digest, then one line per usable profile). `Err`: every problem in one pass, each starting
+/// with its JSON path — the whole-file problems, then every problem of every profile that would
+/// be quarantined (pipeline family first, each by name), so a fix never uncovers older ones. A
+/// syntax error stops the reading, so it is reported alone. CI should fail on `Err`.
 pub fn check(bytes: &[u8]) -> Result<String, Vec<String>> {
-    let generation = Generation::parse(bytes).map_err(|error| error.problems())?;
-    let problems: Vec<String> = generation
-        .quarantined()
-        .flat_map(|q| {
-            let consequence = format!("{} profile {:?} is unavailable", q.family(), q.name());
-            q.problems()
-                .iter()
-                .map(move |problem| format!("{problem} ({consequence})"))
-        })
-        .collect();
+    let generation = match Generation::parse_reporting(bytes) {
+        Ok(generation) => generation,
+        Err((error, quarantined)) => {
+            let mut problems = error.problems();
+            problems.extend(quarantine_lines(quarantined.iter()));
+            return Err(problems);
+        }
+    };
+    let problems = quarantine_lines(generation.quarantined());
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -44,6 +45,18 @@ pub fn check(bytes: &[u8]) -> Result<String, Vec<String>> {
         ));
     }
     Ok(summary)
+}
+
+/// One line per problem of each quarantined profile, with the consequence.
+fn quarantine_lines<'a>(quarantined: impl Iterator<Item = &'a Quarantined>) -> Vec<String> {
+    quarantined
+        .flat_map(|q| {
+            let consequence = format!("{} profile {:?} is unavailable", q.family(), q.name());
+            q.problems()
+                .iter()
+                .map(move |problem| format!("{problem} ({consequence})"))
+        })
+        .collect()
 }
 
 /// Explains, rule by rule, whether a claim set (a JSON object of claims) is admitted to a profile
