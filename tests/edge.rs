@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::kitebridge::HttpResponse;
+use support::kitebridge::{HttpResponse, read_response};
 use support::util::{idle_connections, poll_until};
 
 struct TestServer {
@@ -117,42 +117,6 @@ fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
-}
-
-/// Reads one response from the stream (head, then Content-Length bytes). `None` if the connection
-/// closed or timed out before a complete response.
-fn read_response(s: &mut TcpStream) -> Option<HttpResponse> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let head = HttpResponse::from_head(&resp, Vec::new());
-            let len: usize = head
-                .header("content-length")
-                .map(|v| v.parse().unwrap())
-                .unwrap_or(0);
-            if head.status == 100 {
-                buf.drain(..n);
-                continue;
-            }
-            while buf.len() < n + len {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => return None,
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                }
-            }
-            return Some(HttpResponse {
-                body: buf[n..n + len].to_vec(),
-                ..head
-            });
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-        }
-    }
 }
 
 /// Whether the server closed the connection (EOF) within the read timeout.

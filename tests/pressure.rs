@@ -15,7 +15,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use support::kitebridge::{
-    AUDIENCE, HttpResponse, NO_RATE_LIMITS, ORG, Process, Upstreams, plugin_post, vended, world,
+    AUDIENCE, NO_RATE_LIMITS, ORG, Process, Upstreams, plugin_post, read_response, vended, world,
 };
 use support::oidc::buildkite_claims;
 use support::util::{
@@ -23,37 +23,6 @@ use support::util::{
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
-
-/// Reads one response (head and `Content-Length` body) off `s`; `None` if the connection ended
-/// first.
-fn read_one(s: &mut TcpStream) -> Option<HttpResponse> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = parsed.parse(&buf) {
-            let head = HttpResponse::from_head(&parsed, Vec::new());
-            let len: usize = head
-                .header("content-length")
-                .map_or(0, |v| v.parse().unwrap());
-            while buf.len() < n + len {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => return None,
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                }
-            }
-            return Some(HttpResponse {
-                body: buf[n..n + len].to_vec(),
-                ..head
-            });
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-        }
-    }
-}
 
 /// Whether the server closed `s` (EOF or reset) within its read timeout.
 fn closed_by_server(s: &mut TcpStream) -> bool {
@@ -91,7 +60,7 @@ fn each_malformed_trailer_form_is_400_and_close() {
         let mut s = TcpStream::connect(p.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(&raw).unwrap();
-        let r = read_one(&mut s).unwrap_or_else(|| panic!("{name}: no answer"));
+        let r = read_response(&mut s).unwrap_or_else(|| panic!("{name}: no answer"));
         assert_eq!(r.status, 400, "{name}: {}", r.text());
         assert_eq!(r.header("connection"), Some("close"), "{name}");
         assert!(
@@ -335,7 +304,7 @@ fn one_remote_address_holds_at_most_its_per_source_cap() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     assert!(
-        read_one(&mut extra).is_none(),
+        read_response(&mut extra).is_none(),
         "the fourth is closed at once"
     );
     drop(held);

@@ -176,6 +176,42 @@ impl HttpResponse {
     }
 }
 
+/// Reads one response from the stream (head, then Content-Length bytes). `None` if the connection
+/// closed or timed out before a complete response.
+pub fn read_response(s: &mut TcpStream) -> Option<HttpResponse> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
+            let head = HttpResponse::from_head(&resp, Vec::new());
+            let len: usize = head
+                .header("content-length")
+                .map(|v| v.parse().unwrap())
+                .unwrap_or(0);
+            if head.status == 100 {
+                buf.drain(..n);
+                continue;
+            }
+            while buf.len() < n + len {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            return Some(HttpResponse {
+                body: buf[n..n + len].to_vec(),
+                ..head
+            });
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+}
+
 /// A JSON error answer: `status` and exactly `{"error": error}`.
 pub fn assert_json_error(r: &HttpResponse, status: u16, error: &str) {
     assert_eq!(r.status, status, "{}", r.text());
