@@ -15,11 +15,11 @@ mod support;
 
 use kitebridge::{App, Config, Running};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 use support::kitebridge::{ORG, Upstreams};
 use support::redis::Redis;
+use support::util::drive;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -34,45 +34,6 @@ fn start(env: BTreeMap<String, String>) -> Running {
     .expect("start");
     rx.recv().expect("ready");
     running
-}
-
-/// Sends `requests` in turn on one keep-alive connection until `until`; the latencies.
-fn drive(addr: SocketAddr, requests: &[Vec<u8>], until: Instant) -> Vec<Duration> {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_nodelay(true).ok();
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = BufReader::new(stream);
-    let mut latencies = Vec::new();
-    let mut line = String::new();
-    let mut i = 0;
-    while Instant::now() < until {
-        let t = Instant::now();
-        writer
-            .write_all(&requests[i % requests.len()])
-            .expect("write");
-        i += 1;
-        let mut length = 0usize;
-        line.clear();
-        reader.read_line(&mut line).expect("status line");
-        assert!(
-            line.starts_with("HTTP/1.1 200"),
-            "unexpected answer: {line:?}"
-        );
-        loop {
-            line.clear();
-            reader.read_line(&mut line).expect("header");
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.strip_prefix("Content-Length: ") {
-                length = v.trim().parse().expect("length");
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).expect("body");
-        latencies.push(t.elapsed());
-    }
-    latencies
 }
 
 fn token_request(jwt: &str) -> Vec<u8> {

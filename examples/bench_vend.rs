@@ -11,45 +11,10 @@
 mod support;
 
 use kitebridge::{App, Config, start};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 use support::kitebridge::Upstreams;
-
-/// Sends `request` repeatedly on one keep-alive connection until `until`; returns latencies.
-fn drive(addr: SocketAddr, request: &[u8], until: Instant) -> Vec<Duration> {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_nodelay(true).ok();
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = BufReader::new(stream);
-    let mut latencies = Vec::new();
-    let mut line = String::new();
-    while Instant::now() < until {
-        let t = Instant::now();
-        writer.write_all(request).expect("write");
-        let mut length = 0usize;
-        line.clear();
-        reader.read_line(&mut line).expect("status line");
-        assert!(
-            line.starts_with("HTTP/1.1 200"),
-            "unexpected answer: {line:?}"
-        );
-        loop {
-            line.clear();
-            reader.read_line(&mut line).expect("header");
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.strip_prefix("Content-Length: ") {
-                length = v.trim().parse().expect("length");
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).expect("body");
-        latencies.push(t.elapsed());
-    }
-    latencies
-}
+use support::util::drive;
 
 struct Result {
     rps: f64,
@@ -62,7 +27,7 @@ fn run(addr: SocketAddr, requests: &[Vec<u8>], connections: usize, secs: f64) ->
     let handles: Vec<_> = (0..connections)
         .map(|i| {
             let request = requests[i % requests.len()].clone();
-            std::thread::spawn(move || drive(addr, &request, until))
+            std::thread::spawn(move || drive(addr, std::slice::from_ref(&request), until))
         })
         .collect();
     let mut all: Vec<Duration> = handles
@@ -137,7 +102,7 @@ fn main() {
     let health = vec![b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()];
     drive(
         addr,
-        &token_requests[0],
+        std::slice::from_ref(&token_requests[0]),
         Instant::now() + Duration::from_millis(300),
     ); // warm: one mint
     let rsa = rsa_verify_cost(&up);

@@ -17,7 +17,7 @@ use support::kitebridge::{
     AUDIENCE, HttpResponse, NO_RATE_LIMITS, ORG, Process, Upstreams, vended, world,
 };
 use support::oidc::buildkite_claims;
-use support::util::{now, poll_until, temp_dir};
+use support::util::{now, poll_until, signal, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
 
@@ -272,15 +272,6 @@ fn audit_on_failure_serve_sends_tokens_and_logs_every_failure() {
     let logged = p.stderr().matches("AUDIT_ON_FAILURE=serve").count();
     assert!(logged >= 2, "each failure is logged:\n{}", p.stderr());
     assert!(counter(&p, "kitebridge_audit_write_failures_total") >= 2);
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn ids_in(path: &Path) -> Vec<String> {

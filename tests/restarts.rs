@@ -7,22 +7,13 @@ mod support;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::github::Fail;
 use support::kitebridge::{Process, Upstreams, vended};
-use support::util::{command_with_env, free_port, poll_for, temp_dir, wait_exit};
+use support::util::{command_with_env, free_port, poll_for, signal, temp_dir, wait_exit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// Reads a whole response (the server closes after it) off `s`.
 fn response(mut s: TcpStream) -> support::kitebridge::HttpResponse {

@@ -8,25 +8,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use support::github::Fail;
 use support::kitebridge::{Process, Upstreams, exchange, plugin_post, world, world_with};
 use support::util::{
-    command_with_env, fixture, free_port, poll_for, poll_until, temp_dir, try_idle_connections,
-    wait_exit,
+    command_with_env, fixture, free_port, poll_for, poll_until, signal, temp_dir,
+    try_idle_connections, wait_exit,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 fn spawn_raw(env: &BTreeMap<String, String>, program: &str, args: &[&str]) -> Child {
     command_with_env(program, env)

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -199,4 +199,53 @@ pub fn idle_connections(addr: SocketAddr, count: usize, head: &[u8]) -> Vec<TcpS
         .enumerate()
         .map(|(i, s)| s.unwrap_or_else(|e| panic!("idle connection {i} of {count}: {e}")))
         .collect()
+}
+
+/// Sends `kill -NAME pid` and checks it was delivered.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Sends `requests` in turn on one keep-alive connection until `until`; the latencies.
+pub fn drive(addr: SocketAddr, requests: &[Vec<u8>], until: Instant) -> Vec<Duration> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).ok();
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let mut latencies = Vec::new();
+    let mut line = String::new();
+    let mut i = 0;
+    while Instant::now() < until {
+        let t = Instant::now();
+        writer
+            .write_all(&requests[i % requests.len()])
+            .expect("write");
+        i += 1;
+        let mut length = 0usize;
+        line.clear();
+        reader.read_line(&mut line).expect("status line");
+        assert!(
+            line.starts_with("HTTP/1.1 200"),
+            "unexpected answer: {line:?}"
+        );
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("header");
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("Content-Length: ") {
+                length = v.trim().parse().expect("length");
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).expect("body");
+        latencies.push(t.elapsed());
+    }
+    latencies
 }
