@@ -249,7 +249,16 @@ impl Server {
             return;
         }
         let limits = &shared.limits;
-        let mut last_accept_warning: Option<Instant> = None;
+        // EMFILE and friends persist until a connection closes: either accept() fails, or it
+        // takes the last descriptor and tracking the connection fails. Both are logged at most
+        // once a second.
+        let mut last_fd_warning: Option<Instant> = None;
+        let mut warn_fds = |what: &str, e: &std::io::Error| {
+            if last_fd_warning.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
+                log::warn!("{what}: {e}");
+                last_fd_warning = Some(Instant::now());
+            }
+        };
         let mut last = false;
         while !last {
             let accepted = self.listener.accept();
@@ -260,14 +269,8 @@ impl Server {
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // EMFILE and friends persist until a connection closes: do not spin, and log
-                    // at most once a second.
-                    if last_accept_warning
-                        .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1))
-                    {
-                        log::warn!("accept failed (continuing): {e}");
-                        last_accept_warning = Some(Instant::now());
-                    }
+                    // Do not spin while the condition lasts.
+                    warn_fds("accept failed (continuing)", &e);
                     thread::sleep(Duration::from_millis(10));
                     continue;
                 }
@@ -291,7 +294,7 @@ impl Server {
             let handle = match stream.try_clone() {
                 Ok(handle) => handle,
                 Err(e) => {
-                    log::warn!("cannot track a connection (closing it): {e}");
+                    warn_fds("cannot track a connection (closing it)", &e);
                     continue;
                 }
             };
