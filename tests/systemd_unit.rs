@@ -101,8 +101,22 @@ fn run_activated_child<C>(
             }
         }
     };
+    // If the connection reached something else on that port, the child never gets one: end it
+    // after a deadline rather than wait for ever.
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "child failed: {output:?}");
+    let _ = done.send(());
+    let _ = watchdog.join();
+    assert!(
+        output.status.success(),
+        "child failed (or timed out after 30 s): {output:?}"
+    );
     (connection, output)
 }
 
