@@ -163,8 +163,10 @@ fn plain_http_to_a_non_loopback_host_is_refused_without_connecting() {
         let started = Instant::now();
         let error = client().get(url, &[]).unwrap_err();
         assert_eq!(error, Error::InsecureUrl, "{url}");
+        // An attempt on 10.255.255.1 (unroutable) would wait for the 5 s connect timeout; the
+        // bound is loose so a loaded machine cannot fail it.
         assert!(
-            started.elapsed() < Duration::from_millis(100),
+            started.elapsed() < Duration::from_secs(3),
             "{url}: looked like a connection attempt"
         );
     }
