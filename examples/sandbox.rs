@@ -68,11 +68,7 @@ fn main() {
         "POST /token HTTP/1.1\nAuthorization: Bearer <the OIDC token>\nContent-Type: text/plain\nContent-Length: 0\n"
     );
     let r = plugin_post(addr, "/token", &jwt);
-    println!(
-        "HTTP/1.1 {}\n{}",
-        r.status,
-        r.text().replace(",\"", ",\n  \"").replacen('{', "{\n  ", 1)
-    );
+    println!("HTTP/1.1 {}\n{}", r.status, one_member_a_line(&r.text()));
 
     println!("\n── 2. The git credential helper: POST /git-credentials ──────────────────────────");
     let body = "protocol=https\nhost=github.com\npath=acme/widgets.git";
@@ -111,4 +107,35 @@ fn main() {
     );
     println!("kitebridge keeps serving on http://{addr}; Ctrl-C stops the sandbox.");
     running.wait();
+}
+
+/// A JSON object with each top-level member on its own line, in the order it was sent (arrays
+/// and strings are left whole).
+fn one_member_a_line(json: &str) -> String {
+    let (mut out, mut depth, mut in_string, mut escaped) = (String::new(), 0usize, false, false);
+    for c in json.chars() {
+        out.push(c);
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' | '[' => {
+                depth += 1;
+                if depth == 1 {
+                    out.push_str("\n  ");
+                }
+            }
+            '}' | ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 1 => out.push_str("\n  "),
+            _ => {}
+        }
+    }
+    out
 }

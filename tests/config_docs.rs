@@ -1,11 +1,15 @@
-//! README.md's configuration table against the code: it names exactly the variables
-//! [`Config::variables`] reads, `required` exactly where leaving a variable out is a problem, and
-//! every other default exactly as [`Config::from_vars`] yields it when the variable is unset.
+//! docs/configuration.md's table of variables against the code: it names exactly the variables
+//! [`Config::variables`] reads, `required` exactly where leaving a variable out is a problem, every
+//! other default exactly as [`Config::from_vars`] yields it when the variable is unset, every range
+//! of valid values at both ends and one past them, and every keyword it lists as accepted. The
+//! README's short table of the variables needed to start must agree with it.
 //!
-//! The table's rows are `| VARIABLES | DEFAULT | meaning |`. VARIABLES are backquoted names
-//! (`` `NAME` ``), optionally followed by backquoted suffixes that name a sibling
+//! The table's rows are `| VARIABLES | DEFAULT | VALID VALUES | meaning |`. VARIABLES are
+//! backquoted names (`` `NAME` ``), optionally followed by backquoted suffixes that name a sibling
 //! (`` (+`_FILE`) `` is `NAME_FILE`). DEFAULT is `required`, `unset`, or one backquoted value in
-//! the form the variable takes it (`` `120/60s` ``).
+//! the form the variable takes it (`` `120/60s` ``). VALID VALUES that start with
+//! `` `MIN`–`MAX` `` are a whole-number range; each backquoted lower-case word in them
+//! (`` `off` ``) is a keyword the first variable of the row accepts.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +19,7 @@ use kitebridge::{
     ProfileSource, RateLimit,
 };
 
+const REFERENCE: &str = include_str!("../docs/configuration.md");
 const README: &str = include_str!("../README.md");
 const KEY_PKCS1: &str = include_str!("fixtures/test-github-app-key.pkcs1.pem");
 
@@ -34,7 +39,7 @@ const NOT_KEPT: &[&str] = &[
     "CREDENTIALS_DIRECTORY",
 ];
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum DefaultCell {
     Required,
     Unset,
@@ -45,31 +50,53 @@ enum DefaultCell {
 struct Row {
     names: Vec<String>,
     default: DefaultCell,
+    /// The valid-values cell (empty in the README's table, which has none).
+    valid: String,
 }
 
-/// The rows of the table under `## Configuration`.
+/// The rows of docs/configuration.md's table, under `## Variables`.
 fn table() -> Vec<Row> {
-    let section = README
-        .split("\n## ")
-        .find(|section| section.starts_with("Configuration\n"))
-        .expect("README.md has no ## Configuration section");
-    let mut lines = section
-        .lines()
-        .skip_while(|line| !line.starts_with("| Variable | Default |"));
-    assert!(lines.next().is_some(), "no | Variable | Default | table");
-    assert_eq!(lines.next(), Some("|---|---|---|"), "table separator");
-    let rows: Vec<Row> = lines
-        .take_while(|line| line.starts_with('|'))
-        .map(row)
-        .collect();
+    let rows = rows_of(
+        REFERENCE,
+        "Variables\n",
+        "| Variable | Default | Valid values | Meaning |",
+        "|---|---|---|---|",
+    );
     assert!(rows.len() > 10, "only {} rows read", rows.len());
     rows
 }
 
+/// The rows of the README's short table, under `## Configuration`.
+fn readme_table() -> Vec<Row> {
+    rows_of(
+        README,
+        "Configuration\n",
+        "| Variable | Default | Meaning |",
+        "|---|---|---|",
+    )
+}
+
+/// The rows of the table with `header` in the `## ` section whose title starts `section`.
+fn rows_of(document: &str, section: &str, header: &str, separator: &str) -> Vec<Row> {
+    let section = document
+        .split("\n## ")
+        .find(|text| text.starts_with(section))
+        .unwrap_or_else(|| panic!("no ## {section:?} section"));
+    let mut lines = section.lines().skip_while(|line| *line != header);
+    assert!(lines.next().is_some(), "no {header} table");
+    assert_eq!(lines.next(), Some(separator), "table separator");
+    lines
+        .take_while(|line| line.starts_with('|'))
+        .map(row)
+        .collect()
+}
+
 fn row(line: &str) -> Row {
     let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-    let [_, variables, default, ..] = cells[..] else {
-        panic!("not a table row: {line:?}");
+    let (variables, default, valid) = match cells[..] {
+        [_, variables, default, valid, _, _] => (variables, default, valid),
+        [_, variables, default, _, _] => (variables, default, ""),
+        _ => panic!("not a table row: {line:?}"),
     };
     let mut names: Vec<String> = Vec::new();
     for token in quoted(variables) {
@@ -100,7 +127,11 @@ fn row(line: &str) -> Row {
             }
         },
     };
-    Row { names, default }
+    Row {
+        names,
+        default,
+        valid: valid.to_string(),
+    }
 }
 
 /// The backquoted pieces of a cell.
@@ -239,11 +270,11 @@ fn the_table_names_every_variable_read_and_only_those() {
     let unread: Vec<_> = listed.difference(&read).collect();
     assert!(
         unlisted.is_empty(),
-        "read but not in README.md's table: {unlisted:?}"
+        "read but not in docs/configuration.md's table: {unlisted:?}"
     );
     assert!(
         unread.is_empty(),
-        "in README.md's table but never read: {unread:?}"
+        "in docs/configuration.md's table but never read: {unread:?}"
     );
 }
 
@@ -257,7 +288,10 @@ fn required_in_the_table_exactly_where_leaving_a_variable_out_is_a_problem() {
         .map(String::as_str)
         .collect();
     let expected: BTreeSet<&str> = REQUIRED.iter().map(|(name, _)| *name).collect();
-    assert_eq!(required, expected, "the rows README.md marks required");
+    assert_eq!(
+        required, expected,
+        "the rows docs/configuration.md marks required"
+    );
     if let Err(error) = Config::from_vars(&required_vars()) {
         panic!("the required variables alone do not make a configuration: {error}");
     }
@@ -271,7 +305,7 @@ fn required_in_the_table_exactly_where_leaving_a_variable_out_is_a_problem() {
         }
         let Err(error) = Config::from_vars(&vars) else {
             panic!(
-                "{:?}: README.md says required, but it can be left out",
+                "{:?}: docs/configuration.md says required, but it can be left out",
                 row.names
             );
         };
@@ -307,7 +341,7 @@ fn every_default_in_the_table_is_what_config_yields_when_unset() {
             let actual = shown(&config, name);
             if actual.as_deref() != expected {
                 wrong.push(format!(
-                    "{name}: README.md says {:?}, config yields {:?}",
+                    "{name}: docs/configuration.md says {:?}, config yields {:?}",
                     expected.unwrap_or("unset"),
                     actual.as_deref().unwrap_or("unset")
                 ));
@@ -315,4 +349,124 @@ fn every_default_in_the_table_is_what_config_yields_when_unset() {
         }
     }
     assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+/// A configuration of the required variables, the context `name` needs (the other `CACHE_*`
+/// variables are read only with a `CACHE_URL` and its keys) and `name` = `value`.
+fn with(name: &str, value: &str) -> BTreeMap<String, String> {
+    let mut vars = required_vars();
+    if name.starts_with("CACHE_") && name != "CACHE_URL" {
+        vars.insert("CACHE_URL".into(), "redis://127.0.0.1:6379".into());
+        vars.insert(
+            "CACHE_ENCRYPTION_KEYS".into(),
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+        );
+    }
+    vars.insert(name.to_string(), value.to_string());
+    vars
+}
+
+/// `Ok` if the configuration with `name` = `value` is valid, else the problems about `name`.
+fn verdict(name: &str, value: &str) -> Result<(), Vec<String>> {
+    match Config::from_vars(&with(name, value)) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(error
+            .problems()
+            .iter()
+            .map(|problem| format!("{}: {}", problem.variable, problem.message))
+            .collect()),
+    }
+}
+
+/// The `` `MIN`–`MAX` `` range a valid-values cell starts with.
+fn range(valid: &str) -> Option<(u64, u64)> {
+    let rest = valid.strip_prefix('`')?;
+    let (min, rest) = rest.split_once("`–`")?;
+    let (max, _) = rest.split_once('`')?;
+    Some((min.parse().ok()?, max.parse().ok()?))
+}
+
+#[test]
+fn every_range_in_the_table_is_what_config_accepts() {
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for row in table() {
+        let Some((min, max)) = range(&row.valid) else {
+            continue;
+        };
+        let name = &row.names[0];
+        checked += 1;
+        for accepted in [min, max] {
+            if let Err(problems) = verdict(name, &accepted.to_string()) {
+                wrong.push(format!(
+                    "{name}={accepted} is in range but refused: {problems:?}"
+                ));
+            }
+        }
+        let outside = min.checked_sub(1).into_iter().chain(max.checked_add(1));
+        for refused in outside {
+            match verdict(name, &refused.to_string()) {
+                Ok(()) => wrong.push(format!("{name}={refused} is out of range but accepted")),
+                Err(problems) if !problems.iter().any(|p| p.starts_with(&format!("{name}:"))) => {
+                    wrong.push(format!(
+                        "{name}={refused}: problems about others: {problems:?}"
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} ranges read");
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_keyword_in_the_table_is_accepted() {
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for row in table() {
+        let name = &row.names[0];
+        let keywords = quoted(&row.valid)
+            .into_iter()
+            .filter(|word| !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase()));
+        for keyword in keywords {
+            checked += 1;
+            // Keywords are matched ignoring ASCII case.
+            for value in [keyword.to_string(), keyword.to_ascii_uppercase()] {
+                if let Err(problems) = verdict(name, &value) {
+                    wrong.push(format!(
+                        "{name}={value} is listed but refused: {problems:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} keywords read");
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_readme_names_only_documented_variables_with_the_same_defaults() {
+    let reference: BTreeMap<String, DefaultCell> = table()
+        .into_iter()
+        .flat_map(|row| {
+            let default = row.default;
+            row.names
+                .into_iter()
+                .map(move |name| (name, default.clone()))
+        })
+        .collect();
+    let readme = readme_table();
+    assert!(!readme.is_empty(), "the README's table is empty");
+    for row in readme {
+        for name in &row.names {
+            match reference.get(name) {
+                None => panic!("{name} is in the README's table but not in docs/configuration.md"),
+                Some(default) => assert_eq!(
+                    *default, row.default,
+                    "{name}: the README's default differs from docs/configuration.md's"
+                ),
+            }
+        }
+    }
 }
