@@ -108,6 +108,11 @@ pub use profiles::{
     MAX_PATTERN_BYTES, Pattern, PatternError, Position, YamlError, YamlProblem, parse_yaml,
 };
 
+// A profile's token lifetime.
+pub use profiles::{
+    DEFAULT_TTL_SECS, MAX_TTL_SECS, MIN_TTL_SECS, Ttl as ProfileTtl, TtlError as ProfileTtlError,
+};
+
 // Upstream clients.
 pub use buildkite::{
     Client as BuildkiteClient, RepoUrlError, Settings as BuildkiteSettings, parse_repository_url,
