@@ -42,6 +42,7 @@ mod oidc;
 mod profiles;
 mod ratelimit;
 mod readiness;
+mod revoke;
 mod routes;
 mod secret;
 mod serve;
