@@ -29,6 +29,7 @@ use crate::buildkite::RepoRef;
 use crate::cache::Outcome;
 use crate::github::{self, MintRequest, Minted};
 use crate::oidc::Claims;
+use crate::profiles::Ttl;
 use crate::revoke::Revocation;
 use crate::shared::{self, Origin, Store, Unusable};
 
@@ -107,15 +108,31 @@ impl Vended {
     }
 }
 
-/// The least remaining life a cached token of `life` seconds is served with.
-pub fn min_remaining(settings: &Settings, life: u64) -> u64 {
-    settings.token_min_remaining_secs.min(life / 2)
+/// The least remaining life a cached token is served with: `TOKEN_MIN_REMAINING_SECS`, and for
+/// a life a profile's ttl or the caller's `expires_in` chose, at most half of it.
+pub fn min_remaining(settings: &Settings, life: Life) -> u64 {
+    let setting = settings.token_min_remaining_secs;
+    match life.chosen {
+        true => setting.min(life.secs / 2),
+        false => setting,
+    }
+}
+
+/// How long a token may live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Life {
+    pub secs: u64,
+    /// Whether a profile's `ttl` or the caller's `expires_in` chose it (else GitHub's hour).
+    pub chosen: bool,
 }
 
 /// The life of a token vended under a profile's `ttl` to a caller asking for at most
 /// `expires_in` seconds.
-pub fn life(ttl: u64, expires_in: Option<u64>) -> u64 {
-    expires_in.map_or(ttl, |asked| asked.min(ttl))
+pub fn life(ttl: Ttl, expires_in: Option<u64>) -> Life {
+    Life {
+        secs: expires_in.map_or(ttl.secs(), |asked| asked.min(ttl.secs())),
+        chosen: ttl.given() || expires_in.is_some(),
+    }
 }
 
 /// A vended token and what it covers.
@@ -257,10 +274,11 @@ pub fn mint(
     request_id: &str,
     now: u64,
 ) -> Result<Issued, Refusal> {
-    let life = life(authorized.profile.ttl().secs(), expires_in);
+    let life = life(authorized.profile.ttl(), expires_in);
+    let min_remaining = min_remaining(&svc.settings, life);
+    let life = life.secs;
     let key = token_key(digest, authorized, cover, life);
     let permissions = key.permissions.clone();
-    let min_remaining = min_remaining(&svc.settings, life);
     // Served only with its minimum remaining life, and never past what this caller asked for.
     let fresh = |v: &Vended| {
         v.end_of_life.saturating_sub(now) >= min_remaining
@@ -379,6 +397,43 @@ mod tests {
     }
 
     #[test]
+    fn life_and_minimum_remaining_life() {
+        let settings = Settings::default();
+        let ttl = |t: &str| Ttl::parse(t).unwrap();
+        let rows = [
+            (Ttl::default(), None, 3600, DEFAULT_MIN_REMAINING_SECS),
+            (Ttl::default(), Some(120), 120, 60),
+            (ttl("10m"), None, 600, 300),
+            (ttl("10m"), Some(3600), 600, 300),
+            (ttl("10m"), Some(90), 90, 45),
+            (ttl("1h"), None, 3600, DEFAULT_MIN_REMAINING_SECS),
+            (ttl("60s"), None, 60, 30),
+        ];
+        for (ttl, asked, secs, min) in rows {
+            let life = life(ttl, asked);
+            assert_eq!(
+                (life.secs, min_remaining(&settings, life)),
+                (secs, min),
+                "{ttl} {asked:?}"
+            );
+        }
+        let long = Settings {
+            token_min_remaining_secs: 3300,
+            ..Settings::default()
+        };
+        assert_eq!(
+            min_remaining(&long, life(Ttl::default(), None)),
+            3300,
+            "as before ttl"
+        );
+        assert_eq!(
+            min_remaining(&long, life(ttl("1h"), None)),
+            1800,
+            "half a chosen life"
+        );
+    }
+
+    #[test]
     fn the_cache_key_carries_everything_that_decides_the_token() {
         let generation = fixture::generation();
         let scoped = |name: &str| Target::Scoped(name.into());
@@ -431,5 +486,14 @@ mod tests {
         assert_eq!(mine.repositories, ["widgets"]);
         assert_ne!(mine, key(&other, "digest-1"), "another pipeline");
         assert_ne!(mine, key(&claims, "digest-2"), "another generation");
+        let cover = Cover::Pipeline {
+            claims: &claims,
+            repository: &widgets,
+        };
+        assert_ne!(mine, token_key("digest-1", &a, cover, 600), "another life");
+        assert_ne!(
+            mine.canonical(),
+            token_key("digest-1", &a, cover, 600).canonical()
+        );
     }
 }
