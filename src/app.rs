@@ -12,7 +12,7 @@ use crate::oidc::{self, FetchedJwks, KeySource, KeyStore, Verifier};
 use crate::profiles::{self, Generation, Store};
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
-use crate::revoke::Revoker;
+use crate::revoke::{Revoker, Unfinished};
 use crate::shared::{self, SharedCache};
 use crate::time;
 use crate::token;
@@ -214,6 +214,7 @@ impl App {
             Arc::clone(&github),
             Arc::clone(&audit),
             Arc::clone(&metrics),
+            shared.clone(),
         )?);
         let token = token::Service::new(token::Parts {
             settings: token::Settings {
@@ -292,8 +293,9 @@ impl App {
     }
 
     /// At shutdown: carries out the early revocations due by `deadline` (each at its time) and
-    /// returns how many are left to GitHub's expiry (each left one has its audit record).
-    pub fn finish_revocations(&self, deadline: std::time::SystemTime) -> usize {
+    /// says what it did not carry out (`3 tokens left to GitHub's expiry`; each left one has its
+    /// audit record).
+    pub fn finish_revocations(&self, deadline: std::time::SystemTime) -> Unfinished {
         let deadline_ms = deadline
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

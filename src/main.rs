@@ -294,11 +294,9 @@ fn serve() -> ExitCode {
     let drained = handle.wait_idle(timeout);
     let left = app.finish_revocations(deadline);
     if drained {
-        log::info!("drained; exiting ({left} tokens left to GitHub's expiry)");
+        log::info!("drained; exiting ({left})");
     } else {
-        log::warn!(
-            "shutdown timeout: exiting with requests still in flight ({left} tokens left to GitHub's expiry)"
-        );
+        log::warn!("shutdown timeout: exiting with requests still in flight ({left})");
     }
     ExitCode::SUCCESS
 }

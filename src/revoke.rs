@@ -9,6 +9,12 @@
 //! before the deadline are carried out, at their time; the rest are left to GitHub's expiry,
 //! each recorded with the outcome `left`.
 //!
+//! With the shared cache (`CACHE_URL`) the schedule is also kept there ([`crate::shared::schedule`]):
+//! the minting instance claims each revocation before carrying it out, and every instance takes
+//! over, every [`SWEEP_EVERY`], what is overdue by more than [`TAKE_OVER_AFTER`], so a revocation
+//! whose minting instance has gone is still carried out (once). At shutdown, what is in the shared
+//! schedule is handed to the fleet instead of being left.
+//!
 //! The queue is pure: it is handed the time (Unix milliseconds) and says what is due.
 #![forbid(unsafe_code)]
 
@@ -16,10 +22,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::audit::{self, AuditLog};
 use crate::github::{self, Ended};
 use crate::metrics::{self, Metrics};
 use crate::secret::Secret;
+use crate::shared::{Claim, SharedCache};
 use crate::time;
 
 /// The longest wait between two attempts at one revocation.
@@ -27,6 +36,11 @@ pub const MAX_RETRY_SECS: u64 = 60;
 /// How long [`Revoker::finish`] waits past its deadline for an attempt under way (a GitHub call
 /// is bounded by the upstream client's own timeouts).
 const FINISH_GRACE: Duration = Duration::from_secs(15);
+/// With the shared cache: how often an instance looks for revocations to take over.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// With the shared cache: how long past its due time a revocation waits for its minting
+/// instance before another takes it over.
+pub const TAKE_OVER_AFTER: Duration = Duration::from_secs(10);
 
 /// A token to revoke at its end of life. Not `Debug`-printable beyond `[redacted]` for the token.
 #[derive(Debug, Clone)]
@@ -41,6 +55,44 @@ pub struct Revocation {
     pub expires_at: u64,
 }
 
+/// A revocation as the shared schedule holds it (sealed there). Not `Debug`: it holds the token.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    token: String,
+    request_id: String,
+    due: u64,
+    expires_at: u64,
+}
+
+impl Revocation {
+    fn encode(&self) -> Vec<u8> {
+        let wire = Wire {
+            token: self.token.expose().to_owned(),
+            request_id: self.request_id.clone(),
+            due: self.due,
+            expires_at: self.expires_at,
+        };
+        let bytes = serde_json::to_vec(&wire).unwrap_or_default();
+        let mut token = wire.token.into_bytes();
+        token.fill(0);
+        bytes
+    }
+
+    /// `None` for anything this version did not write (the member's seal was verified).
+    fn decode(plaintext: &[u8]) -> Option<Revocation> {
+        let wire: Wire = serde_json::from_slice(plaintext).ok()?;
+        let hashed_token = github::hashed_token(&wire.token);
+        Some(Revocation {
+            token: Secret::header_safe(wire.token)?,
+            hashed_token,
+            request_id: crate::audit::truncate(&wire.request_id),
+            due: wire.due,
+            expires_at: wire.expires_at,
+        })
+    }
+}
+
 /// A queued revocation and its attempts so far.
 #[derive(Debug)]
 struct Pending {
@@ -48,6 +100,8 @@ struct Pending {
     attempts: u32,
     last_attempt_ms: Option<u64>,
     last_error: Option<String>,
+    /// Its member in the shared schedule, to claim before the first attempt.
+    member: Option<Vec<u8>>,
 }
 
 /// What the thread does next.
@@ -61,6 +115,8 @@ enum Step {
     Idle,
     /// Closing, and nothing left is due before the deadline.
     Done,
+    /// Look in the shared schedule for revocations to take over.
+    Sweep,
 }
 
 /// The deadline queue: pending revocations by the time of their next attempt.
@@ -73,6 +129,8 @@ struct Queue {
     closing: Option<u64>,
     /// The thread has stopped taking work.
     finished: bool,
+    /// With the shared cache: when to look for revocations to take over next (Unix ms).
+    sweep_at: Option<u64>,
 }
 
 impl Queue {
@@ -84,6 +142,20 @@ impl Queue {
     /// What is due at `now_ms`.
     fn next(&mut self, now_ms: u64) -> Step {
         let first = self.due.keys().next().copied();
+        if let (Some(sweep_at), None) = (self.sweep_at, self.closing) {
+            if sweep_at <= now_ms {
+                return Step::Sweep;
+            }
+            let wait = Duration::from_millis(sweep_at - now_ms);
+            return match first {
+                Some(key) if key.0 <= now_ms => match self.due.remove(&key) {
+                    Some(pending) => Step::Attempt(pending),
+                    None => Step::Wait(wait),
+                },
+                Some((at, _)) => Step::Wait(wait.min(Duration::from_millis(at - now_ms))),
+                None => Step::Wait(wait),
+            };
+        }
         match (first, self.closing) {
             (Some(key), _) if key.0 <= now_ms => match self.due.remove(&key) {
                 Some(pending) => Step::Attempt(pending),
@@ -116,6 +188,16 @@ struct Inner {
     github: Arc<github::Client>,
     audit: Arc<AuditLog>,
     metrics: Arc<Metrics>,
+    shared: Option<Arc<SharedCache>>,
+}
+
+/// What [`Revoker::finish`] did not carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unfinished {
+    /// Left to GitHub's expiry (each with a `left` audit record).
+    pub left: usize,
+    /// In the shared schedule, for another instance to carry out.
+    pub handed_over: usize,
 }
 
 /// The handle to the revoker thread. See the module documentation.
@@ -127,19 +209,40 @@ fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `2 tokens left to GitHub's expiry`, and `, 1 handed to the fleet's shared schedule` when so.
+impl std::fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} tokens left to GitHub's expiry", self.left)?;
+        if self.handed_over > 0 {
+            write!(
+                f,
+                ", {} handed to the fleet's shared schedule",
+                self.handed_over
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Revoker {
-    /// Starts the revoker thread.
+    /// Starts the revoker thread (keeping the schedule in `shared` too, when given).
     pub fn start(
         github: Arc<github::Client>,
         audit: Arc<AuditLog>,
         metrics: Arc<Metrics>,
+        shared: Option<Arc<SharedCache>>,
     ) -> std::io::Result<Revoker> {
+        let queue = Queue {
+            sweep_at: shared.as_ref().map(|_| time::now_unix_millis()),
+            ..Queue::default()
+        };
         let inner = Arc::new(Inner {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(queue),
             changed: Condvar::new(),
             github,
             audit,
             metrics,
+            shared,
         });
         let worker = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -151,11 +254,17 @@ impl Revoker {
     /// Queues `revocation` for its `due` time.
     pub fn schedule(&self, revocation: Revocation) {
         let at_ms = revocation.due.saturating_mul(1000);
+        let member = self
+            .inner
+            .shared
+            .as_ref()
+            .and_then(|shared| shared.schedule_revocation(&revocation.encode(), at_ms));
         let pending = Pending {
             revocation,
             attempts: 0,
             last_attempt_ms: None,
             last_error: None,
+            member,
         };
         lock(&self.inner.queue).push(at_ms, pending);
         self.inner.changed.notify_all();
@@ -167,8 +276,9 @@ impl Revoker {
     }
 
     /// At shutdown: carries out, each at its time, every revocation due by `deadline_ms` (Unix
-    /// ms), then stops. Returns how many are left to GitHub's expiry (each gets its audit record).
-    pub fn finish(&self, deadline_ms: u64) -> usize {
+    /// ms), then stops. Says what it did not carry out: left to GitHub's expiry (each gets its
+    /// audit record), or handed to the fleet's shared schedule (recorded by whoever carries it out).
+    pub fn finish(&self, deadline_ms: u64) -> Unfinished {
         let inner = &self.inner;
         let mut queue = lock(&inner.queue);
         queue.closing = Some(deadline_ms);
@@ -183,11 +293,16 @@ impl Revoker {
         let left = std::mem::take(&mut queue.due);
         drop(queue);
         inner.changed.notify_all();
-        let count = left.len();
+        let mut unfinished = Unfinished::default();
         for pending in left.into_values() {
-            end(inner, pending, "left");
+            if pending.member.is_some() && pending.attempts == 0 {
+                unfinished.handed_over += 1;
+            } else {
+                unfinished.left += 1;
+                end(inner, pending, "left");
+            }
         }
-        count
+        unfinished
     }
 }
 
@@ -220,12 +335,62 @@ fn run(inner: &Inner) {
                 inner.changed.notify_all();
                 return;
             }
+            Step::Sweep => {
+                queue.sweep_at = Some(now_ms.saturating_add(millis(SWEEP_EVERY)));
+                drop(queue);
+                let taken = take_over(inner, now_ms);
+                queue = lock(&inner.queue);
+                for pending in taken {
+                    queue.push(now_ms, pending);
+                }
+            }
         }
     }
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The revocations of the shared schedule overdue by [`TAKE_OVER_AFTER`] (their minting
+/// instance has not claimed them), taken out of it for this instance to carry out.
+fn take_over(inner: &Inner, now_ms: u64) -> Vec<Pending> {
+    let Some(shared) = &inner.shared else {
+        return Vec::new();
+    };
+    let due_by = now_ms.saturating_sub(millis(TAKE_OVER_AFTER));
+    let taken: Vec<Pending> = shared
+        .take_overdue_revocations(due_by)
+        .iter()
+        .filter_map(|plaintext| Revocation::decode(plaintext))
+        .map(|revocation| Pending {
+            revocation,
+            attempts: 0,
+            last_attempt_ms: None,
+            last_error: None,
+            member: None,
+        })
+        .collect();
+    if !taken.is_empty() {
+        log::info!(
+            "taking over {} revocation(s) from the shared schedule that their minting instance did not carry out",
+            taken.len()
+        );
+    }
+    taken
+}
+
 /// One attempt; a failure is queued again (unless GitHub's expiry comes first).
 fn attempt(inner: &Inner, mut pending: Pending, now_ms: u64) {
+    if let (Some(shared), Some(member)) = (&inner.shared, pending.member.take()) {
+        if shared.claim_revocation(&member) == Claim::Taken {
+            log::debug!(
+                "revocation of hashedToken {} was taken over by another instance",
+                pending.revocation.hashed_token
+            );
+            return;
+        }
+    }
     let revocation = &pending.revocation;
     let attempted = match inner
         .github
@@ -240,9 +405,7 @@ fn attempt(inner: &Inner, mut pending: Pending, now_ms: u64) {
         Attempted::Ended(Ended::Revoked) => end(inner, pending, "revoked"),
         Attempted::Ended(Ended::AlreadyGone) => end(inner, pending, "already_gone"),
         Attempted::Failed(why) => {
-            let next_ms = now_ms.saturating_add(
-                u64::try_from(backoff(pending.attempts).as_millis()).unwrap_or(u64::MAX),
-            );
+            let next_ms = now_ms.saturating_add(millis(backoff(pending.attempts)));
             let hashed = &pending.revocation.hashed_token;
             pending.last_error = Some(why.clone());
             if next_ms >= pending.revocation.expires_at.saturating_mul(1000) {
@@ -310,6 +473,7 @@ mod tests {
             attempts: 0,
             last_attempt_ms: None,
             last_error: None,
+            member: None,
         }
     }
 
@@ -359,6 +523,57 @@ mod tests {
         assert_eq!(queue.due.len(), 1, "left for finish to record");
         queue.due.clear();
         assert!(matches!(queue.next(10_000), Step::Done));
+    }
+
+    #[test]
+    fn with_a_shared_schedule_it_sweeps_between_attempts_but_not_when_closing() {
+        let mut queue = Queue {
+            sweep_at: Some(5_000),
+            ..Queue::default()
+        };
+        assert!(matches!(queue.next(1_000), Step::Wait(w) if w == Duration::from_secs(4)));
+        queue.push(3_000, pending(3));
+        assert!(matches!(queue.next(1_000), Step::Wait(w) if w == Duration::from_secs(2)));
+        assert_eq!(due_of(queue.next(3_000)), Some(3));
+        assert!(matches!(queue.next(5_000), Step::Sweep));
+        queue.sweep_at = Some(10_000);
+        queue.closing = Some(20_000);
+        assert!(
+            matches!(queue.next(12_000), Step::Done),
+            "no sweep while closing"
+        );
+    }
+
+    #[test]
+    fn a_shared_member_round_trips_and_nothing_else_reads() {
+        let revocation = pending(42).revocation;
+        let back = Revocation::decode(&revocation.encode()).unwrap();
+        assert_eq!(back.token.expose(), "ghs_42");
+        assert_eq!(back.hashed_token, github::hashed_token("ghs_42"));
+        assert_eq!(
+            (back.request_id.as_str(), back.due, back.expires_at),
+            ("r42", 42, 3042)
+        );
+        for bad in [
+            &b"{}"[..],
+            b"not json",
+            br#"{"token":"a b","request_id":"r","due":1,"expires_at":2}"#,
+            br#"{"token":"t","request_id":"r","due":1,"expires_at":2,"more":1}"#,
+        ] {
+            assert!(Revocation::decode(bad).is_none());
+        }
+        assert_eq!(
+            Unfinished {
+                left: 2,
+                handed_over: 1
+            }
+            .to_string(),
+            "2 tokens left to GitHub's expiry, 1 handed to the fleet's shared schedule"
+        );
+        assert_eq!(
+            Unfinished::default().to_string(),
+            "0 tokens left to GitHub's expiry"
+        );
     }
 
     #[test]

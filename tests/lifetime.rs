@@ -1,7 +1,8 @@
 //! Token lifetime through the running process and the GitHub stand-in: a profile's `ttl` and the
 //! exchange's `expires_in` end tokens early, every response form reports that end of life, the
 //! cache re-mints past half a short life, the revoker revokes at the end of life (retrying a
-//! failure), and SIGTERM carries out the revocations due within the drain.
+//! failure), SIGTERM carries out the revocations due within the drain, and with the shared cache
+//! another instance carries out a revocation whose minting instance has gone.
 //!
 //! Real durations: the shortest ttl is 60 s, so each test takes about a minute (the two run side
 //! by side).
@@ -12,6 +13,7 @@ use serde_json::Value;
 use std::time::Duration;
 use support::github::{GitHubStandIn, Issued, Route};
 use support::kitebridge::{GIT_BODY, Process, Upstreams, exchange, hashed_token, vended};
+use support::redis::{Redis, Value as RedisValue};
 use support::util::{TempDir, now, poll_for, signal, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kitebridge");
@@ -30,14 +32,20 @@ const PROFILES: &str = r#"{
 
 /// The stand-ins and a ready kitebridge serving [`PROFILES`], with `extra` configuration.
 fn serving(extra: &[(&str, &str)]) -> (Upstreams, Process, TempDir) {
+    let up = Upstreams::start();
+    let (p, dir) = another(&up, extra);
+    (up, p, dir)
+}
+
+/// Another ready kitebridge for the same stand-ins, serving [`PROFILES`].
+fn another(up: &Upstreams, extra: &[(&str, &str)]) -> (Process, TempDir) {
     let dir = temp_dir("lifetime");
     let file = dir.join("profiles.json");
     std::fs::write(&file, PROFILES).unwrap();
-    let up = Upstreams::start();
     let mut env = vec![("PROFILES_FILE", file.to_str().unwrap())];
     env.extend_from_slice(extra);
     let p = Process::spawn(BIN, &up.env_with_no_rate_limits(&env));
-    (up, p, dir)
+    (p, dir)
 }
 
 fn exchange_form(p: &Process, jwt: &str, extra: &str) -> support::kitebridge::HttpResponse {
@@ -265,4 +273,55 @@ fn sigterm_carries_out_the_revocations_due_within_the_drain_and_counts_the_rest(
     assert_eq!(left["scheduled"], kitebridge::rfc3339(end_l));
     assert!(left["actual"].is_null(), "{left}");
     assert_eq!(left["requestId"], p.audit_of(&long)["requestId"]);
+}
+
+/// Test-only encryption key (bytes 0..32), protecting nothing.
+const CACHE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+#[test]
+fn with_the_shared_cache_another_instance_revokes_for_a_minter_that_is_gone() {
+    let Some(redis) = Redis::start() else {
+        return; // SKIP printed
+    };
+    let up = Upstreams::start();
+    let url = redis.url();
+    let fleet = [
+        ("CACHE_URL", url.as_str()),
+        ("CACHE_ENCRYPTION_KEYS", CACHE_KEY),
+        ("CACHE_TIMEOUT_MS", "1000"),
+    ];
+    let (minter, _minter_dir) = another(&up, &fleet);
+    let (survivor, _survivor_dir) = another(&up, &fleet);
+    let jwt = up.token();
+    let minted = minter.token("/token/short", &jwt);
+    let (t, end_t) = (vended(&minted), expiry(&minted));
+    let mint_request = minted.header("X-Request-Id").unwrap().to_owned();
+    let shared = survivor.token("/token/short", &jwt);
+    assert_eq!(vended(&shared), t, "served from the shared cache");
+    assert_eq!(expiry(&shared), end_t);
+    let own = survivor.token("/organization/token/short-org", &jwt);
+    let (o, end_o) = (vended(&own), expiry(&own));
+    let mut client = redis.client();
+    assert_eq!(
+        client.cmd(&["ZCARD", "kitebridge:v"]),
+        RedisValue::Int(2),
+        "both scheduled"
+    );
+    drop(minter); // killed: its revocation is left in the shared schedule
+
+    wait_revoked(&up.github, &[&o, &t], Duration::from_secs(120));
+    assert_revoked_at(&up.github, &o, end_o, 5);
+    // Taken over once overdue by 10 s, looked for every 5 s.
+    assert_revoked_at(&up.github, &t, end_t + 10, 8);
+    let record = revocation_record(&survivor, &t);
+    assert_eq!(record["requestId"], mint_request.as_str());
+    assert_eq!(record["outcome"], "revoked");
+    let own_records = survivor
+        .audit(0)
+        .into_iter()
+        .filter(|l| l["type"] == "revocation" && l["hashedToken"] == hashed_token(&o).as_str())
+        .count();
+    assert_eq!(own_records, 1, "claimed by its minter, carried out once");
+    assert_eq!(client.cmd(&["ZCARD", "kitebridge:v"]), RedisValue::Int(0));
+    assert_eq!(up.github.calls(Route::Revoke), 2);
 }
