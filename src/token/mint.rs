@@ -118,6 +118,15 @@ pub fn min_remaining(settings: &Settings, life: Life) -> u64 {
     }
 }
 
+/// Whether a cached token ending at `end_of_life` may be served at `now` to a caller whose token
+/// may live `life` seconds: it has not ended, has `min_remaining` left, and ends no later than
+/// the caller asked.
+fn servable(end_of_life: u64, now: u64, life: u64, min_remaining: u64) -> bool {
+    end_of_life > now
+        && end_of_life - now >= min_remaining
+        && end_of_life <= now.saturating_add(life)
+}
+
 /// How long a token may live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Life {
@@ -279,11 +288,7 @@ pub fn mint(
     let life = life.secs;
     let key = token_key(digest, authorized, cover, life);
     let permissions = key.permissions.clone();
-    // Served only with its minimum remaining life, and never past what this caller asked for.
-    let fresh = |v: &Vended| {
-        v.end_of_life.saturating_sub(now) >= min_remaining
-            && v.end_of_life <= now.saturating_add(life)
-    };
+    let fresh = |v: &Vended| servable(v.end_of_life, now, life, min_remaining);
     let github_mint = || {
         let request = MintRequest {
             repositories: cover.repositories(),
@@ -394,6 +399,24 @@ mod tests {
             _ => Cover::All,
         };
         token_key("digest-1", &a, cover, 3600)
+    }
+
+    #[test]
+    fn a_cached_token_is_served_only_within_its_life_and_what_was_asked() {
+        let now = 1_000;
+        assert!(servable(now + 60, now, 120, 30));
+        assert!(servable(now + 30, now, 60, 30), "exactly the minimum left");
+        assert!(
+            !servable(now + 29, now, 60, 30),
+            "less than the minimum left"
+        );
+        assert!(
+            !servable(now + 121, now, 120, 30),
+            "outlives what was asked"
+        );
+        assert!(!servable(now, now, 60, 0), "ended, even with no minimum");
+        assert!(!servable(now - 5, now, 60, 0));
+        assert!(servable(now + 1, now, 60, 0));
     }
 
     #[test]
