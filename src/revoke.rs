@@ -139,32 +139,28 @@ impl Queue {
         self.due.insert((at_ms, self.seq), pending);
     }
 
-    /// What is due at `now_ms`.
+    /// What is due at `now_ms`: an attempt first, then a sweep of the shared schedule (never
+    /// while closing); when closing, done once nothing is due by the deadline; else a wait for
+    /// whichever comes next.
     fn next(&mut self, now_ms: u64) -> Step {
         let first = self.due.keys().next().copied();
-        if let (Some(sweep_at), None) = (self.sweep_at, self.closing) {
-            if sweep_at <= now_ms {
-                return Step::Sweep;
+        if let Some(key) = first.filter(|key| key.0 <= now_ms) {
+            if let Some(pending) = self.due.remove(&key) {
+                return Step::Attempt(pending);
             }
-            let wait = Duration::from_millis(sweep_at - now_ms);
-            return match first {
-                Some(key) if key.0 <= now_ms => match self.due.remove(&key) {
-                    Some(pending) => Step::Attempt(pending),
-                    None => Step::Wait(wait),
-                },
-                Some((at, _)) => Step::Wait(wait.min(Duration::from_millis(at - now_ms))),
-                None => Step::Wait(wait),
-            };
         }
-        match (first, self.closing) {
-            (Some(key), _) if key.0 <= now_ms => match self.due.remove(&key) {
-                Some(pending) => Step::Attempt(pending),
-                None => Step::Idle,
-            },
-            (Some((at, _)), Some(deadline)) if at > deadline => Step::Done,
-            (None, Some(_)) => Step::Done,
-            (Some((at, _)), _) => Step::Wait(Duration::from_millis(at - now_ms)),
-            (None, None) => Step::Idle,
+        let sweep_at = self.sweep_at.filter(|_| self.closing.is_none());
+        if sweep_at.is_some_and(|at| at <= now_ms) {
+            return Step::Sweep;
+        }
+        if let Some(deadline) = self.closing {
+            if first.is_none_or(|(at, _)| at > deadline) {
+                return Step::Done;
+            }
+        }
+        match first.map(|(at, _)| at).into_iter().chain(sweep_at).min() {
+            Some(at) => Step::Wait(Duration::from_millis(at.saturating_sub(now_ms))),
+            None => Step::Idle,
         }
     }
 }
