@@ -33,9 +33,9 @@ use crate::time;
 
 /// The longest wait between two attempts at one revocation.
 pub const MAX_RETRY_SECS: u64 = 60;
-/// How long [`Revoker::finish`] waits past its deadline for an attempt under way (a GitHub call
-/// is bounded by the upstream client's own timeouts).
-const FINISH_GRACE: Duration = Duration::from_secs(15);
+/// How long [`Revoker::finish`] waits past its deadline for an attempt under way (kept short:
+/// systemd's `TimeoutStopSec` is only a little above `SERVER_SHUTDOWN_TIMEOUT_SECS`).
+const FINISH_GRACE: Duration = Duration::from_secs(5);
 /// With the shared cache: how often an instance looks for revocations to take over.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// With the shared cache: how long past its due time a revocation waits for its minting
