@@ -12,6 +12,7 @@ use crate::oidc::{self, FetchedJwks, KeySource, KeyStore, Verifier};
 use crate::profiles::{self, Generation, Store};
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
+use crate::revoke::{Revoker, Unfinished};
 use crate::shared::{self, SharedCache};
 use crate::time;
 use crate::token;
@@ -209,6 +210,12 @@ impl App {
         )?;
         let readiness = Arc::new(Readiness::default());
         let shared = shared_cache(&config, &metrics)?;
+        let revoker = Arc::new(Revoker::start(
+            Arc::clone(&github),
+            Arc::clone(&audit),
+            Arc::clone(&metrics),
+            shared.clone(),
+        )?);
         let token = token::Service::new(token::Parts {
             settings: token::Settings {
                 github_host: config.github_host.clone(),
@@ -225,6 +232,7 @@ impl App {
             metrics: Arc::clone(&metrics),
             audit,
             shared,
+            revoker,
         });
         Ok(App {
             config,
@@ -282,6 +290,17 @@ impl App {
             missing.push("the first profile generation");
         }
         missing
+    }
+
+    /// At shutdown: carries out the early revocations due by `deadline` (each at its time) and
+    /// says what it did not carry out (`3 tokens left to GitHub's expiry`; each left one has its
+    /// audit record).
+    pub fn finish_revocations(&self, deadline: std::time::SystemTime) -> Unfinished {
+        let deadline_ms = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.token.revoker().finish(deadline_ms)
     }
 
     /// The edge limits from the configuration.

@@ -69,10 +69,15 @@ pub struct PipelineInfo {
 pub struct Vended {
     pub repositories: Vec<String>,
     pub permissions: Vec<String>,
+    /// The token's end of life, as the response reported it.
     pub expiry: String,
     pub hashed_token: String,
     /// `hit`, `miss` or `coalesced`.
     pub cache: &'static str,
+    /// When kitebridge revokes the token (its end of life, before GitHub's expiry); absent when
+    /// GitHub's expiry ends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoke_at: Option<String>,
 }
 
 /// One audit line. Field order is the documented one.
@@ -165,6 +170,28 @@ impl Delivery {
             duration_ms,
         }
     }
+}
+
+/// The record of one early revocation (a token vended under a ttl or `expires_in`): the mint's
+/// request id, the token's hash, when it was due, when it was last tried, and how it ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    /// The request id of the mint.
+    pub request_id: String,
+    pub hashed_token: String,
+    /// When the token was due to be revoked (its reported end of life).
+    pub scheduled: String,
+    /// When the last attempt was made; `None` if none was (left at shutdown).
+    pub actual: Option<String>,
+    /// `revoked`, `already_gone`, `expired` or `left`.
+    pub outcome: &'static str,
+    pub attempts: u32,
+    /// The last attempt's failure, if it failed.
+    pub error: Option<String>,
 }
 
 /// What to do with a token whose audit record cannot be written (`AUDIT_ON_FAILURE`).

@@ -42,6 +42,7 @@ mod oidc;
 mod profiles;
 mod ratelimit;
 mod readiness;
+mod revoke;
 mod routes;
 mod secret;
 mod serve;
@@ -106,6 +107,11 @@ pub use profiles::{
 // Profile files in YAML, and valuePattern.
 pub use profiles::{
     MAX_PATTERN_BYTES, Pattern, PatternError, Position, YamlError, YamlProblem, parse_yaml,
+};
+
+// A profile's token lifetime.
+pub use profiles::{
+    DEFAULT_TTL_SECS, MAX_TTL_SECS, MIN_TTL_SECS, Ttl as ProfileTtl, TtlError as ProfileTtlError,
 };
 
 // Upstream clients.

@@ -288,12 +288,15 @@ fn serve() -> ExitCode {
         log::error!("cannot start the signal thread: {e}");
         return ExitCode::FAILURE;
     }
-    let handle = running.handle.clone();
+    let (handle, app) = (running.handle.clone(), Arc::clone(&running.app));
     running.wait();
-    if handle.wait_idle(timeout) {
-        log::info!("drained; exiting");
+    let deadline = std::time::SystemTime::now() + timeout;
+    let drained = handle.wait_idle(timeout);
+    let left = app.finish_revocations(deadline);
+    if drained {
+        log::info!("drained; exiting ({left})");
     } else {
-        log::warn!("shutdown timeout: exiting with requests still in flight");
+        log::warn!("shutdown timeout: exiting with requests still in flight ({left})");
     }
     ExitCode::SUCCESS
 }

@@ -43,6 +43,11 @@ pub const RATE_LIMITED: Family = Family {
     help: "Requests refused with 429, by limit (source, pipeline).",
 };
 
+pub const REVOCATIONS: Family = Family {
+    name: "kitebridge_revocations_total",
+    help: "Early revocations of tokens at their end of life, by outcome (revoked, already_gone, failed: an attempt to retry, expired: GitHub's expiry came first, left: at shutdown).",
+};
+
 pub const AUDIT_WRITE_FAILURES: Family = Family {
     name: "kitebridge_audit_write_failures_total",
     help: "Audit records that could not be written when they were due (each is retried; a token whose record failed is not sent unless AUDIT_ON_FAILURE=serve).",

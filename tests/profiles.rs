@@ -1091,6 +1091,7 @@ fn explain_a_denial_rule_by_rule() {
             &format!("generation: {EXAMPLE_DIGEST}") as &str,
             "repositories: infrastructure",
             "permissions: contents:write deployments:write metadata:read",
+            "ttl: none (GitHub's hour): the token lives until GitHub's expiry, no early revocation",
             "rule 1 of 2: pipeline_slug valueGlob \"*-prod\": holds: pipeline_slug is \"web-prod\"",
             "rule 2 of 2: build_branch value \"main\": FAILS: build_branch \"dev\" does not match value \"main\"",
             "verdict: denied: 1 of 2 rules failed, the server answers 403 (forbidden)",
@@ -1107,7 +1108,7 @@ fn explain_an_admission_and_absent_or_unusable_claims() {
         &claims(json!({"pipeline_slug": "web-prod", "build_branch": "main"})),
     );
     assert_eq!(
-        lines(&admitted)[4..],
+        lines(&admitted)[5..],
         [
             "rule 1 of 2: pipeline_slug valueGlob \"*-prod\": holds: pipeline_slug is \"web-prod\"",
             "rule 2 of 2: build_branch value \"main\": holds: build_branch is \"main\"",
@@ -1120,7 +1121,7 @@ fn explain_an_admission_and_absent_or_unusable_claims() {
         &claims(json!({"pipeline_slug": "web prod", "build_branch": null})),
     );
     assert_eq!(
-        lines(&odd)[4..],
+        lines(&odd)[5..],
         [
             "rule 1 of 2: pipeline_slug valueGlob \"*-prod\": FAILS: pipeline_slug \"web prod\" is over 256 bytes \
          or has whitespace or control characters, so valueGlob \"*-prod\" cannot match",
@@ -1141,6 +1142,7 @@ fn explain_profiles_without_rules_and_missing_profiles() {
             &format!("generation: {EXAMPLE_DIGEST}") as &str,
             "repositories: the requesting pipeline's own repository",
             "permissions: contents:read metadata:read pull_requests:write",
+            "ttl: none (GitHub's hour): the token lives until GitHub's expiry, no early revocation",
             "rules: none, so every pipeline of the organization qualifies",
             "verdict: admitted",
         ]

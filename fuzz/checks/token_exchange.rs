@@ -1,7 +1,8 @@
 //! `exchange::parse_request` (RFC 8693 `POST /oauth/token`): never panics; an accepted request
 //! came from a form content type and a form body with no repeated parameter, the token-exchange
-//! grant and a non-empty subject token, and names a valid repository and a non-empty scope. The
-//! input's first line is the `Content-Type` value (no line: no header); the rest is the body.
+//! grant and a non-empty subject token, and names a valid repository, a non-empty scope and an
+//! `expires_in` of 60–3600 decimal seconds. The input's first line is the `Content-Type` value
+//! (no line: no header); the rest is the body.
 #![forbid(unsafe_code)]
 
 use kitebridge::{
@@ -45,5 +46,16 @@ pub fn check(data: &[u8]) {
     }
     if let Some(scope) = &request.scope {
         assert!(!scope.is_empty(), "empty scope accepted");
+    }
+    match (request.expires_in, value("expires_in")) {
+        (None, None) => {}
+        (Some(secs), Some(text)) => {
+            assert!((60..=3600).contains(&secs), "expires_in {secs} accepted");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_digit()),
+                "{text:?} accepted"
+            );
+        }
+        (read, given) => panic!("expires_in {given:?} read as {read:?}"),
     }
 }

@@ -77,6 +77,15 @@ pub struct Minted {
     pub repository_selection: String,
 }
 
+/// What a revocation found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// 204: the token was live and is revoked now.
+    Revoked,
+    /// 401: the token was already revoked or expired.
+    AlreadyGone,
+}
+
 /// A contents API answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Contents {
@@ -231,6 +240,27 @@ impl Client {
         match response.status {
             204 => Ok(()),
             _ => Err(self.failure(&response, "revoke")),
+        }
+    }
+
+    /// `DELETE /installation/token` for a token that may already be gone: 204 is
+    /// [`Ended::Revoked`], 401 [`Ended::AlreadyGone`] (GitHub's answer for a revoked or expired
+    /// token); anything else is a failure to retry.
+    pub fn revoke_if_live(&self, token: &Secret, now: u64) -> Result<Ended, Failure> {
+        let call = Call::new(
+            Method::Delete,
+            "/installation/token",
+            token.expose(),
+            ACCEPT_JSON,
+        );
+        let response = self.call(call, now)?;
+        match response.status {
+            204 => Ok(Ended::Revoked),
+            401 => Ok(Ended::AlreadyGone),
+            status => Err(Service::GitHub.unusable(format!(
+                "revoke: github answered {status} {}",
+                github_message(&response.body)
+            ))),
         }
     }
 

@@ -14,6 +14,7 @@ use super::profile::{
 };
 use super::rules::{Matcher, Rule, is_known_claim};
 use super::schema::{At, Positions, RawProfile, RawRule, SchemaError};
+use super::ttl::{Ttl, TtlError};
 use super::yaml::Position;
 
 /// Longest repository name, in bytes.
@@ -63,6 +64,8 @@ pub enum ProfileProblem {
     Glob(GlobError),
     /// `valuePattern` does not compile, or is over a limit.
     Pattern(PatternError),
+    /// `ttl` is malformed or out of range.
+    Ttl(TtlError),
 }
 
 impl fmt::Display for ProfileProblem {
@@ -107,6 +110,7 @@ impl fmt::Display for ProfileProblem {
             }
             ProfileProblem::Glob(error) => write!(f, "{error}"),
             ProfileProblem::Pattern(error) => write!(f, "{error}"),
+            ProfileProblem::Ttl(error) => write!(f, "{error}"),
         }
     }
 }
@@ -195,13 +199,27 @@ pub(crate) fn builtin_default() -> Profile {
     pipeline_default(vec![Permission::CONTENTS_READ, Permission::METADATA_READ])
 }
 
-/// The default profile from `pipeline.defaults.permissions` (the built-in one when absent); any
-/// problem fails the whole file.
+/// The default profile from `pipeline.defaults.permissions` and `pipeline.defaults.ttl` (the
+/// built-in one when absent); any problem fails the whole file.
 pub(crate) fn default_profile(
     defaults: Option<(String, Vec<String>)>,
+    ttl: Option<(String, String)>,
 ) -> Result<Profile, Vec<SchemaError>> {
+    let ttl = match ttl {
+        None => Ok(Ttl::default()),
+        Some((path, text)) => Ttl::parse(&text).map_err(|error| SchemaError::DefaultTtl {
+            path,
+            at: None,
+            error,
+        }),
+    };
     let Some((path, entries)) = defaults else {
-        return Ok(builtin_default());
+        return ttl
+            .map(|ttl| Profile {
+                ttl,
+                ..builtin_default()
+            })
+            .map_err(|e| vec![e]);
     };
     let permissions = permission_set(&entries).map_err(|problems| {
         let located = problems.into_iter().map(|problem| match problem {
@@ -221,8 +239,18 @@ pub(crate) fn default_profile(
             },
         });
         located.collect::<Vec<_>>()
-    })?;
-    Ok(pipeline_default(permissions))
+    });
+    match (permissions, ttl) {
+        (Ok(permissions), Ok(ttl)) => Ok(Profile {
+            ttl,
+            ..pipeline_default(permissions)
+        }),
+        (permissions, ttl) => {
+            let mut problems = permissions.err().unwrap_or_default();
+            problems.extend(ttl.err());
+            Err(problems)
+        }
+    }
 }
 
 fn pipeline_default(permissions: Vec<Permission>) -> Profile {
@@ -232,6 +260,7 @@ fn pipeline_default(permissions: Vec<Permission>) -> Profile {
         rules: Vec::new(),
         permissions,
         repositories: None,
+        ttl: Ttl::default(),
     }
 }
 
@@ -302,6 +331,14 @@ fn profile(family: Family, raw: RawProfile) -> Result<Profile, Vec<Problem>> {
             .map(Some)
             .map_err(|found| problems.extend(found)),
     };
+    let ttl = match raw.ttl.as_deref().map(Ttl::parse) {
+        None => Ttl::default(),
+        Some(Ok(ttl)) => ttl,
+        Some(Err(error)) => {
+            problems.push(Problem::new(at("ttl"), ProfileProblem::Ttl(error)));
+            Ttl::default()
+        }
+    };
     let mut rules = Vec::new();
     for raw_rule in raw.rules {
         match rule(raw_rule) {
@@ -316,6 +353,7 @@ fn profile(family: Family, raw: RawProfile) -> Result<Profile, Vec<Problem>> {
             rules,
             permissions,
             repositories,
+            ttl,
         }),
         _ => Err(problems),
     }

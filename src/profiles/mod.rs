@@ -25,6 +25,7 @@ pub mod rules;
 mod schema;
 pub mod store;
 mod tools;
+mod ttl;
 mod yaml;
 
 pub use generation::{FileError, Generation, Lookup, MAX_FILE_BYTES};
@@ -37,6 +38,7 @@ pub use profile::{
 pub use rules::{ClaimSource, Matcher, Rule, RuleMatch};
 pub use store::{LoadError, ProfileSource, Store, start, start_with};
 pub use tools::{check, explain};
+pub use ttl::{DEFAULT_TTL_SECS, MAX_TTL_SECS, MIN_TTL_SECS, Ttl, TtlError};
 pub use yaml::{Position, YamlError, YamlProblem, parse as parse_yaml};
 
 /// Default re-fetch interval of a GitHub profile file, in seconds: the `refresh_secs` given to

@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::permissions::Permission;
 use super::rules::{ClaimSource, Rule, Verdict};
+use super::ttl::Ttl;
 
 /// Longest profile name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -71,6 +72,8 @@ pub struct Profile {
     pub(crate) permissions: Vec<Permission>,
     /// `Some` exactly for organization profiles.
     pub(crate) repositories: Option<RepositoryScope>,
+    /// How long its tokens may live before kitebridge revokes them.
+    pub(crate) ttl: Ttl,
 }
 
 impl Profile {
@@ -97,6 +100,11 @@ impl Profile {
     /// The repository scope of an organization profile; `None` for a pipeline profile.
     pub fn repository_scope(&self) -> Option<&RepositoryScope> {
         self.repositories.as_ref()
+    }
+
+    /// How long its tokens may live ([`Ttl::default`] when the file gives none).
+    pub fn ttl(&self) -> Ttl {
+        self.ttl
     }
 
     /// Tests every rule against a claim set.

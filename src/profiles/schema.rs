@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::json::Path;
 use super::permissions::PermissionError;
+use super::ttl::TtlError;
 use super::yaml::Position;
 
 /// A whole-file problem. Each names the JSON path it is about and, in a YAML file, where that is.
@@ -49,6 +50,12 @@ pub enum SchemaError {
         at: Option<Position>,
         name: &'static str,
     },
+    /// `pipeline.defaults.ttl` is not a ttl.
+    DefaultTtl {
+        path: String,
+        at: Option<Position>,
+        error: TtlError,
+    },
 }
 
 impl SchemaError {
@@ -60,7 +67,8 @@ impl SchemaError {
         | SchemaError::WrongType { path, .. }
         | SchemaError::DefaultPermissionsEmpty { path, .. }
         | SchemaError::DefaultPermission { path, .. }
-        | SchemaError::DefaultPermissionLevels { path, .. }) = self;
+        | SchemaError::DefaultPermissionLevels { path, .. }
+        | SchemaError::DefaultTtl { path, .. }) = self;
         path
     }
 
@@ -72,7 +80,8 @@ impl SchemaError {
         | SchemaError::WrongType { at, .. }
         | SchemaError::DefaultPermissionsEmpty { at, .. }
         | SchemaError::DefaultPermission { at, .. }
-        | SchemaError::DefaultPermissionLevels { at, .. }) = self;
+        | SchemaError::DefaultPermissionLevels { at, .. }
+        | SchemaError::DefaultTtl { at, .. }) = self;
         *at
     }
 
@@ -85,7 +94,8 @@ impl SchemaError {
         | SchemaError::WrongType { at, .. }
         | SchemaError::DefaultPermissionsEmpty { at, .. }
         | SchemaError::DefaultPermission { at, .. }
-        | SchemaError::DefaultPermissionLevels { at, .. }) = self;
+        | SchemaError::DefaultPermissionLevels { at, .. }
+        | SchemaError::DefaultTtl { at, .. }) = self;
         if at.is_none() {
             *at = found;
         }
@@ -110,6 +120,7 @@ impl fmt::Display for SchemaError {
             SchemaError::DefaultPermissionLevels { name, .. } => {
                 write!(f, "permission {name:?} given at more than one level")
             }
+            SchemaError::DefaultTtl { error, .. } => write!(f, "{error}"),
         }
     }
 }
@@ -162,6 +173,8 @@ impl std::error::Error for SchemaError {}
 pub(crate) struct RawDocument {
     /// `pipeline.defaults.permissions` with its path, when given.
     pub default_permissions: Option<(String, Vec<String>)>,
+    /// `pipeline.defaults.ttl` with its path, when given.
+    pub default_ttl: Option<(String, String)>,
     pub pipeline: Vec<RawProfile>,
     pub organization: Vec<RawProfile>,
 }
@@ -176,6 +189,8 @@ pub(crate) struct RawProfile {
     pub permissions: Vec<String>,
     /// `Some` on organization profiles only.
     pub repositories: Option<Vec<String>>,
+    /// `ttl` as written, when given.
+    pub ttl: Option<String>,
 }
 
 /// One match rule as written.
@@ -210,12 +225,17 @@ pub(crate) fn walk(root: &Value, problems: &mut Vec<SchemaError>) -> RawDocument
         if let Some(pipeline) = walker.object(pipeline, &path, &["defaults", "profiles"]) {
             if let Some(defaults) = pipeline.get("defaults") {
                 let path = path.key("defaults");
-                if let Some(defaults) = walker.object(defaults, &path, &["permissions"]) {
+                if let Some(defaults) = walker.object(defaults, &path, &["permissions", "ttl"]) {
+                    let ttl_path = path.key("ttl");
                     let path = path.key("permissions");
                     document.default_permissions = walker
                         .required(defaults, &path)
                         .and_then(|v| walker.strings(v, &path))
                         .map(|list| (path.to_string(), list));
+                    document.default_ttl = defaults
+                        .get("ttl")
+                        .and_then(|v| walker.string(v, &ttl_path))
+                        .map(|ttl| (ttl_path.to_string(), ttl));
                 }
             }
             document.pipeline = walker.profiles(pipeline, &path, Section::Pipeline);
@@ -258,8 +278,8 @@ impl Walker<'_> {
 
     fn profile(&mut self, value: &Value, path: &Path, kind: Section) -> Option<RawProfile> {
         let keys: &[&str] = match kind {
-            Section::Pipeline => &["name", "match", "permissions"],
-            Section::Organization => &["name", "match", "repositories", "permissions"],
+            Section::Pipeline => &["name", "match", "permissions", "ttl"],
+            Section::Organization => &["name", "match", "repositories", "permissions", "ttl"],
         };
         let object = self.object(value, path, keys)?;
         let name = self.required_string(object, &path.key("name"));
@@ -271,12 +291,14 @@ impl Walker<'_> {
                 .required_strings(object, &path.key("repositories"))
                 .map(Some),
         };
+        let ttl = self.optional(object, path, "ttl", Self::string);
         Some(RawProfile {
             path: path.to_string(),
             name: name?,
             rules: rules?,
             permissions: permissions?,
             repositories: repositories?,
+            ttl: ttl?,
         })
     }
 

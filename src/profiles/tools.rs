@@ -38,8 +38,13 @@ pub fn check(bytes: &[u8]) -> Result<String, Vec<String>> {
             1 => "1 rule".to_owned(),
             n => format!("{n} rules"),
         };
+        let ttl = if profile.ttl().given() {
+            format!("; ttl {}", profile.ttl())
+        } else {
+            String::new()
+        };
         summary.push_str(&format!(
-            "{profile}: {}; {}; {rules}\n",
+            "{profile}: {}; {}; {rules}{ttl}\n",
             permissions(profile),
             repositories(profile)
         ));
@@ -91,6 +96,7 @@ pub fn explain(generation: &Generation, profile_ref: &str, claims: &Map<String, 
     };
     lines.push(format!("repositories: {}", repositories(profile)));
     lines.push(format!("permissions: {}", permissions(profile)));
+    lines.push(ttl(profile));
     if profile.rules().is_empty() {
         lines.push("rules: none, so every pipeline of the organization qualifies".to_owned());
     }
@@ -128,6 +134,20 @@ fn permissions(profile: &Profile) -> String {
         .map(ToString::to_string)
         .collect();
     shown.join(" ")
+}
+
+/// The ttl verdict: how long the profile's tokens live and what ends them.
+fn ttl(profile: &Profile) -> String {
+    let ttl = profile.ttl();
+    if ttl.given() {
+        format!(
+            "ttl: {ttl}: the token is revoked {} s after it is minted (or earlier, by a shorter \
+             expires_in on /oauth/token)",
+            ttl.secs()
+        )
+    } else {
+        format!("ttl: {ttl}: the token lives until GitHub's expiry, no early revocation")
+    }
 }
 
 /// What the profile's token covers, in words.

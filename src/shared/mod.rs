@@ -22,6 +22,7 @@ pub mod circuit;
 pub mod entry;
 pub mod pool;
 pub mod resp;
+pub mod schedule;
 pub mod seal;
 
 use std::fmt::Write as _;
@@ -36,6 +37,7 @@ use crate::metrics::{self, Metrics};
 use circuit::Circuit;
 pub use pool::{Auth, CacheError, Endpoint, Pool, TlsSetupError};
 use resp::Reply;
+pub use schedule::Claim;
 use seal::Keys;
 
 /// `CACHE_PREFIX`'s default.

@@ -61,6 +61,8 @@ pub struct Ask {
     pub target: Target,
     /// A narrower permission set than the profile's (the exchange's `scope`).
     pub scope: Option<Vec<Permission>>,
+    /// The longest life the caller wants, in seconds (the exchange's `expires_in`).
+    pub expires_in: Option<u64>,
     pub reply: Reply,
 }
 
@@ -81,6 +83,7 @@ pub fn exchange(req: &Request, github_host: &str) -> Result<(String, Ask), Refus
         profile: form.profile,
         target,
         scope: form.scope,
+        expires_in: form.expires_in,
         reply: Reply::Exchange,
     };
     Ok((form.subject_token, ask))
@@ -112,6 +115,7 @@ pub fn read(route: Route, req: &Request, github_host: &str) -> Result<Ask, Refus
         profile,
         target,
         scope: None,
+        expires_in: None,
         reply,
     })
 }

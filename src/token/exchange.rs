@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 use crate::http::form::parse_urlencoded;
-use crate::profiles::{Permission, ProfileRef, parse_qualified_profile_ref};
+use crate::profiles::{
+    MAX_TTL_SECS, MIN_TTL_SECS, Permission, ProfileRef, parse_qualified_profile_ref,
+};
 use std::fmt;
 
 /// The only `grant_type`.
@@ -78,6 +80,8 @@ pub struct ExchangeRequest {
     pub resource: Option<(String, String)>,
     /// `scope`: the permissions asked for, when narrower than the profile's.
     pub scope: Option<Vec<Permission>>,
+    /// `expires_in`: the longest life the caller wants, in seconds (60–3600).
+    pub expires_in: Option<u64>,
 }
 
 /// Reads a token-exchange request: `content_type` must be `application/x-www-form-urlencoded`,
@@ -164,11 +168,13 @@ pub fn parse_request(
         .map(|r| parse_resource(r, github_host))
         .transpose()?;
     let scope = get("scope").map(parse_scope).transpose()?;
+    let expires_in = get("expires_in").map(parse_expires_in).transpose()?;
     Ok(ExchangeRequest {
         subject_token: subject_token.to_owned(),
         profile,
         resource,
         scope,
+        expires_in,
     })
 }
 
@@ -194,6 +200,21 @@ fn parse_resource(resource: &str, github_host: &str) -> Result<(String, String),
         return Err(bad());
     }
     Ok((owner.to_owned(), name.to_owned()))
+}
+
+/// `expires_in`: decimal seconds (ASCII digits only, no sign), 60–3600.
+fn parse_expires_in(value: &str) -> Result<u64, ExchangeError> {
+    let secs =
+        (!value.is_empty() && value.len() <= 10 && value.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| value.parse::<u64>().ok())
+            .flatten();
+    match secs {
+        Some(secs) if (MIN_TTL_SECS..=MAX_TTL_SECS).contains(&secs) => Ok(secs),
+        _ => Err(refuse(
+            ErrorCode::InvalidRequest,
+            "expires_in must be decimal seconds from 60 to 3600",
+        )),
+    }
 }
 
 /// Space-separated `name:level` permissions.
@@ -233,7 +254,7 @@ mod tests {
         let r = parse(FORM, "").unwrap();
         assert_eq!(r.subject_token, "eyJ.x.y");
         assert_eq!(r.profile.to_string(), "pipeline:default");
-        assert_eq!((r.resource, r.scope), (None, None));
+        assert_eq!((r.resource, r.scope, r.expires_in), (None, None, None));
     }
 
     #[test]
@@ -243,6 +264,10 @@ mod tests {
         assert_eq!(r.resource, Some(("acme".into(), "widgets".into())));
         let scope: Vec<String> = r.scope.unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(scope, ["contents:read", "issues:write"]);
+        for (given, secs) in [("60", 60), ("120", 120), ("3600", 3600), ("0300", 300)] {
+            let r = parse(FORM, &format!("&expires_in={given}")).unwrap();
+            assert_eq!(r.expires_in, Some(secs), "{given}");
+        }
     }
 
     #[test]
@@ -312,6 +337,38 @@ mod tests {
                 InvalidScope,
             ),
             ("scope empty", FORM, "&scope=", InvalidScope),
+            ("expires_in empty", FORM, "&expires_in=", InvalidRequest),
+            (
+                "expires_in too short",
+                FORM,
+                "&expires_in=59",
+                InvalidRequest,
+            ),
+            (
+                "expires_in too long",
+                FORM,
+                "&expires_in=3601",
+                InvalidRequest,
+            ),
+            (
+                "expires_in signed",
+                FORM,
+                "&expires_in=%2B120",
+                InvalidRequest,
+            ),
+            (
+                "expires_in fraction",
+                FORM,
+                "&expires_in=120.5",
+                InvalidRequest,
+            ),
+            ("expires_in unit", FORM, "&expires_in=2m", InvalidRequest),
+            (
+                "expires_in huge",
+                FORM,
+                "&expires_in=99999999999999999999",
+                InvalidRequest,
+            ),
         ];
         for (name, ct, extra, want) in cases {
             assert_eq!(parse(*ct, extra).err(), Some(*want), "{name}");

@@ -5,6 +5,12 @@
 //! identical misses share one GitHub call. The pipeline's own repository is looked up through
 //! Buildkite first ([`pipeline_repository`]).
 //!
+//! A token's life is the shorter of the profile's `ttl` and the exchange's `expires_in` (both
+//! part of the key, as [`TokenKey::life`]); its end of life, reported in every response, is the
+//! earlier of GitHub's expiry and minted + life ([`Vended::end_of_life`]). A token minted here
+//! whose end of life comes before GitHub's expiry is handed to the revoker for then. A cached
+//! token is served only while it has `min(TOKEN_MIN_REMAINING_SECS, life / 2)` to live.
+//!
 //! With the shared cache (`CACHE_URL`), an in-process miss asks it once, under the in-process
 //! single flight (so one process has at most one shared-cache flight per key): a shared hit
 //! fills the in-process cache; a shared miss takes the fleet's mint lock, so N instances make
@@ -23,6 +29,8 @@ use crate::buildkite::RepoRef;
 use crate::cache::Outcome;
 use crate::github::{self, MintRequest, Minted};
 use crate::oidc::Claims;
+use crate::profiles::Ttl;
+use crate::revoke::Revocation;
 use crate::shared::{self, Origin, Store, Unusable};
 
 /// `TOKEN_MIN_REMAINING_SECS`'s default: a cached token is served while it has 15 minutes left.
@@ -77,10 +85,73 @@ impl Served {
     }
 }
 
+/// A token as the cache holds it: what GitHub minted, and when its life ends.
+#[derive(Debug, Clone)]
+pub struct Vended {
+    pub minted: Arc<Minted>,
+    /// Unix seconds: the earlier of GitHub's expiry and minted + the key's life.
+    pub end_of_life: u64,
+}
+
+impl Vended {
+    /// `minted` at `minted_at` (Unix seconds), living at most `life` seconds.
+    fn new(minted: Minted, minted_at: u64, life: u64) -> Vended {
+        Vended {
+            end_of_life: minted.expires_at.min(minted_at.saturating_add(life)),
+            minted: Arc::new(minted),
+        }
+    }
+
+    /// Whether it is revoked before GitHub's expiry.
+    pub fn revoked_early(&self) -> bool {
+        self.end_of_life < self.minted.expires_at
+    }
+}
+
+/// The least remaining life a cached token is served with: `TOKEN_MIN_REMAINING_SECS`, and for
+/// a life a profile's ttl or the caller's `expires_in` chose, at most half of it.
+pub fn min_remaining(settings: &Settings, life: Life) -> u64 {
+    let setting = settings.token_min_remaining_secs;
+    match life.chosen {
+        true => setting.min(life.secs / 2),
+        false => setting,
+    }
+}
+
+/// Whether a cached token ending at `end_of_life` may be served at `now` to a caller whose token
+/// may live `life` seconds: it has not ended, has `min_remaining` left, and ends no later than
+/// the caller asked.
+fn servable(end_of_life: u64, now: u64, life: u64, min_remaining: u64) -> bool {
+    end_of_life > now
+        && end_of_life - now >= min_remaining
+        && end_of_life <= now.saturating_add(life)
+}
+
+/// How long a token may live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Life {
+    pub secs: u64,
+    /// Whether a profile's `ttl` or the caller's `expires_in` chose it (else GitHub's hour).
+    pub chosen: bool,
+}
+
+/// The life of a token vended under a profile's `ttl` to a caller asking for at most
+/// `expires_in` seconds.
+pub fn life(ttl: Ttl, expires_in: Option<u64>) -> Life {
+    Life {
+        secs: expires_in.map_or(ttl.secs(), |asked| asked.min(ttl.secs())),
+        chosen: ttl.given() || expires_in.is_some(),
+    }
+}
+
 /// A vended token and what it covers.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub minted: Arc<Minted>,
+    /// Unix seconds: when the token stops working (reported in every response).
+    pub end_of_life: u64,
+    /// Whether kitebridge revokes it at `end_of_life` (before GitHub's expiry).
+    pub revoked_early: bool,
     pub cache: Served,
     /// `pipeline:NAME` or `org:NAME`.
     pub profile: String,
@@ -114,6 +185,8 @@ pub(super) struct TokenKey {
     /// `org/slug` for pipeline profiles.
     pipeline: Option<String>,
     permissions: Vec<String>,
+    /// Seconds the token may live: the profile's ttl, shortened by `expires_in`.
+    life: u64,
 }
 
 impl TokenKey {
@@ -121,12 +194,13 @@ impl TokenKey {
     /// for the entry's name and binds the sealed entry to.
     pub(super) fn canonical(&self) -> Vec<u8> {
         let parts = (
-            "kitebridge token cache key v1",
+            "kitebridge token cache key v2",
             &self.digest,
             &self.profile,
             &self.repositories,
             &self.pipeline,
             &self.permissions,
+            self.life,
         );
         serde_json::to_vec(&parts).unwrap_or_default()
     }
@@ -163,8 +237,13 @@ impl Cover<'_> {
     }
 }
 
-/// The cache key: everything that decides what a token covers.
-pub(super) fn token_key(digest: &str, authorized: &Authorized<'_>, cover: Cover<'_>) -> TokenKey {
+/// The cache key: everything that decides what a token covers, and its life.
+pub(super) fn token_key(
+    digest: &str,
+    authorized: &Authorized<'_>,
+    cover: Cover<'_>,
+    life: u64,
+) -> TokenKey {
     let mut repositories: Vec<String> = cover
         .repositories()
         .iter()
@@ -188,21 +267,28 @@ pub(super) fn token_key(digest: &str, authorized: &Authorized<'_>, cover: Cover<
             .iter()
             .map(ToString::to_string)
             .collect(),
+        life,
     }
 }
 
-/// Serves from the cache or mints.
+/// Serves from the cache or mints, for a caller that wants the token to live at most
+/// `expires_in` seconds. A token minted here that ends before GitHub's expiry is scheduled for
+/// revocation under `request_id`.
 pub fn mint(
     svc: &Service,
     digest: &str,
     authorized: &Authorized<'_>,
     cover: Cover<'_>,
+    expires_in: Option<u64>,
+    request_id: &str,
     now: u64,
 ) -> Result<Issued, Refusal> {
-    let key = token_key(digest, authorized, cover);
+    let life = life(authorized.profile.ttl(), expires_in);
+    let min_remaining = min_remaining(&svc.settings, life);
+    let life = life.secs;
+    let key = token_key(digest, authorized, cover, life);
     let permissions = key.permissions.clone();
-    let min_remaining = svc.settings.token_min_remaining_secs;
-    let fresh = |m: &Minted| m.expires_at.saturating_sub(now) >= min_remaining;
+    let fresh = |v: &Vended| servable(v.end_of_life, now, life, min_remaining);
     let github_mint = || {
         let request = MintRequest {
             repositories: cover.repositories(),
@@ -213,12 +299,22 @@ pub fn mint(
                 .collect::<BTreeMap<_, _>>(),
         };
         let minted = svc.github.mint(&request, now)?;
-        if minted.expires_at.saturating_sub(now) < min_remaining {
+        let vended = Vended::new(minted, now, life);
+        if vended.end_of_life.saturating_sub(now) < min_remaining {
             log::warn!(
-                "GitHub minted a token with less than TOKEN_MIN_REMAINING_SECS to live; it will not be cached for reuse"
+                "GitHub minted a token with less than its minimum remaining life to live; it will not be cached for reuse"
             );
         }
-        Ok(minted)
+        if vended.revoked_early() {
+            svc.revoker.schedule(Revocation {
+                token: vended.minted.token.clone(),
+                hashed_token: vended.minted.hashed_token.clone(),
+                request_id: request_id.to_owned(),
+                due: vended.end_of_life,
+                expires_at: vended.minted.expires_at,
+            });
+        }
+        Ok(vended)
     };
     let from_shared = Cell::new(false);
     let (result, outcome) = svc.tokens.get_or_load(&key, fresh, || {
@@ -226,29 +322,31 @@ pub fn mint(
             return github_mint();
         };
         let open = |plaintext: &[u8]| {
-            let (minted, _) = shared::entry::decode(plaintext).map_err(|_| Unusable::Malformed)?;
-            if fresh(&minted) {
-                Ok(minted)
+            let (minted, minted_at) =
+                shared::entry::decode(plaintext).map_err(|_| Unusable::Malformed)?;
+            let vended = Vended::new(minted, minted_at, life);
+            if fresh(&vended) {
+                Ok(vended)
             } else {
                 Err(Unusable::Stale)
             }
         };
         let mint_and_share = || {
-            let minted = github_mint()?;
-            // Shared for as long as it may be served: until `min_remaining` before its expiry.
-            let servable = minted
-                .expires_at
+            let vended = github_mint()?;
+            // Shared for as long as it may be served: until `min_remaining` before its end of life.
+            let servable = vended
+                .end_of_life
                 .saturating_sub(now)
                 .saturating_sub(min_remaining);
             let store = (servable > 0).then(|| Store {
-                plaintext: shared::entry::encode(&minted, now),
+                plaintext: shared::entry::encode(&vended.minted, now),
                 ttl: Duration::from_secs(servable),
             });
-            Ok((minted, store))
+            Ok((vended, store))
         };
-        let (minted, origin) = shared.get_or_mint(&key.canonical(), open, mint_and_share)?;
+        let (vended, origin) = shared.get_or_mint(&key.canonical(), open, mint_and_share)?;
         from_shared.set(origin == Origin::Shared);
-        Ok(minted)
+        Ok(vended)
     });
     let cache = match outcome {
         Outcome::Hit => Served::Hit,
@@ -256,8 +354,11 @@ pub fn mint(
         Outcome::Miss if from_shared.get() => Served::Shared,
         Outcome::Miss => Served::Miss,
     };
+    let vended = result?;
     Ok(Issued {
-        minted: result?,
+        minted: Arc::clone(&vended.minted),
+        end_of_life: vended.end_of_life,
+        revoked_early: vended.revoked_early(),
         cache,
         profile: authorized.profile.to_string(),
         repository_url: match cover {
@@ -297,7 +398,62 @@ mod tests {
             crate::token::authorize::Reach::Repositories(names) => Cover::Repositories(names),
             _ => Cover::All,
         };
-        token_key("digest-1", &a, cover)
+        token_key("digest-1", &a, cover, 3600)
+    }
+
+    #[test]
+    fn a_cached_token_is_served_only_within_its_life_and_what_was_asked() {
+        let now = 1_000;
+        assert!(servable(now + 60, now, 120, 30));
+        assert!(servable(now + 30, now, 60, 30), "exactly the minimum left");
+        assert!(
+            !servable(now + 29, now, 60, 30),
+            "less than the minimum left"
+        );
+        assert!(
+            !servable(now + 121, now, 120, 30),
+            "outlives what was asked"
+        );
+        assert!(!servable(now, now, 60, 0), "ended, even with no minimum");
+        assert!(!servable(now - 5, now, 60, 0));
+        assert!(servable(now + 1, now, 60, 0));
+    }
+
+    #[test]
+    fn life_and_minimum_remaining_life() {
+        let settings = Settings::default();
+        let ttl = |t: &str| Ttl::parse(t).unwrap();
+        let rows = [
+            (Ttl::default(), None, 3600, DEFAULT_MIN_REMAINING_SECS),
+            (Ttl::default(), Some(120), 120, 60),
+            (ttl("10m"), None, 600, 300),
+            (ttl("10m"), Some(3600), 600, 300),
+            (ttl("10m"), Some(90), 90, 45),
+            (ttl("1h"), None, 3600, DEFAULT_MIN_REMAINING_SECS),
+            (ttl("60s"), None, 60, 30),
+        ];
+        for (ttl, asked, secs, min) in rows {
+            let life = life(ttl, asked);
+            assert_eq!(
+                (life.secs, min_remaining(&settings, life)),
+                (secs, min),
+                "{ttl} {asked:?}"
+            );
+        }
+        let long = Settings {
+            token_min_remaining_secs: 3300,
+            ..Settings::default()
+        };
+        assert_eq!(
+            min_remaining(&long, life(Ttl::default(), None)),
+            3300,
+            "as before ttl"
+        );
+        assert_eq!(
+            min_remaining(&long, life(ttl("1h"), None)),
+            1800,
+            "half a chosen life"
+        );
     }
 
     #[test]
@@ -346,12 +502,21 @@ mod tests {
                 claims,
                 repository: &widgets,
             };
-            token_key(digest, &a, cover)
+            token_key(digest, &a, cover, 3600)
         };
         let mine = key(&claims, "digest-1");
         assert_eq!(mine.pipeline.as_deref(), Some("acme/widgets"));
         assert_eq!(mine.repositories, ["widgets"]);
         assert_ne!(mine, key(&other, "digest-1"), "another pipeline");
         assert_ne!(mine, key(&claims, "digest-2"), "another generation");
+        let cover = Cover::Pipeline {
+            claims: &claims,
+            repository: &widgets,
+        };
+        assert_ne!(mine, token_key("digest-1", &a, cover, 600), "another life");
+        assert_ne!(
+            mine.canonical(),
+            token_key("digest-1", &a, cover, 600).canonical()
+        );
     }
 }

@@ -34,13 +34,14 @@ pub use refusal::Refusal;
 use crate::audit::{AuditLog, OnFailure};
 use crate::buildkite;
 use crate::cache::CoalescingCache;
-use crate::github::{self, Minted};
+use crate::github;
 use crate::http::{Request, Response};
 use crate::metrics::{self, Metrics};
 use crate::oidc::Verifier;
 use crate::profiles::Store;
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
+use crate::revoke::Revoker;
 use crate::shared::SharedCache;
 use crate::time;
 use crate::upstream::Failure;
@@ -62,7 +63,9 @@ pub struct Service {
     buildkite: Option<buildkite::Client>,
     /// The installation's account, once known (readiness waits for it).
     account: OnceLock<String>,
-    tokens: CoalescingCache<mint::TokenKey, Minted, Failure>,
+    tokens: CoalescingCache<mint::TokenKey, mint::Vended, Failure>,
+    /// Ends tokens at their end of life, when that is before GitHub's expiry.
+    revoker: Arc<Revoker>,
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
     /// The fleet's shared cache (`CACHE_URL`), behind the in-process one.
@@ -84,6 +87,8 @@ pub struct Parts {
     pub audit: Arc<AuditLog>,
     /// `None` without `CACHE_URL`: the in-process cache and limits only.
     pub shared: Option<Arc<SharedCache>>,
+    /// The revoker thread's handle.
+    pub revoker: Arc<Revoker>,
 }
 
 impl Service {
@@ -103,7 +108,13 @@ impl Service {
             metrics: parts.metrics,
             audit: parts.audit,
             shared: parts.shared,
+            revoker: parts.revoker,
         }
+    }
+
+    /// The revoker (for the shutdown: [`Revoker::finish`]).
+    pub fn revoker(&self) -> &Arc<Revoker> {
+        &self.revoker
     }
 
     /// The shared cache, when configured.
@@ -313,6 +324,14 @@ fn flow(
         }
     };
     worth_minting(svc, req)?;
-    let issued = mint::mint(svc, generation.digest(), &authorized, cover, now)?;
+    let issued = mint::mint(
+        svc,
+        generation.digest(),
+        &authorized,
+        cover,
+        ask.expires_in,
+        &req.request_id,
+        now,
+    )?;
     Ok((ask, organization_slug, Outcome::Issued(issued)))
 }

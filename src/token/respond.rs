@@ -105,7 +105,7 @@ struct TokenBody<'a> {
 }
 
 fn json(organization_slug: &str, issued: &Issued) -> Response {
-    let expiry = time::rfc3339(issued.minted.expires_at);
+    let expiry = time::rfc3339(issued.end_of_life);
     let body = TokenBody {
         organization_slug,
         profile: &issued.profile,
@@ -122,7 +122,7 @@ fn json(organization_slug: &str, issued: &Issued) -> Response {
 }
 
 fn git(cred: &CredentialRequest, issued: &Issued) -> Response {
-    let expiry = issued.minted.expires_at.to_string();
+    let expiry = issued.end_of_life.to_string();
     let body = credential::format_pairs(&[
         ("protocol", &cred.protocol),
         ("host", &cred.host),
@@ -150,7 +150,7 @@ fn exchange(issued: &Issued, now: u64) -> Response {
         access_token: issued.minted.token.expose(),
         issued_token_type: ACCESS_TOKEN_TYPE,
         token_type: "Bearer",
-        expires_in: issued.minted.expires_at.saturating_sub(now),
+        expires_in: issued.end_of_life.saturating_sub(now),
         scope: issued.permissions.join(" "),
         repositories: issued.repositories(),
         hashed_token: &issued.minted.hashed_token,

@@ -88,9 +88,12 @@ impl Trail {
         self.record.vended = Some(Vended {
             repositories: issued.repositories().to_vec(),
             permissions: issued.permissions.clone(),
-            expiry: time::rfc3339(issued.minted.expires_at),
+            expiry: time::rfc3339(issued.end_of_life),
             hashed_token: issued.minted.hashed_token.clone(),
             cache: issued.cache.as_str(),
+            revoke_at: issued
+                .revoked_early
+                .then(|| time::rfc3339(issued.end_of_life)),
         });
     }
 

@@ -1,7 +1,8 @@
 //! A GitHub App API stand-in behaving like the parts of GitHub kitebridge uses:
 //! App JWT checked on every App call (RS256, `iss`, `iat`/`exp` window), the installation,
 //! token mints validated like GitHub (names without owner, known repositories, underscore
-//! permission keys within the installation's), ~520-character `ghs_` tokens, revocation, and
+//! permission keys within the installation's), ~520-character `ghs_` tokens, revocation
+//! (`DELETE /installation/token`: 204 for a live token, 401 once revoked; the time of each), and
 //! the contents API (raw and base64 JSON forms, ETag/304). Counters and failure modes for tests.
 #![forbid(unsafe_code)]
 
@@ -83,6 +84,10 @@ pub struct Issued {
     pub permissions: BTreeMap<String, String>,
     /// Revoked through `DELETE /installation/token`.
     pub revoked: bool,
+    /// When it was revoked, Unix milliseconds.
+    pub revoked_at: Option<u64>,
+    /// `expires_at` as answered, Unix seconds.
+    pub expires_at: u64,
 }
 
 struct State {
@@ -112,6 +117,8 @@ struct State {
     unstalled: Condvar,
     /// Mint requests waiting right now.
     stalled: AtomicUsize,
+    /// Revocation requests still to answer 500 (see [`GitHubStandIn::fail_revocations`]).
+    failing_revocations: AtomicUsize,
 }
 
 /// The running stand-in.
@@ -188,6 +195,7 @@ impl GitHubStandIn {
             stall: Mutex::new(false),
             unstalled: Condvar::new(),
             stalled: AtomicUsize::new(0),
+            failing_revocations: AtomicUsize::new(0),
         });
         let handler_state = Arc::clone(&state);
         let server = Server::start(move |request| answer(&handler_state, request));
@@ -238,6 +246,13 @@ impl GitHubStandIn {
     pub fn stall_mints(&self, stall: bool) {
         *self.state.stall.lock().unwrap() = stall;
         self.state.unstalled.notify_all();
+    }
+
+    /// The next `count` revocation requests answer 500 (and revoke nothing).
+    pub fn fail_revocations(&self, count: usize) {
+        self.state
+            .failing_revocations
+            .store(count, Ordering::SeqCst);
     }
 
     /// Mint requests waiting in a stall right now.
@@ -382,6 +397,13 @@ fn bad_credentials() -> Response {
     Response::message(401, "Bad credentials")
 }
 
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 fn now(state: &State) -> u64 {
     match state.now.load(Ordering::SeqCst) {
         0 => kitebridge::now_unix(),
@@ -489,15 +511,18 @@ fn mint(state: &State, request: &Request) -> Response {
         permissions.insert("administration".into(), "write".into());
     }
     let token = new_token(state);
+    let expires_at = now(state) + 3600;
     state.issued.lock().unwrap().push(Issued {
         token: token.clone(),
         repositories: repositories.clone(),
         permissions: permissions.clone(),
         revoked: false,
+        revoked_at: None,
+        expires_at,
     });
     let mut answer = json!({
         "token": token,
-        "expires_at": kitebridge::rfc3339(now(state) + 3600),
+        "expires_at": kitebridge::rfc3339(expires_at),
         "permissions": permissions,
         "repository_selection": if repositories.is_some() { "selected" } else { "all" },
     });
@@ -588,6 +613,12 @@ fn new_token(state: &State) -> String {
 }
 
 fn revoke(state: &State, request: &Request) -> Response {
+    let failing = state
+        .failing_revocations
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if failing.is_ok() {
+        return Response::message(500, "Server Error");
+    }
     let mut issued = state.issued.lock().unwrap();
     let found = request
         .bearer()
@@ -595,6 +626,7 @@ fn revoke(state: &State, request: &Request) -> Response {
     match found {
         Some(entry) => {
             entry.revoked = true;
+            entry.revoked_at = Some(now_millis());
             Response::empty(204)
         }
         None => bad_credentials(),
