@@ -34,7 +34,9 @@ mod app;
 mod audit;
 mod buildkite;
 mod cache;
+mod cidr;
 mod config;
+mod forwarded;
 mod github;
 mod http;
 mod metrics;
@@ -127,6 +129,10 @@ pub use shared::resp::{
     MAX_REPLY as MAX_RESP_REPLY, Parsed as RespParsed, Reply as RespReply,
     encode as encode_resp_reply, parse as parse_resp_reply,
 };
+
+// Addresses: ranges and the client behind trusted proxies.
+pub use cidr::{Cidr, CidrError, CidrSet, ListError as CidrListError};
+pub use forwarded::{ForwardedError, client_address};
 
 // Utilities.
 pub use secret::Secret;
