@@ -101,7 +101,8 @@ pub use profiles::store::spawn_refresher as spawn_profile_refresher;
 pub use profiles::{
     Family, FileError, Generation, LoadError, Lookup, MAX_FILE_BYTES as MAX_PROFILE_FILE_BYTES,
     Matcher, Profile, ProfileRef, RefError, RepositoryScope, Rule, Store,
-    check as check_profile_file, explain as explain_profile, parse_profile_ref,
+    check as check_profile_file, explain as explain_profile,
+    explain_with_source as explain_profile_with_source, parse_profile_ref,
     parse_qualified_profile_ref, start_with as start_profiles_with,
 };
 

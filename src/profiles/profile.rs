@@ -2,9 +2,11 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::permissions::Permission;
 use super::rules::{ClaimSource, Rule, Verdict};
+use crate::cidr::CidrSet;
 
 /// Longest profile name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -71,6 +73,8 @@ pub struct Profile {
     pub(crate) permissions: Vec<Permission>,
     /// `Some` exactly for organization profiles.
     pub(crate) repositories: Option<RepositoryScope>,
+    /// `sources`: the address ranges requests must come from; `None`: any.
+    pub(crate) sources: Option<CidrSet>,
 }
 
 impl Profile {
@@ -97,6 +101,17 @@ impl Profile {
     /// The repository scope of an organization profile; `None` for a pipeline profile.
     pub fn repository_scope(&self) -> Option<&RepositoryScope> {
         self.repositories.as_ref()
+    }
+
+    /// The address ranges requests must come from (`sources`); `None` when the profile has none.
+    pub fn sources(&self) -> Option<&CidrSet> {
+        self.sources.as_ref()
+    }
+
+    /// Whether a request from `client` may use the profile: inside one of its `sources`, or it
+    /// has none.
+    pub fn admits_source(&self, client: IpAddr) -> bool {
+        self.sources.as_ref().is_none_or(|set| set.contains(client))
     }
 
     /// Tests every rule against a claim set.

@@ -176,6 +176,8 @@ pub(crate) struct RawProfile {
     pub permissions: Vec<String>,
     /// `Some` on organization profiles only.
     pub repositories: Option<Vec<String>>,
+    /// `sources`, when given: the address ranges the profile admits requests from.
+    pub sources: Option<Vec<String>>,
 }
 
 /// One match rule as written.
@@ -258,13 +260,14 @@ impl Walker<'_> {
 
     fn profile(&mut self, value: &Value, path: &Path, kind: Section) -> Option<RawProfile> {
         let keys: &[&str] = match kind {
-            Section::Pipeline => &["name", "match", "permissions"],
-            Section::Organization => &["name", "match", "repositories", "permissions"],
+            Section::Pipeline => &["name", "match", "permissions", "sources"],
+            Section::Organization => &["name", "match", "repositories", "permissions", "sources"],
         };
         let object = self.object(value, path, keys)?;
         let name = self.required_string(object, &path.key("name"));
         let rules = self.rules(object, path);
         let permissions = self.required_strings(object, &path.key("permissions"));
+        let sources = self.optional(object, path, "sources", Self::strings);
         let repositories = match kind {
             Section::Pipeline => Some(None),
             Section::Organization => self
@@ -277,6 +280,7 @@ impl Walker<'_> {
             rules: rules?,
             permissions: permissions?,
             repositories: repositories?,
+            sources: sources?,
         })
     }
 

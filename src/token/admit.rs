@@ -1,5 +1,6 @@
-//! Admit: who may be heard at all. In order: the per-source rate limit (before any JWT work),
-//! readiness, the caller's token verified, the per-pipeline rate limit.
+//! Admit: who may be heard at all. In order: the client's address (behind trusted proxies) and
+//! `SERVER_ALLOWED_SOURCES`, the per-source rate limit (both before any JWT work), readiness,
+//! the caller's token verified, the per-pipeline rate limit.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -8,6 +9,8 @@ use std::time::Instant;
 
 use super::Service;
 use super::refusal::{Limit, Refusal};
+use crate::forwarded;
+use crate::http::Request;
 use crate::metrics;
 use crate::oidc::Verified;
 use crate::profiles::Generation;
@@ -18,6 +21,25 @@ use crate::time;
 pub struct Admitted {
     pub generation: Arc<Generation>,
     pub verified: Verified,
+}
+
+/// The client's address: the TCP peer, or behind a trusted proxy the client its forwarding
+/// headers name; refused when outside `SERVER_ALLOWED_SOURCES`.
+pub fn client(svc: &Service, req: &Request) -> Result<IpAddr, Refusal> {
+    let settings = &svc.settings;
+    let client = forwarded::client_address(
+        req.peer.ip(),
+        &settings.trusted_proxies,
+        &req.header_values("x-forwarded-for"),
+        &req.header_values("forwarded"),
+    )
+    .map_err(Refusal::MalformedForwarding)?;
+    match &settings.allowed_sources {
+        Some(allowed) if !allowed.contains(client) => {
+            Err(Refusal::SourceNotAllowed { source: client })
+        }
+        _ => Ok(client),
+    }
 }
 
 /// The per-source rate limit.

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::ask::Target;
 use super::refusal::Refusal;
@@ -119,6 +120,19 @@ pub fn authorize<'g>(
         permissions,
         reach,
     })
+}
+
+/// The profile's `sources` admit a request from `client` (checked beside the match rules, before
+/// the cache): a miss is refused like a failed rule.
+pub fn source(profile: &Profile, reference: &ProfileRef, client: IpAddr) -> Result<(), Refusal> {
+    if profile.admits_source(client) {
+        Ok(())
+    } else {
+        Err(Refusal::SourceNotInProfile {
+            profile: reference.clone(),
+            source: client,
+        })
+    }
 }
 
 /// The profile a reference names, if it exists and is valid.

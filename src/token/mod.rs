@@ -56,13 +56,15 @@ pub struct Service {
     verifier: Verifier,
     per_source: Option<RateLimiter<IpAddr>>,
     per_pipeline: Option<RateLimiter<String>>,
+    /// `RATE_LIMIT_MINTS`: GitHub mints across all pipelines.
+    mints: Option<RateLimiter<()>>,
     readiness: Arc<Readiness>,
     profiles: Arc<Store>,
     github: Arc<github::Client>,
     buildkite: Option<buildkite::Client>,
     /// The installation's account, once known (readiness waits for it).
     account: OnceLock<String>,
-    tokens: CoalescingCache<mint::TokenKey, Minted, Failure>,
+    tokens: CoalescingCache<mint::TokenKey, Minted, Refusal>,
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
     /// The fleet's shared cache (`CACHE_URL`), behind the in-process one.
@@ -75,6 +77,8 @@ pub struct Parts {
     pub verifier: Verifier,
     pub per_source: Option<RateLimiter<IpAddr>>,
     pub per_pipeline: Option<RateLimiter<String>>,
+    /// `RATE_LIMIT_MINTS`; `None` when off.
+    pub mints: Option<RateLimiter<()>>,
     pub readiness: Arc<Readiness>,
     pub profiles: Arc<Store>,
     pub github: Arc<github::Client>,
@@ -95,6 +99,7 @@ impl Service {
             verifier: parts.verifier,
             per_source: parts.per_source,
             per_pipeline: parts.per_pipeline,
+            mints: parts.mints,
             readiness: parts.readiness,
             profiles: parts.profiles,
             github: parts.github,
@@ -259,7 +264,9 @@ fn flow(
     now: u64,
     trail: &mut Trail,
 ) -> Result<(Ask, String, Outcome), Refusal> {
-    admit::source(svc, req.peer.ip(), Instant::now())?;
+    let client = admit::client(svc, req)?;
+    trail.source(client);
+    admit::source(svc, client, Instant::now())?;
     let (admitted, ask) = match route {
         Route::Exchange => {
             let (subject_token, ask) = ask::exchange(req, svc.github_host())?;
@@ -293,6 +300,7 @@ fn flow(
         account,
     )?;
     trail.authorized(&authorized);
+    authorize::source(authorized.profile, &ask.profile, client)?;
     trail.requested(&ask.target);
     let repository;
     let cover = match &authorized.reach {
