@@ -24,26 +24,25 @@ pub struct Admitted {
 }
 
 /// The client's address: the TCP peer, or behind a trusted proxy the client its forwarding
-/// headers name; refused when outside `SERVER_ALLOWED_SOURCES`.
+/// headers name.
 pub fn client(svc: &Service, req: &Request) -> Result<IpAddr, Refusal> {
-    let settings = &svc.settings;
-    let client = forwarded::client_address(
+    forwarded::client_address(
         req.peer.ip(),
-        &settings.trusted_proxies,
+        &svc.settings.trusted_proxies,
         &req.header_values("x-forwarded-for"),
         &req.header_values("forwarded"),
     )
-    .map_err(Refusal::MalformedForwarding)?;
-    match &settings.allowed_sources {
-        Some(allowed) if !allowed.contains(client) => {
-            Err(Refusal::SourceNotAllowed { source: client })
-        }
-        _ => Ok(client),
-    }
+    .map_err(Refusal::MalformedForwarding)
 }
 
-/// The per-source rate limit.
+/// The source limits of the client's address: `SERVER_ALLOWED_SOURCES`, then the per-source
+/// rate limit.
 pub fn source(svc: &Service, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+    if let Some(allowed) = &svc.settings.allowed_sources {
+        if !allowed.contains(ip) {
+            return Err(Refusal::SourceNotAllowed { source: ip });
+        }
+    }
     match &svc.per_source {
         Some(limiter) => limiter
             .check(&source_key(ip), now)

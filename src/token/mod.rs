@@ -130,6 +130,11 @@ impl Service {
         Ok(self.account().unwrap_or_default())
     }
 
+    /// What GitHub's latest answer said about our rate limit (for the gauges).
+    pub fn github_rate_limit(&self) -> Option<github::RateLimitState> {
+        self.github.rate_limit()
+    }
+
     /// The GitHub host of git URLs.
     pub fn github_host(&self) -> &str {
         &self.settings.github_host

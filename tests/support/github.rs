@@ -112,6 +112,8 @@ struct State {
     unstalled: Condvar,
     /// Mint requests waiting right now.
     stalled: AtomicUsize,
+    /// `x-ratelimit-remaining` and `x-ratelimit-reset` on every answer, when set.
+    rate_limit: Mutex<Option<(u64, u64)>>,
 }
 
 /// The running stand-in.
@@ -188,6 +190,7 @@ impl GitHubStandIn {
             stall: Mutex::new(false),
             unstalled: Condvar::new(),
             stalled: AtomicUsize::new(0),
+            rate_limit: Mutex::new(None),
         });
         let handler_state = Arc::clone(&state);
         let server = Server::start(move |request| answer(&handler_state, request));
@@ -238,6 +241,12 @@ impl GitHubStandIn {
     pub fn stall_mints(&self, stall: bool) {
         *self.state.stall.lock().unwrap() = stall;
         self.state.unstalled.notify_all();
+    }
+
+    /// Every answer carries `x-ratelimit-remaining: remaining` and `x-ratelimit-reset: reset`
+    /// (Unix seconds), as GitHub's do; `None`: no rate-limit headers (the default).
+    pub fn set_rate_limit(&self, headers: Option<(u64, u64)>) {
+        *self.state.rate_limit.lock().unwrap() = headers;
     }
 
     /// Mint requests waiting in a stall right now.
@@ -298,6 +307,16 @@ impl GitHubStandIn {
 }
 
 fn answer(state: &State, request: &Request) -> Response {
+    let response = route(state, request);
+    match *state.rate_limit.lock().unwrap() {
+        Some((remaining, reset)) => response
+            .with_header("x-ratelimit-remaining", &remaining.to_string())
+            .with_header("x-ratelimit-reset", &reset.to_string()),
+        None => response,
+    }
+}
+
+fn route(state: &State, request: &Request) -> Response {
     let Some(path) = request.path.strip_prefix(&state.prefix) else {
         return not_found();
     };
