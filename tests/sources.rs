@@ -91,6 +91,24 @@ fn the_allow_list_refuses_outsiders_before_any_jwt_work_and_ignores_an_untrusted
             assert_eq!(audit["status"], 403);
         }
     }
+    // The token exchange answers in RFC 6749's terms, the reason still in the audit record.
+    let form = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={}\
+         &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt",
+        up.token()
+    );
+    let r = p.post_with(
+        "/oauth/token",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], "invalid_request");
+    assert_eq!(r.json()["error_description"], "source not allowed");
+    assert_eq!(
+        p.audit_of(&r)["error"],
+        "source 127.0.0.1 is outside SERVER_ALLOWED_SOURCES"
+    );
     assert_eq!(up.github.mints(), 0);
 
     // Loopback admitted: the same requests are served.
