@@ -202,6 +202,18 @@ impl App {
                 None
             }
         };
+        let trusts_anyone = config
+            .trusted_proxies
+            .iter()
+            .flat_map(|set| set.ranges())
+            .any(|range| range.prefix() == 0);
+        if trusts_anyone {
+            log::warn!(
+                "SERVER_TRUSTED_PROXIES holds a /0 range: any client can name its own address in \
+                 X-Forwarded-For or Forwarded, so source restrictions and the per-source rate \
+                 limit can be evaded; list only the proxies' own addresses"
+            );
+        }
         let profiles = profiles::start(
             &config.profiles,
             Arc::clone(&github),

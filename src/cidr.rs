@@ -98,6 +98,11 @@ impl Cidr {
         Ok(cidr)
     }
 
+    /// The prefix length (0: every address of the family).
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` is inside the range.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();

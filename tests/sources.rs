@@ -463,3 +463,34 @@ fn profiles_check_and_explain_show_sources() {
         "{text}"
     );
 }
+
+#[test]
+fn trusting_every_address_as_a_proxy_is_warned_about() {
+    let up = Upstreams::start();
+    let p = Process::spawn(
+        BIN,
+        &up.env_with_no_rate_limits(&[("SERVER_TRUSTED_PROXIES", "0.0.0.0/0, ::/0")]),
+    );
+    assert!(
+        p.stderr().contains(
+            "SERVER_TRUSTED_PROXIES holds a /0 range: any client can name its own address"
+        ),
+        "{}",
+        p.stderr()
+    );
+    // Which is why: any peer's header is then believed.
+    let r = post(
+        &p,
+        "/token",
+        &up.token(),
+        &["X-Forwarded-For: 198.51.100.99"],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(source_ips(&p.audit_of(&r)), ("198.51.100.99", "127.0.0.1"));
+
+    let p = Process::spawn(
+        BIN,
+        &up.env_with_no_rate_limits(&[("SERVER_TRUSTED_PROXIES", "127.0.0.1")]),
+    );
+    assert!(!p.stderr().contains("/0 range"), "{}", p.stderr());
+}
