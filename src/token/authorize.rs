@@ -676,4 +676,43 @@ pub(super) mod tests {
             assert_eq!(got, want.map_err(str::to_owned), "{name}");
         }
     }
+
+    #[test]
+    fn sources_table() {
+        let generation = Generation::parse(
+            br#"{"pipeline": {"profiles": [
+                {"name": "office", "permissions": ["contents:read"], "sources": ["192.0.2.0/24", "2001:db8::/32"]},
+                {"name": "open", "permissions": ["contents:read"]}]}}"#,
+        )
+        .unwrap();
+        let cases: &[(&str, &str, Result<(), &str>)] = &[
+            ("office", "192.0.2.9", Ok(())),
+            ("office", "::ffff:192.0.2.9", Ok(())),
+            ("office", "2001:db8::9", Ok(())),
+            (
+                "office",
+                "192.0.3.9",
+                Err("profile office: source 192.0.3.9 is not in the profile's sources"),
+            ),
+            (
+                "office",
+                "2001:db9::",
+                Err("profile office: source 2001:db9:: is not in the profile's sources"),
+            ),
+            ("open", "203.0.113.1", Ok(())),
+        ];
+        for (name, ip, want) in cases {
+            let reference = crate::profiles::parse_profile_ref(Family::Pipeline, name).unwrap();
+            let profile = lookup(&generation, &reference).unwrap();
+            let got = source(profile, &reference, ip.parse().unwrap());
+            if let Err(refusal) = &got {
+                assert_eq!(refusal.answer().status, 403, "{name} {ip}");
+            }
+            assert_eq!(
+                got.map_err(|r| r.to_string()),
+                want.map_err(str::to_owned),
+                "{name} {ip}"
+            );
+        }
+    }
 }
