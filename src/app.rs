@@ -203,6 +203,18 @@ impl App {
                 None
             }
         };
+        let trusts_anyone = config
+            .trusted_proxies
+            .iter()
+            .flat_map(|set| set.ranges())
+            .any(|range| range.prefix() == 0);
+        if trusts_anyone {
+            log::warn!(
+                "SERVER_TRUSTED_PROXIES holds a /0 range: any client can name its own address in \
+                 X-Forwarded-For or Forwarded, so source restrictions and the per-source rate \
+                 limit can be evaded; list only the proxies' own addresses"
+            );
+        }
         let profiles = profiles::start(
             &config.profiles,
             Arc::clone(&github),
@@ -221,10 +233,14 @@ impl App {
                 github_host: config.github_host.clone(),
                 token_min_remaining_secs: config.token_min_remaining_secs,
                 token_cache_max_entries: config.token_cache_max_entries,
+                github_ratelimit_reserve: config.github_ratelimit_reserve,
+                allowed_sources: config.allowed_sources.clone(),
+                trusted_proxies: config.trusted_proxies.clone().unwrap_or_default(),
             },
             verifier,
             per_source: limiter(&config.rate_limit_per_source),
             per_pipeline: limiter(&config.rate_limit_per_pipeline),
+            mints: limiter(&config.rate_limit_mints),
             readiness: Arc::clone(&readiness),
             profiles: Arc::clone(&profiles),
             github,

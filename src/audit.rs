@@ -92,7 +92,10 @@ pub struct Record {
     pub path: String,
     pub status: u16,
     pub duration_ms: f64,
+    /// The client's address (behind a trusted proxy, the one its forwarding headers name).
     pub source_ip: String,
+    /// The TCP peer's address.
+    pub peer_ip: String,
     pub user_agent: Option<String>,
     pub authorized: bool,
     pub jwt: Option<JwtInfo>,
@@ -122,6 +125,7 @@ impl Record {
             path: truncate(path),
             status: 0,
             duration_ms: 0.0,
+            peer_ip: source_ip.clone(),
             source_ip,
             user_agent: user_agent.map(|ua| truncate(&String::from_utf8_lossy(ua))),
             authorized: false,

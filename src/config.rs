@@ -29,6 +29,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::audit::OnFailure;
+use crate::cidr::CidrSet;
 use crate::secret::Secret;
 use crate::{audit, buildkite, github, http, oidc, profiles, shared, token};
 
@@ -44,6 +45,11 @@ pub const DEFAULT_RATE_LIMIT_PER_PIPELINE: RateLimit = RateLimit::Limit {
 /// `RATE_LIMIT_PER_SOURCE`'s default.
 pub const DEFAULT_RATE_LIMIT_PER_SOURCE: RateLimit = RateLimit::Limit {
     count: 600,
+    window_secs: 60,
+};
+/// `RATE_LIMIT_MINTS`'s default: GitHub mints across all pipelines.
+pub const DEFAULT_RATE_LIMIT_MINTS: RateLimit = RateLimit::Limit {
+    count: 300,
     window_secs: 60,
 };
 /// `METRICS`'s default.
@@ -244,6 +250,18 @@ pub struct Config {
     /// `RATE_LIMIT_PER_SOURCE` (default [`DEFAULT_RATE_LIMIT_PER_SOURCE`]): see [`RateLimit`] for
     /// the grammar.
     pub rate_limit_per_source: RateLimit,
+    /// `RATE_LIMIT_MINTS` (default [`DEFAULT_RATE_LIMIT_MINTS`]): GitHub mints (cache misses)
+    /// across all pipelines, per instance, fleet-wide with `CACHE_URL`; see [`RateLimit`].
+    pub rate_limit_mints: RateLimit,
+    /// `GITHUB_RATELIMIT_RESERVE` (default [`github::DEFAULT_RATELIMIT_RESERVE`], 0–1000000):
+    /// while GitHub reports fewer requests remaining, misses wait for its reset.
+    pub github_ratelimit_reserve: u64,
+    /// `SERVER_ALLOWED_SOURCES` (default unset: any): comma-separated CIDRs; a request whose
+    /// client address is outside is refused before any JWT work.
+    pub allowed_sources: Option<CidrSet>,
+    /// `SERVER_TRUSTED_PROXIES` (default unset: none): comma-separated CIDRs of the peers whose
+    /// `X-Forwarded-For` / `Forwarded` is believed.
+    pub trusted_proxies: Option<CidrSet>,
     /// `METRICS` (default [`DEFAULT_METRICS`]).
     pub metrics: Metrics,
     /// `AUDIT_LOG` (default [`DEFAULT_AUDIT_LOG`]).
@@ -526,6 +544,15 @@ impl<'a> Reader<'a> {
                 DEFAULT_RATE_LIMIT_PER_SOURCE,
                 rate_limit,
             ),
+            rate_limit_mints: self.or("RATE_LIMIT_MINTS", DEFAULT_RATE_LIMIT_MINTS, rate_limit),
+            github_ratelimit_reserve: self.number(
+                "GITHUB_RATELIMIT_RESERVE",
+                github::DEFAULT_RATELIMIT_RESERVE,
+                0,
+                1_000_000,
+            ),
+            allowed_sources: self.optional("SERVER_ALLOWED_SOURCES", cidr_list),
+            trusted_proxies: self.optional("SERVER_TRUSTED_PROXIES", cidr_list),
             metrics: self.or("METRICS", DEFAULT_METRICS, metrics),
             audit_log: self.or("AUDIT_LOG", DEFAULT_AUDIT_LOG, audit_target),
             audit_on_failure: self.or(
@@ -1272,6 +1299,18 @@ fn rate_limit(text: &str) -> Result<RateLimit, String> {
     Ok(RateLimit::Limit { count, window_secs })
 }
 
+/// `SERVER_ALLOWED_SOURCES`, `SERVER_TRUSTED_PROXIES`: comma-separated CIDRs (every bad entry
+/// named by its position, never by its text).
+fn cidr_list(text: &str) -> Result<CidrSet, String> {
+    CidrSet::parse_list(text).map_err(|errors| {
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!(
+            "{}; expected comma-separated address ranges such as 10.0.0.0/8, 2001:db8::/32",
+            shown.join(", ")
+        )
+    })
+}
+
 /// `METRICS`: `on`, `off` or `HOST:PORT`.
 fn metrics(text: &str) -> Result<Metrics, String> {
     if text.eq_ignore_ascii_case("on") {
@@ -1857,6 +1896,19 @@ mod tests {
             log_level("off").is_err(),
             "off is not one of the five levels"
         );
+    }
+
+    #[test]
+    fn address_range_lists() {
+        let set = cidr_list("10.0.0.0/8, ::1/128").unwrap();
+        assert_eq!(set.to_string(), "10.0.0.0/8, ::1/128");
+        let message = cidr_list("10.0.0.0/8,secret-value,10.1.0.0/8").unwrap_err();
+        assert_eq!(
+            message,
+            "entry 2: not an ip address, entry 3: address has bits set beyond the prefix length; \
+             expected comma-separated address ranges such as 10.0.0.0/8, 2001:db8::/32"
+        );
+        assert!(!message.contains("secret-value"), "never the value");
     }
 
     #[test]

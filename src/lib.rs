@@ -34,7 +34,9 @@ mod app;
 mod audit;
 mod buildkite;
 mod cache;
+mod cidr;
 mod config;
+mod forwarded;
 mod github;
 mod http;
 mod metrics;
@@ -100,7 +102,8 @@ pub use profiles::store::spawn_refresher as spawn_profile_refresher;
 pub use profiles::{
     Family, FileError, Generation, LoadError, Lookup, MAX_FILE_BYTES as MAX_PROFILE_FILE_BYTES,
     Matcher, Profile, ProfileRef, RefError, RepositoryScope, Rule, Store,
-    check as check_profile_file, explain as explain_profile, parse_profile_ref,
+    check as check_profile_file, explain as explain_profile,
+    explain_with_source as explain_profile_with_source, parse_profile_ref,
     parse_qualified_profile_ref, start_with as start_profiles_with,
 };
 
@@ -133,6 +136,10 @@ pub use shared::resp::{
     MAX_REPLY as MAX_RESP_REPLY, Parsed as RespParsed, Reply as RespReply,
     encode as encode_resp_reply, parse as parse_resp_reply,
 };
+
+// Addresses: ranges and the client behind trusted proxies.
+pub use cidr::{Cidr, CidrError, CidrSet, ListError as CidrListError};
+pub use forwarded::{ForwardedError, client_address};
 
 // Utilities.
 pub use secret::Secret;

@@ -9,8 +9,8 @@
 
 use kitebridge::{
     App, Config, Generation, Lifecycle, Notifier, Signal, StartError, bind, block_signals,
-    check_profile_file, explain_profile, now_unix, spawn_signal_thread, spawn_watchdog, start_with,
-    take_listener, watchdog_interval,
+    check_profile_file, explain_profile_with_source, now_unix, spawn_signal_thread, spawn_watchdog,
+    start_with, take_listener, watchdog_interval,
 };
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,8 +22,9 @@ kitebridge — short-lived GitHub App installation tokens for Buildkite jobs
 USAGE:
     kitebridge                                  serve (configuration from the environment)
     kitebridge profiles check FILE              validate a profile file offline; exit 1 on any problem
-    kitebridge profiles explain --profile REF --claims CLAIMS.json [--profiles FILE]
-                                                show, rule by rule, whether claims are admitted
+    kitebridge profiles explain --profile REF --claims CLAIMS.json [--profiles FILE] [--source IP]
+                                                show, rule by rule, whether claims (and a client
+                                                address, against the profile's sources) are admitted
     kitebridge --version                        print the version
     kitebridge --help                           print this help
 
@@ -83,13 +84,14 @@ fn profiles_check(file: &str) -> ExitCode {
 }
 
 fn profiles_explain(args: &[&str]) -> ExitCode {
-    let (mut profile, mut claims, mut file) = (None, None, None);
+    let (mut profile, mut claims, mut file, mut source) = (None, None, None, None);
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let slot = match *flag {
             "--profile" => &mut profile,
             "--claims" => &mut claims,
             "--profiles" => &mut file,
+            "--source" => &mut source,
             _ => return usage_error("unknown option for profiles explain"),
         };
         match rest.next() {
@@ -99,6 +101,11 @@ fn profiles_explain(args: &[&str]) -> ExitCode {
     }
     let (Some(profile), Some(claims)) = (profile, claims) else {
         return usage_error("profiles explain needs --profile and --claims");
+    };
+    let source = match source.map(str::parse::<std::net::IpAddr>) {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(_)) => return usage_error("--source is not an IP address"),
     };
     let claims = match read(claims).map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
         Ok(Ok(serde_json::Value::Object(map))) => map,
@@ -122,7 +129,10 @@ fn profiles_explain(args: &[&str]) -> ExitCode {
             }
         },
     };
-    print!("{}", explain_profile(&generation, profile, &claims));
+    print!(
+        "{}",
+        explain_profile_with_source(&generation, profile, &claims, source)
+    );
     ExitCode::SUCCESS
 }
 

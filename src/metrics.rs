@@ -42,6 +42,10 @@ pub const RATE_LIMITED: Family = Family {
     name: "kitebridge_rate_limited_total",
     help: "Requests refused with 429, by limit (source, pipeline).",
 };
+pub const MINTS_HELD_BACK: Family = Family {
+    name: "kitebridge_mints_held_back_total",
+    help: "Cache misses answered 503 instead of minting, by reason (budget: RATE_LIMIT_MINTS; github_reserve: GITHUB_RATELIMIT_RESERVE).",
+};
 
 pub const REVOCATIONS: Family = Family {
     name: "kitebridge_revocations_total",

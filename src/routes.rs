@@ -126,6 +126,20 @@ fn metrics_response(app: &App) -> Response {
             unavailable,
         ));
     }
+    if let Some(state) = app.token.github_rate_limit() {
+        gauges.push(gauge(
+            "kitebridge_github_ratelimit_remaining",
+            "GitHub requests remaining in the window, as GitHub's latest answer said (x-ratelimit-remaining).",
+            String::new(),
+            state.remaining as f64,
+        ));
+        gauges.push(gauge(
+            "kitebridge_github_ratelimit_reset_timestamp_seconds",
+            "When GitHub's rate-limit window resets, as its latest answer said (x-ratelimit-reset).",
+            String::new(),
+            state.reset as f64,
+        ));
+    }
     if let Some(loaded_at) = app.profiles.loaded_at() {
         gauges.push(gauge(
             "kitebridge_profiles_loaded_timestamp_seconds",

@@ -219,6 +219,10 @@ fn shown(config: &Config, name: &str) -> Option<String> {
         "PIPELINE_CACHE_SECS" => c.pipeline_cache_secs.to_string(),
         "RATE_LIMIT_PER_PIPELINE" => rate(c.rate_limit_per_pipeline),
         "RATE_LIMIT_PER_SOURCE" => rate(c.rate_limit_per_source),
+        "RATE_LIMIT_MINTS" => rate(c.rate_limit_mints),
+        "GITHUB_RATELIMIT_RESERVE" => c.github_ratelimit_reserve.to_string(),
+        "SERVER_ALLOWED_SOURCES" => return c.allowed_sources.as_ref().map(ToString::to_string),
+        "SERVER_TRUSTED_PROXIES" => return c.trusted_proxies.as_ref().map(ToString::to_string),
         "METRICS" => match c.metrics {
             Metrics::On => "on".to_string(),
             Metrics::Off => "off".to_string(),

@@ -705,3 +705,30 @@ fn status_says_shared_cache_unavailable_while_it_is() {
     assert!(up_again, "{seen:?}");
     assert_eq!(backend_up(&p), Some(1.0));
 }
+
+#[test]
+fn the_mint_budget_counts_across_the_fleet() {
+    let Some(redis) = Redis::start() else { return };
+    let up = Upstreams::start();
+    let slugs = pipelines(&up, 4);
+    let extra = [("RATE_LIMIT_MINTS", "2/3600s")];
+    let fleet: Vec<Process> = (0..2).map(|_| spawn(&up, &redis.url(), &extra)).collect();
+    // Two misses on the first instance spend the fleet's budget…
+    for slug in &slugs[..2] {
+        assert_eq!(fleet[0].token("/token", &jwt_for(&up, slug)).status, 200);
+    }
+    // …so the other instance's misses wait, though its own local budget is untouched.
+    for slug in &slugs[2..] {
+        let r = fleet[1].token("/token", &jwt_for(&up, slug));
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["error"], "mint budget exhausted");
+        let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+        assert!((1..=1800).contains(&retry), "{retry}");
+    }
+    assert_eq!(up.github.calls(Route::Mint), 2);
+    // A token another instance minted is a shared hit, which spends nothing.
+    let r = fleet[1].token("/token", &jwt_for(&up, &slugs[0]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fleet[1].audit_of(&r)["vended"]["cache"], "shared");
+    assert_eq!(up.github.calls(Route::Mint), 2);
+}

@@ -73,6 +73,11 @@ fn git_credential() {
 }
 
 #[test]
+fn client_address() {
+    replay("client_address", checks::client_address::check);
+}
+
+#[test]
 fn repository_url() {
     replay("repository_url", checks::repository_url::check);
 }

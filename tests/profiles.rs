@@ -1191,3 +1191,67 @@ fn pathological_ten_kilobyte_globs_finish() {
         assert_eq!(admitted(rule, value.clone()), want);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// sources
+
+#[test]
+fn sources_narrow_where_a_profile_may_be_asked_from() {
+    let generation = parse(&json!({
+        "pipeline": {"profiles": [
+            {"name": "office", "permissions": ["contents:read"],
+             "sources": ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]},
+            {"name": "open", "permissions": ["contents:read"]},
+            {"name": "none", "permissions": ["contents:read"], "sources": []},
+            {"name": "bad", "permissions": ["contents:read"],
+             "sources": ["10.0.0.0/8", "10.0.0.0/33", "nowhere", "10.1.0.0/8"]}
+        ]},
+        "organization": {"profiles": [
+            {"name": "lab", "repositories": ["r"], "permissions": ["contents:read"],
+             "sources": ["::1"]}
+        ]}
+    }))
+    .unwrap();
+    let office = found(generation.pipeline("office"));
+    assert_eq!(
+        office.sources().map(ToString::to_string).as_deref(),
+        Some("192.0.2.0/24, 2001:db8::/32, 198.51.100.7/32")
+    );
+    for (ip, admitted) in [
+        ("192.0.2.200", true),
+        ("::ffff:192.0.2.1", true),
+        ("192.0.3.1", false),
+        ("2001:db8:ffff::1", true),
+        ("2001:db9::", false),
+        ("198.51.100.7", true),
+        ("198.51.100.8", false),
+    ] {
+        assert_eq!(office.admits_source(ip.parse().unwrap()), admitted, "{ip}");
+    }
+    let open = found(generation.pipeline("open"));
+    assert_eq!(open.sources(), None);
+    assert!(open.admits_source("203.0.113.1".parse().unwrap()));
+    assert!(found(generation.organization("lab")).admits_source("::1".parse().unwrap()));
+    assert_eq!(
+        generation.pipeline("none"),
+        Lookup::Unavailable(
+            "$.pipeline.profiles[2].sources: no sources (leave sources out to admit any address)"
+        )
+    );
+    assert_eq!(
+        generation.pipeline("bad"),
+        Lookup::Unavailable(
+            "$.pipeline.profiles[3].sources[1]: prefix length 33 is over 32; \
+             $.pipeline.profiles[3].sources[2]: not an ip address; \
+             $.pipeline.profiles[3].sources[3]: address has bits set beyond the prefix length"
+        )
+    );
+    // Not a list of strings: the whole file fails, like any other shape problem.
+    let problems = file_problems(
+        r#"{"pipeline": {"profiles": [{"name": "x", "permissions": ["contents:read"], "sources": "10.0.0.0/8"}]}}"#,
+    );
+    assert_eq!(
+        problems,
+        ["$.pipeline.profiles[0].sources: expected an array, found a string"]
+    );
+}

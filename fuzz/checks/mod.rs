@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod claims;
+pub mod client_address;
 pub mod form_urlencoded;
 pub mod git_credential;
 pub mod http_chunked;

@@ -15,7 +15,7 @@ mod grant;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -31,11 +31,40 @@ pub use app_jwt::AppKey;
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// `GITHUB_HOST`'s default: the host in git URLs.
 pub const DEFAULT_HOST: &str = "github.com";
+/// `GITHUB_RATELIMIT_RESERVE`'s default: below this many remaining GitHub requests, cache misses
+/// wait for GitHub's reset instead of minting.
+pub const DEFAULT_RATELIMIT_RESERVE: u64 = 100;
 /// The REST API version sent on every call.
 pub const API_VERSION: &str = "2022-11-28";
 
 const ACCEPT_JSON: &str = "application/vnd.github+json";
 const ACCEPT_RAW: &str = "application/vnd.github.raw+json";
+
+/// What GitHub's latest answer said about our rate limit (`x-ratelimit-remaining`,
+/// `x-ratelimit-reset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitState {
+    /// Requests left in the current window.
+    pub remaining: u64,
+    /// When the window resets, Unix seconds.
+    pub reset: u64,
+}
+
+impl RateLimitState {
+    /// The state an answer reports: both headers present and decimal, else `None`.
+    pub fn of(response: &Response) -> Option<RateLimitState> {
+        let number = |name: &str| {
+            let text = response.header(name)?.trim();
+            let digits =
+                !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit());
+            digits.then(|| text.parse::<u64>().ok()).flatten()
+        };
+        Some(RateLimitState {
+            remaining: number("x-ratelimit-remaining")?,
+            reset: number("x-ratelimit-reset")?,
+        })
+    }
+}
 
 /// Where and as whom to call GitHub.
 #[derive(Clone, Debug)]
@@ -144,6 +173,8 @@ pub struct Client {
     installation_id: u64,
     jwt: app_jwt::AppJwt,
     backoff: Backoff,
+    /// What the latest answer carrying rate-limit headers said.
+    rate_limit: Mutex<Option<RateLimitState>>,
 }
 
 impl fmt::Debug for Client {
@@ -164,7 +195,13 @@ impl Client {
             installation_id: settings.installation_id,
             jwt: app_jwt::AppJwt::new(settings.app_id, key),
             backoff: Backoff::new(Service::GitHub),
+            rate_limit: Mutex::new(None),
         }
+    }
+
+    /// What GitHub's latest answer said about our rate limit; `None` before any said anything.
+    pub fn rate_limit(&self) -> Option<RateLimitState> {
+        *self.rate_limit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `GET /app/installations/{id}` → `account.login`, the owner of every repository it covers.
@@ -320,6 +357,9 @@ impl Client {
             .http
             .send(call.method, &url, &headers, call.body)
             .map_err(|e| Failure::from_transport(Service::GitHub, e))?;
+        if let Some(state) = RateLimitState::of(&response) {
+            *self.rate_limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+        }
         self.backoff.observe(&response, now)?;
         Ok(response)
     }
@@ -471,6 +511,37 @@ fn parse_json(body: &[u8], what: &str) -> Result<serde_json::Value, Failure> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rate_limit_headers() {
+        let state = |headers: &[(&str, &str)]| {
+            let response = Response {
+                status: 201,
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body: Vec::new(),
+            };
+            super::RateLimitState::of(&response).map(|s| (s.remaining, s.reset))
+        };
+        let (remaining, reset) = ("x-ratelimit-remaining", "x-ratelimit-reset");
+        assert_eq!(
+            state(&[(remaining, "42"), (reset, "1700000000")]),
+            Some((42, 1_700_000_000))
+        );
+        assert_eq!(state(&[(remaining, " 0 "), (reset, "5")]), Some((0, 5)));
+        assert_eq!(state(&[(remaining, "42")]), None, "both or nothing");
+        assert_eq!(state(&[(reset, "5")]), None);
+        assert_eq!(state(&[(remaining, "-1"), (reset, "5")]), None);
+        assert_eq!(state(&[(remaining, "+1"), (reset, "5")]), None);
+        assert_eq!(state(&[(remaining, "1e3"), (reset, "5")]), None);
+        assert_eq!(
+            state(&[(remaining, "99999999999999999999999"), (reset, "5")]),
+            None
+        );
+        assert_eq!(state(&[]), None);
+    }
+
     #[test]
     fn hashed_token_is_standard_base64_of_sha256() {
         // echo -n ghs_test | openssl dgst -sha256 -binary | base64

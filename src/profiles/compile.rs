@@ -16,6 +16,7 @@ use super::rules::{Matcher, Rule, is_known_claim};
 use super::schema::{At, Positions, RawProfile, RawRule, SchemaError};
 use super::ttl::{Ttl, TtlError};
 use super::yaml::Position;
+use crate::cidr::{Cidr, CidrError, CidrSet};
 
 /// Longest repository name, in bytes.
 pub const MAX_REPOSITORY_BYTES: usize = 100;
@@ -66,6 +67,10 @@ pub enum ProfileProblem {
     Pattern(PatternError),
     /// `ttl` is malformed or out of range.
     Ttl(TtlError),
+    /// `sources` is an empty list (it would admit no request; leave it out to admit any).
+    SourcesEmpty,
+    /// A `sources` entry is not an address range.
+    Source(CidrError),
 }
 
 impl fmt::Display for ProfileProblem {
@@ -111,6 +116,10 @@ impl fmt::Display for ProfileProblem {
             ProfileProblem::Glob(error) => write!(f, "{error}"),
             ProfileProblem::Pattern(error) => write!(f, "{error}"),
             ProfileProblem::Ttl(error) => write!(f, "{error}"),
+            ProfileProblem::SourcesEmpty => {
+                f.write_str("no sources (leave sources out to admit any address)")
+            }
+            ProfileProblem::Source(error) => write!(f, "{error}"),
         }
     }
 }
@@ -261,6 +270,7 @@ fn pipeline_default(permissions: Vec<Permission>) -> Profile {
         permissions,
         repositories: None,
         ttl: Ttl::default(),
+        sources: None,
     }
 }
 
@@ -339,6 +349,12 @@ fn profile(family: Family, raw: RawProfile) -> Result<Profile, Vec<Problem>> {
             Ttl::default()
         }
     };
+    let sources = match raw.sources {
+        None => Ok(None),
+        Some(entries) => sources(&entries, &at("sources"))
+            .map(Some)
+            .map_err(|found| problems.extend(found)),
+    };
     let mut rules = Vec::new();
     for raw_rule in raw.rules {
         match rule(raw_rule) {
@@ -346,14 +362,15 @@ fn profile(family: Family, raw: RawProfile) -> Result<Profile, Vec<Problem>> {
             Err(found) => problems.extend(found),
         }
     }
-    match (permissions, repositories) {
-        (Ok(permissions), Ok(repositories)) if problems.is_empty() => Ok(Profile {
+    match (permissions, repositories, sources) {
+        (Ok(permissions), Ok(repositories), Ok(sources)) if problems.is_empty() => Ok(Profile {
             family,
             name: raw.name,
             rules,
             permissions,
             repositories,
             ttl,
+            sources,
         }),
         _ => Err(problems),
     }
@@ -461,6 +478,32 @@ fn repository_scope(entries: &[String], path: &str) -> Result<RepositoryScope, V
     names.sort();
     names.dedup();
     Ok(RepositoryScope::Named(names))
+}
+
+/// A profile's `sources`: address ranges (CIDR notation, or a bare address), each checked.
+fn sources(entries: &[String], path: &str) -> Result<CidrSet, Vec<Problem>> {
+    if entries.is_empty() {
+        return Err(vec![Problem::new(
+            path.to_owned(),
+            ProfileProblem::SourcesEmpty,
+        )]);
+    }
+    let mut ranges = Vec::new();
+    let mut problems = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        match Cidr::parse(entry) {
+            Ok(cidr) => ranges.push(cidr),
+            Err(error) => problems.push(Problem::new(
+                format!("{path}[{index}]"),
+                ProfileProblem::Source(error),
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(CidrSet::new(ranges))
+    } else {
+        Err(problems)
+    }
 }
 
 /// A bare repository name: non-empty, at most 100 bytes, no `/`, whitespace or control characters.

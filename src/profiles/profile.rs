@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::permissions::Permission;
 use super::rules::{ClaimSource, Rule, Verdict};
 use super::ttl::Ttl;
+use crate::cidr::CidrSet;
 
 /// Longest profile name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -74,6 +76,8 @@ pub struct Profile {
     pub(crate) repositories: Option<RepositoryScope>,
     /// How long its tokens may live before kitebridge revokes them.
     pub(crate) ttl: Ttl,
+    /// `sources`: the address ranges requests must come from; `None`: any.
+    pub(crate) sources: Option<CidrSet>,
 }
 
 impl Profile {
@@ -105,6 +109,17 @@ impl Profile {
     /// How long its tokens may live ([`Ttl::default`] when the file gives none).
     pub fn ttl(&self) -> Ttl {
         self.ttl
+    }
+
+    /// The address ranges requests must come from (`sources`); `None` when the profile has none.
+    pub fn sources(&self) -> Option<&CidrSet> {
+        self.sources.as_ref()
+    }
+
+    /// Whether a request from `client` may use the profile: inside one of its `sources`, or it
+    /// has none.
+    pub fn admits_source(&self, client: IpAddr) -> bool {
+        self.sources.as_ref().is_none_or(|set| set.contains(client))
     }
 
     /// Tests every rule against a claim set.

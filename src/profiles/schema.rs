@@ -191,6 +191,8 @@ pub(crate) struct RawProfile {
     pub repositories: Option<Vec<String>>,
     /// `ttl` as written, when given.
     pub ttl: Option<String>,
+    /// `sources`, when given: the address ranges the profile admits requests from.
+    pub sources: Option<Vec<String>>,
 }
 
 /// One match rule as written.
@@ -278,13 +280,21 @@ impl Walker<'_> {
 
     fn profile(&mut self, value: &Value, path: &Path, kind: Section) -> Option<RawProfile> {
         let keys: &[&str] = match kind {
-            Section::Pipeline => &["name", "match", "permissions", "ttl"],
-            Section::Organization => &["name", "match", "repositories", "permissions", "ttl"],
+            Section::Pipeline => &["name", "match", "permissions", "ttl", "sources"],
+            Section::Organization => &[
+                "name",
+                "match",
+                "repositories",
+                "permissions",
+                "ttl",
+                "sources",
+            ],
         };
         let object = self.object(value, path, keys)?;
         let name = self.required_string(object, &path.key("name"));
         let rules = self.rules(object, path);
         let permissions = self.required_strings(object, &path.key("permissions"));
+        let sources = self.optional(object, path, "sources", Self::strings);
         let repositories = match kind {
             Section::Pipeline => Some(None),
             Section::Organization => self
@@ -299,6 +309,7 @@ impl Walker<'_> {
             permissions: permissions?,
             repositories: repositories?,
             ttl: ttl?,
+            sources: sources?,
         })
     }
 

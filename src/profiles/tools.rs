@@ -2,6 +2,8 @@
 //! functions returning text (the command-line wiring lives in `main.rs`).
 #![forbid(unsafe_code)]
 
+use std::net::IpAddr;
+
 use serde_json::{Map, Value};
 
 use super::compile::Quarantined;
@@ -43,8 +45,12 @@ pub fn check(bytes: &[u8]) -> Result<String, Vec<String>> {
         } else {
             String::new()
         };
+        let sources = match profile.sources() {
+            Some(set) => format!("; sources {set}"),
+            None => String::new(),
+        };
         summary.push_str(&format!(
-            "{profile}: {}; {}; {rules}{ttl}\n",
+            "{profile}: {}; {}; {rules}{ttl}{sources}\n",
             permissions(profile),
             repositories(profile)
         ));
@@ -68,6 +74,18 @@ fn quarantine_lines<'a>(quarantined: impl Iterator<Item = &'a Quarantined>) -> V
 /// (`org:deploy`, `pipeline:release`, or a bare pipeline profile name), for a human debugging a
 /// 403. One fact per line; the last line starts with `verdict:`.
 pub fn explain(generation: &Generation, profile_ref: &str, claims: &Map<String, Value>) -> String {
+    explain_with_source(generation, profile_ref, claims, None)
+}
+
+/// [`explain`], and whether a request from `source` may use the profile (its `sources`). Without
+/// `source`, a profile's `sources` are shown but not checked; a profile without `sources` shows
+/// none unless `source` is given.
+pub fn explain_with_source(
+    generation: &Generation,
+    profile_ref: &str,
+    claims: &Map<String, Value>,
+    source: Option<IpAddr>,
+) -> String {
     let mut lines = Vec::new();
     let reference = match parse_qualified_profile_ref(profile_ref) {
         Ok(reference) => reference,
@@ -108,13 +126,40 @@ pub fn explain(generation: &Generation, profile_ref: &str, claims: &Map<String, 
         };
         lines.push(format!("rule {} of {total}: {rule}: {outcome}", i + 1));
     }
+    let source_fails = match (profile.sources(), source) {
+        (None, None) => None,
+        (None, Some(ip)) => {
+            lines.push(format!(
+                "sources: none, so a request from any address qualifies ({ip} included)"
+            ));
+            None
+        }
+        (Some(set), None) => {
+            lines.push(format!(
+                "sources: {set} (not checked: give --source ADDRESS to check one)"
+            ));
+            None
+        }
+        (Some(set), Some(ip)) => {
+            let admitted = profile.admits_source(ip);
+            let outcome = if admitted { "holds" } else { "FAILS" };
+            let inside = if admitted { "inside" } else { "outside" };
+            lines.push(format!("sources: {set}: {outcome}: {ip} is {inside} them"));
+            (!admitted).then_some(ip)
+        }
+    };
     let verdict = profile.evaluate(claims);
-    lines.push(if verdict.admitted {
+    let rules_failed =
+        (!verdict.admitted).then(|| format!("{} of {total} rules failed", verdict.failures.len()));
+    let source_failed =
+        source_fails.map(|ip| format!("source {ip} is outside the profile's sources"));
+    let reasons: Vec<String> = rules_failed.into_iter().chain(source_failed).collect();
+    lines.push(if reasons.is_empty() {
         "verdict: admitted".to_owned()
     } else {
         format!(
-            "verdict: denied: {} of {total} rules failed, the server answers 403 (forbidden)",
-            verdict.failures.len()
+            "verdict: denied: {}, the server answers 403 (forbidden)",
+            reasons.join(" and ")
         )
     });
     finish(lines)

@@ -610,7 +610,20 @@ impl SharedCache {
         window: Duration,
         now_ms: u64,
     ) -> Option<Result<(), u64>> {
-        let key = self.key("r", &sha256_hex(&[b"pipeline\0", name]));
+        self.rate_of(b"pipeline", name, count, window, now_ms)
+    }
+
+    /// [`SharedCache::rate`] for the bucket `name` of the limit `kind` (`pipeline`, `mints`):
+    /// each kind's buckets are apart from every other kind's.
+    pub fn rate_of(
+        &self,
+        kind: &[u8],
+        name: &[u8],
+        count: u32,
+        window: Duration,
+        now_ms: u64,
+    ) -> Option<Result<(), u64>> {
+        let key = self.key("r", &sha256_hex(&[kind, b"\0", name]));
         let burst = window.as_secs_f64() * 1000.0;
         let interval = burst / f64::from(count.max(1));
         let (now, interval, burst) = (

@@ -1,5 +1,6 @@
-//! Admit: who may be heard at all. In order: the per-source rate limit (before any JWT work),
-//! readiness, the caller's token verified, the per-pipeline rate limit.
+//! Admit: who may be heard at all. In order: the client's address (behind trusted proxies) and
+//! `SERVER_ALLOWED_SOURCES`, the per-source rate limit (both before any JWT work), readiness,
+//! the caller's token verified, the per-pipeline rate limit.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -8,6 +9,8 @@ use std::time::Instant;
 
 use super::Service;
 use super::refusal::{Limit, Refusal};
+use crate::forwarded;
+use crate::http::Request;
 use crate::metrics;
 use crate::oidc::Verified;
 use crate::profiles::Generation;
@@ -20,8 +23,26 @@ pub struct Admitted {
     pub verified: Verified,
 }
 
-/// The per-source rate limit.
+/// The client's address: the TCP peer, or behind a trusted proxy the client its forwarding
+/// headers name.
+pub fn client(svc: &Service, req: &Request) -> Result<IpAddr, Refusal> {
+    forwarded::client_address(
+        req.peer.ip(),
+        &svc.settings.trusted_proxies,
+        &req.header_values("x-forwarded-for"),
+        &req.header_values("forwarded"),
+    )
+    .map_err(Refusal::MalformedForwarding)
+}
+
+/// The source limits of the client's address: `SERVER_ALLOWED_SOURCES`, then the per-source
+/// rate limit.
 pub fn source(svc: &Service, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+    if let Some(allowed) = &svc.settings.allowed_sources {
+        if !allowed.contains(ip) {
+            return Err(Refusal::SourceNotAllowed { source: ip });
+        }
+    }
     match &svc.per_source {
         Some(limiter) => limiter
             .check(&source_key(ip), now)

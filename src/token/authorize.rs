@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::ask::Target;
 use super::refusal::Refusal;
@@ -119,6 +120,19 @@ pub fn authorize<'g>(
         permissions,
         reach,
     })
+}
+
+/// The profile's `sources` admit a request from `client` (checked beside the match rules, before
+/// the cache): a miss is refused like a failed rule.
+pub fn source(profile: &Profile, reference: &ProfileRef, client: IpAddr) -> Result<(), Refusal> {
+    if profile.admits_source(client) {
+        Ok(())
+    } else {
+        Err(Refusal::SourceNotInProfile {
+            profile: reference.clone(),
+            source: client,
+        })
+    }
 }
 
 /// The profile a reference names, if it exists and is valid.
@@ -660,6 +674,45 @@ pub(super) mod tests {
         for (name, target, repository, want) in cases {
             let got = pipeline_repository(&target, repository, "acme").map_err(|r| r.to_string());
             assert_eq!(got, want.map_err(str::to_owned), "{name}");
+        }
+    }
+
+    #[test]
+    fn sources_table() {
+        let generation = Generation::parse(
+            br#"{"pipeline": {"profiles": [
+                {"name": "office", "permissions": ["contents:read"], "sources": ["192.0.2.0/24", "2001:db8::/32"]},
+                {"name": "open", "permissions": ["contents:read"]}]}}"#,
+        )
+        .unwrap();
+        let cases: &[(&str, &str, Result<(), &str>)] = &[
+            ("office", "192.0.2.9", Ok(())),
+            ("office", "::ffff:192.0.2.9", Ok(())),
+            ("office", "2001:db8::9", Ok(())),
+            (
+                "office",
+                "192.0.3.9",
+                Err("profile office: source 192.0.3.9 is not in the profile's sources"),
+            ),
+            (
+                "office",
+                "2001:db9::",
+                Err("profile office: source 2001:db9:: is not in the profile's sources"),
+            ),
+            ("open", "203.0.113.1", Ok(())),
+        ];
+        for (name, ip, want) in cases {
+            let reference = crate::profiles::parse_profile_ref(Family::Pipeline, name).unwrap();
+            let profile = lookup(&generation, &reference).unwrap();
+            let got = source(profile, &reference, ip.parse().unwrap());
+            if let Err(refusal) = &got {
+                assert_eq!(refusal.answer().status, 403, "{name} {ip}");
+            }
+            assert_eq!(
+                got.map_err(|r| r.to_string()),
+                want.map_err(str::to_owned),
+                "{name} {ip}"
+            );
         }
     }
 }

@@ -27,11 +27,14 @@ use super::authorize::Authorized;
 use super::refusal::Refusal;
 use crate::buildkite::RepoRef;
 use crate::cache::Outcome;
+use crate::cidr::CidrSet;
 use crate::github::{self, MintRequest, Minted};
+use crate::metrics;
 use crate::oidc::Claims;
 use crate::profiles::Ttl;
 use crate::revoke::Revocation;
 use crate::shared::{self, Origin, Store, Unusable};
+use crate::time;
 
 /// `TOKEN_MIN_REMAINING_SECS`'s default: a cached token is served while it has 15 minutes left.
 pub const DEFAULT_MIN_REMAINING_SECS: u64 = 900;
@@ -48,6 +51,13 @@ pub struct Settings {
     pub token_min_remaining_secs: u64,
     /// Most cached tokens (`TOKEN_CACHE_MAX_ENTRIES`). Default [`DEFAULT_CACHE_MAX_ENTRIES`].
     pub token_cache_max_entries: usize,
+    /// Below this many remaining GitHub requests, misses wait for GitHub's reset
+    /// (`GITHUB_RATELIMIT_RESERVE`). Default [`github::DEFAULT_RATELIMIT_RESERVE`].
+    pub github_ratelimit_reserve: u64,
+    /// Where requests may come from at all (`SERVER_ALLOWED_SOURCES`); `None`: anywhere.
+    pub allowed_sources: Option<CidrSet>,
+    /// The proxies whose forwarding headers are believed (`SERVER_TRUSTED_PROXIES`).
+    pub trusted_proxies: CidrSet,
 }
 
 impl Default for Settings {
@@ -56,6 +66,9 @@ impl Default for Settings {
             github_host: github::DEFAULT_HOST.to_owned(),
             token_min_remaining_secs: DEFAULT_MIN_REMAINING_SECS,
             token_cache_max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+            github_ratelimit_reserve: github::DEFAULT_RATELIMIT_RESERVE,
+            allowed_sources: None,
+            trusted_proxies: CidrSet::default(),
         }
     }
 }
@@ -289,7 +302,8 @@ pub fn mint(
     let key = token_key(digest, authorized, cover, life);
     let permissions = key.permissions.clone();
     let fresh = |v: &Vended| servable(v.end_of_life, now, life, min_remaining);
-    let github_mint = || {
+    let github_mint = || -> Result<Vended, Refusal> {
+        hold_back(svc, now)?;
         let request = MintRequest {
             repositories: cover.repositories(),
             permissions: authorized
@@ -342,7 +356,7 @@ pub fn mint(
                 plaintext: shared::entry::encode(&vended.minted, now),
                 ttl: Duration::from_secs(servable),
             });
-            Ok((vended, store))
+            Ok::<_, Refusal>((vended, store))
         };
         let (vended, origin) = shared.get_or_mint(&key.canonical(), open, mint_and_share)?;
         from_shared.set(origin == Origin::Shared);
@@ -367,6 +381,40 @@ pub fn mint(
         },
         permissions,
         key,
+    })
+}
+
+/// Before a GitHub mint (a miss everywhere): GitHub's remaining requests above
+/// `GITHUB_RATELIMIT_RESERVE` (until its reset), then one mint of `RATE_LIMIT_MINTS` taken,
+/// across the fleet while the shared cache answers, else in this process (the local bucket is
+/// charged either way, as for the per-pipeline limit). Cached tokens never come here.
+fn hold_back(svc: &Service, now: u64) -> Result<(), Refusal> {
+    let held = |reason: &str| {
+        svc.metrics
+            .count(metrics::MINTS_HELD_BACK, &[("reason", reason)]);
+    };
+    let reserve = svc.settings.github_ratelimit_reserve;
+    if let Some(state) = svc.github.rate_limit() {
+        if state.remaining < reserve && state.reset > now {
+            held("github_reserve");
+            return Err(Refusal::GitHubReserve {
+                remaining: state.remaining,
+                reserve,
+                retry_after_secs: state.reset - now,
+            });
+        }
+    }
+    let Some(limiter) = &svc.mints else {
+        return Ok(());
+    };
+    let local = limiter.check(&(), std::time::Instant::now());
+    let fleet = svc.shared.as_ref().and_then(|shared| {
+        let now_ms = time::now_unix_millis();
+        shared.rate_of(b"mints", b"", limiter.count(), limiter.window(), now_ms)
+    });
+    fleet.unwrap_or(local).map_err(|retry_after_secs| {
+        held("budget");
+        Refusal::MintBudgetExhausted { retry_after_secs }
     })
 }
 

@@ -57,13 +57,15 @@ pub struct Service {
     verifier: Verifier,
     per_source: Option<RateLimiter<IpAddr>>,
     per_pipeline: Option<RateLimiter<String>>,
+    /// `RATE_LIMIT_MINTS`: GitHub mints across all pipelines.
+    mints: Option<RateLimiter<()>>,
     readiness: Arc<Readiness>,
     profiles: Arc<Store>,
     github: Arc<github::Client>,
     buildkite: Option<buildkite::Client>,
     /// The installation's account, once known (readiness waits for it).
     account: OnceLock<String>,
-    tokens: CoalescingCache<mint::TokenKey, mint::Vended, Failure>,
+    tokens: CoalescingCache<mint::TokenKey, mint::Vended, Refusal>,
     /// Ends tokens at their end of life, when that is before GitHub's expiry.
     revoker: Arc<Revoker>,
     metrics: Arc<Metrics>,
@@ -78,6 +80,8 @@ pub struct Parts {
     pub verifier: Verifier,
     pub per_source: Option<RateLimiter<IpAddr>>,
     pub per_pipeline: Option<RateLimiter<String>>,
+    /// `RATE_LIMIT_MINTS`; `None` when off.
+    pub mints: Option<RateLimiter<()>>,
     pub readiness: Arc<Readiness>,
     pub profiles: Arc<Store>,
     pub github: Arc<github::Client>,
@@ -100,6 +104,7 @@ impl Service {
             verifier: parts.verifier,
             per_source: parts.per_source,
             per_pipeline: parts.per_pipeline,
+            mints: parts.mints,
             readiness: parts.readiness,
             profiles: parts.profiles,
             github: parts.github,
@@ -134,6 +139,11 @@ impl Service {
             let _ = self.account.set(login);
         }
         Ok(self.account().unwrap_or_default())
+    }
+
+    /// What GitHub's latest answer said about our rate limit (for the gauges).
+    pub fn github_rate_limit(&self) -> Option<github::RateLimitState> {
+        self.github.rate_limit()
     }
 
     /// The GitHub host of git URLs.
@@ -270,7 +280,9 @@ fn flow(
     now: u64,
     trail: &mut Trail,
 ) -> Result<(Ask, String, Outcome), Refusal> {
-    admit::source(svc, req.peer.ip(), Instant::now())?;
+    let client = admit::client(svc, req)?;
+    trail.source(client);
+    admit::source(svc, client, Instant::now())?;
     let (admitted, ask) = match route {
         Route::Exchange => {
             let (subject_token, ask) = ask::exchange(req, svc.github_host())?;
@@ -304,6 +316,7 @@ fn flow(
         account,
     )?;
     trail.authorized(&authorized);
+    authorize::source(authorized.profile, &ask.profile, client)?;
     trail.requested(&ask.target);
     let repository;
     let cover = match &authorized.reach {

@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::credential::CredentialError;
 use super::exchange::{ErrorCode, ExchangeError};
+use crate::forwarded::ForwardedError;
 use crate::http::form::FormError;
 use crate::oidc::{self, Rejected};
 use crate::profiles::{Permission, ProfileRef, RefError};
@@ -98,6 +100,21 @@ pub enum Refusal {
     /// The token's audit record could not be written, so the token was withheld (`withdrawn`
     /// says what became of it).
     AuditUnavailable { reason: String, withdrawn: String },
+    /// The client's address is outside `SERVER_ALLOWED_SOURCES`.
+    SourceNotAllowed { source: IpAddr },
+    /// A trusted proxy's `X-Forwarded-For` / `Forwarded` does not tell the client's address.
+    MalformedForwarding(ForwardedError),
+    /// The client's address is outside the profile's `sources`.
+    SourceNotInProfile { profile: ProfileRef, source: IpAddr },
+    /// `RATE_LIMIT_MINTS` is spent: no GitHub mint until the given time.
+    MintBudgetExhausted { retry_after_secs: u64 },
+    /// GitHub reports fewer requests remaining than `GITHUB_RATELIMIT_RESERVE`: no mint until its
+    /// reset.
+    GitHubReserve {
+        remaining: u64,
+        reserve: u64,
+        retry_after_secs: u64,
+    },
 }
 
 /// How a refusal is answered: one row of [`Refusal::answer`].
@@ -226,6 +243,13 @@ impl Refusal {
             // Nobody reads this answer; the status is the audit record's.
             Refusal::ClientGone => plain(499, "client closed request"),
             Refusal::AuditUnavailable { .. } => plain(503, "audit unavailable"),
+            Refusal::SourceNotAllowed { .. } => plain(403, "source not allowed"),
+            Refusal::MalformedForwarding(_) => plain(400, "malformed forwarding header"),
+            Refusal::SourceNotInProfile { .. } => {
+                oauth(403, "forbidden", InvalidTarget, AUDIENCE_UNAVAILABLE)
+            }
+            Refusal::MintBudgetExhausted { .. } => plain(503, "mint budget exhausted"),
+            Refusal::GitHubReserve { .. } => plain(503, "upstream unavailable"),
         }
     }
 
@@ -237,6 +261,10 @@ impl Refusal {
             } => Some(*retry_after_secs),
             Refusal::Upstream(failure) => failure.retry_after_secs(),
             Refusal::AuditUnavailable { .. } => Some(AUDIT_RETRY_AFTER_SECS),
+            Refusal::MintBudgetExhausted { retry_after_secs }
+            | Refusal::GitHubReserve {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -328,6 +356,28 @@ impl fmt::Display for Refusal {
             Refusal::AuditUnavailable { reason, withdrawn } => {
                 write!(f, "audit unavailable: {reason}; {withdrawn}")
             }
+            Refusal::SourceNotAllowed { source } => {
+                write!(f, "source {source} is outside SERVER_ALLOWED_SOURCES")
+            }
+            Refusal::MalformedForwarding(e) => write!(f, "trusted proxy's {e}"),
+            Refusal::SourceNotInProfile { profile, source } => write!(
+                f,
+                "profile {}: source {source} is not in the profile's sources",
+                profile.name()
+            ),
+            Refusal::MintBudgetExhausted { retry_after_secs } => write!(
+                f,
+                "RATE_LIMIT_MINTS exhausted: no github mint for {retry_after_secs}s"
+            ),
+            Refusal::GitHubReserve {
+                remaining,
+                reserve,
+                retry_after_secs,
+            } => write!(
+                f,
+                "github reports {remaining} requests remaining, under GITHUB_RATELIMIT_RESERVE \
+                 {reserve}: no github mint for {retry_after_secs}s (until the reset)"
+            ),
         }
     }
 }
@@ -384,14 +434,88 @@ mod tests {
             ),
         ];
         for (refusal, status, message, code, retry, reason) in cases {
+            check(refusal, *status, message, *code, *retry, reason);
+        }
+    }
+
+    #[test]
+    fn rows_of_the_source_and_budget_refusals() {
+        let source: IpAddr = "203.0.113.9".parse().unwrap();
+        let profile =
+            crate::profiles::parse_profile_ref(crate::profiles::Family::Pipeline, "x").unwrap();
+        let cases: &[Row] = &[
+            (
+                Refusal::SourceNotAllowed { source },
+                403,
+                "source not allowed",
+                ErrorCode::InvalidRequest,
+                None,
+                "source 203.0.113.9 is outside SERVER_ALLOWED_SOURCES",
+            ),
+            (
+                Refusal::MalformedForwarding(ForwardedError::Malformed {
+                    header: "forwarded",
+                }),
+                400,
+                "malformed forwarding header",
+                ErrorCode::InvalidRequest,
+                None,
+                "trusted proxy's forwarded: malformed",
+            ),
+            (
+                Refusal::SourceNotInProfile { profile, source },
+                403,
+                "forbidden",
+                ErrorCode::InvalidTarget,
+                None,
+                "profile x: source 203.0.113.9 is not in the profile's sources",
+            ),
+            (
+                Refusal::MintBudgetExhausted {
+                    retry_after_secs: 7,
+                },
+                503,
+                "mint budget exhausted",
+                ErrorCode::TemporarilyUnavailable,
+                Some(7),
+                "RATE_LIMIT_MINTS exhausted: no github mint for 7s",
+            ),
+            (
+                Refusal::GitHubReserve {
+                    remaining: 12,
+                    reserve: 100,
+                    retry_after_secs: 600,
+                },
+                503,
+                "upstream unavailable",
+                ErrorCode::TemporarilyUnavailable,
+                Some(600),
+                "github reports 12 requests remaining, under GITHUB_RATELIMIT_RESERVE 100: \
+                 no github mint for 600s (until the reset)",
+            ),
+        ];
+        for (refusal, status, message, code, retry, reason) in cases {
+            check(refusal, *status, message, *code, *retry, reason);
+        }
+    }
+
+    fn check(
+        refusal: &Refusal,
+        status: u16,
+        message: &str,
+        code: ErrorCode,
+        retry: Option<u64>,
+        reason: &str,
+    ) {
+        {
             let answer = refusal.answer();
             assert_eq!(
                 (answer.status, answer.message, answer.oauth_error),
-                (*status, *message, *code),
+                (status, message, code),
                 "{refusal:?}"
             );
-            assert_eq!(refusal.retry_after_secs(), *retry, "{refusal:?}");
-            assert_eq!(refusal.to_string(), *reason);
+            assert_eq!(refusal.retry_after_secs(), retry, "{refusal:?}");
+            assert_eq!(refusal.to_string(), reason);
         }
     }
 }

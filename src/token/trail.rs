@@ -40,6 +40,12 @@ impl Trail {
         }
     }
 
+    /// The client's address, derived from the peer and a trusted proxy's forwarding headers
+    /// (the record's `sourceIp`; `peerIp` stays the TCP peer).
+    pub fn source(&mut self, client: std::net::IpAddr) {
+        self.record.source_ip = client.to_string();
+    }
+
     /// The caller passed verification.
     pub fn admitted(&mut self, admitted: &Admitted, now: u64) {
         let verified = &admitted.verified;

@@ -119,6 +119,8 @@ struct State {
     stalled: AtomicUsize,
     /// Revocation requests still to answer 500 (see [`GitHubStandIn::fail_revocations`]).
     failing_revocations: AtomicUsize,
+    /// `x-ratelimit-remaining` and `x-ratelimit-reset` on every answer, when set.
+    rate_limit: Mutex<Option<(u64, u64)>>,
 }
 
 /// The running stand-in.
@@ -196,6 +198,7 @@ impl GitHubStandIn {
             unstalled: Condvar::new(),
             stalled: AtomicUsize::new(0),
             failing_revocations: AtomicUsize::new(0),
+            rate_limit: Mutex::new(None),
         });
         let handler_state = Arc::clone(&state);
         let server = Server::start(move |request| answer(&handler_state, request));
@@ -253,6 +256,12 @@ impl GitHubStandIn {
         self.state
             .failing_revocations
             .store(count, Ordering::SeqCst);
+    }
+
+    /// Every answer carries `x-ratelimit-remaining: remaining` and `x-ratelimit-reset: reset`
+    /// (Unix seconds), as GitHub's do; `None`: no rate-limit headers (the default).
+    pub fn set_rate_limit(&self, headers: Option<(u64, u64)>) {
+        *self.state.rate_limit.lock().unwrap() = headers;
     }
 
     /// Mint requests waiting in a stall right now.
@@ -313,6 +322,16 @@ impl GitHubStandIn {
 }
 
 fn answer(state: &State, request: &Request) -> Response {
+    let response = route(state, request);
+    match *state.rate_limit.lock().unwrap() {
+        Some((remaining, reset)) => response
+            .with_header("x-ratelimit-remaining", &remaining.to_string())
+            .with_header("x-ratelimit-reset", &reset.to_string()),
+        None => response,
+    }
+}
+
+fn route(state: &State, request: &Request) -> Response {
     let Some(path) = request.path.strip_prefix(&state.prefix) else {
         return not_found();
     };

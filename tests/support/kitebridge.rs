@@ -312,7 +312,13 @@ impl Process {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // A `SERVER_HOST` in `env` (e.g. `::1`) is where the process listens and is talked to.
+        let host: std::net::IpAddr = env
+            .get("SERVER_HOST")
+            .map_or("127.0.0.1", String::as_str)
+            .parse()
+            .unwrap();
+        let addr = SocketAddr::new(host, port);
         let p = Process { child, addr, dir };
         assert!(
             poll_until(Duration::from_secs(15), || TcpStream::connect(addr).is_ok()),
