@@ -187,7 +187,10 @@ fn profiles_check_reports_yaml_problems_by_line_and_column() {
     let out = run(&["profiles", "check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("$.organization.profiles[0].match[0].valuePattern (line 8, column 11)"), "{err}");
+    assert!(
+        err.contains("$.organization.profiles[0].match[0].valuePattern (line 8, column 11)"),
+        "{err}"
+    );
 
     std::fs::write(&path, "organization:\n  profiles: &anchor []\n").unwrap();
     let out = run(&["profiles", "check", path.to_str().unwrap()]);
