@@ -1,4 +1,4 @@
-//! `kitebridge`: serve (no arguments), `profiles check`, `profiles explain`, `--version`, `--help`.
+//! `kitebridge`: serve (no arguments), `profiles check`, `profiles explain`, `--version`, `help`.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -24,12 +24,37 @@ USAGE:
     kitebridge profiles check FILE              validate a profile file offline; exit 1 on any problem
     kitebridge profiles explain --profile REF --claims CLAIMS.json [--profiles FILE] [--source IP]
                                                 show, rule by rule, whether claims (and a client
-                                                address, against the profile's sources) are admitted
-    kitebridge --version                        print the version
-    kitebridge --help                           print this help
+                                                address, against the profile's sources) are
+                                                admitted; exit 1 unless the verdict is \"admitted\"
+    kitebridge profiles --help                  help on the profiles commands
+    kitebridge --version                        print the version and the git commit
+    kitebridge help | --help                    print this help
 
-Configuration is environment variables only; the README's \"Configuration\" table lists every
-one with its default. Invalid configuration: every problem is printed at once, exit status 2.
+Configuration is environment variables only; kitebridge(8) and docs/configuration.md list
+every one with its default. Invalid configuration: every problem is printed at once,
+exit status 2. Signals: SIGTERM drains in-flight requests, SIGHUP reloads the profile file.
+";
+
+const PROFILES_HELP: &str = "\
+kitebridge profiles — check and explain profile files offline (no server, no network)
+
+USAGE:
+    kitebridge profiles check FILE
+        Validates a profile file (JSON or YAML) exactly as the server would load it. Prints a
+        summary and exits 0, or prints every problem and exits 1: a JSON file's problems start
+        with their JSON path ($.organization.profiles[0].name), a YAML file's with its line and
+        column as well.
+
+    kitebridge profiles explain --profile REF --claims CLAIMS.json [--profiles FILE] [--source IP]
+        Shows, rule by rule, whether the claims (one JSON object, e.g. a decoded Buildkite OIDC
+        token's payload) are admitted to profile REF (org:NAME, pipeline:NAME, or a bare
+        pipeline profile name) of FILE (default: the built-in profiles), and with --source
+        whether a request from IP is inside the profile's sources. The last line is the
+        verdict. Exit 0 when it is \"admitted\", 1 when it is anything else (denied, not found,
+        unavailable, a malformed reference), so scripts can gate on it.
+
+Exit status 2: a usage error, an unreadable file, or an explain whose FILE or CLAIMS.json is
+invalid. The profile file format: kitebridge-profiles(5).
 ";
 
 fn main() -> ExitCode {
@@ -37,22 +62,37 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         [] => serve(),
-        ["--version" | "-V"] => {
-            println!("kitebridge {}", kitebridge::VERSION);
+        ["--version" | "-V" | "version"] => {
+            println!("kitebridge {} (commit {COMMIT})", kitebridge::VERSION);
             ExitCode::SUCCESS
         }
-        ["--help" | "-h"] => {
+        ["--help" | "-h" | "help"] => {
             print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        ["profiles", "--help" | "-h" | "help"]
+        | ["help", "profiles"]
+        | ["profiles", "check" | "explain", "--help" | "-h"] => {
+            print!("{PROFILES_HELP}");
             ExitCode::SUCCESS
         }
         ["profiles", "check", file] => profiles_check(file),
         ["profiles", "explain", rest @ ..] => profiles_explain(rest),
+        ["profiles", ..] => profiles_usage_error("unknown profiles command"),
         _ => usage_error("unknown arguments"),
     }
 }
 
+/// The git commit the binary was built from, or `unknown` (see `build.rs`).
+const COMMIT: &str = env!("KITEBRIDGE_COMMIT");
+
 fn usage_error(what: &str) -> ExitCode {
     eprint!("kitebridge: {what}\n\n{HELP}");
+    ExitCode::from(2)
+}
+
+fn profiles_usage_error(what: &str) -> ExitCode {
+    eprint!("kitebridge: {what}\n\n{PROFILES_HELP}");
     ExitCode::from(2)
 }
 
@@ -92,20 +132,20 @@ fn profiles_explain(args: &[&str]) -> ExitCode {
             "--claims" => &mut claims,
             "--profiles" => &mut file,
             "--source" => &mut source,
-            _ => return usage_error("unknown option for profiles explain"),
+            _ => return profiles_usage_error("unknown option for profiles explain"),
         };
         match rest.next() {
             Some(value) => *slot = Some(*value),
-            None => return usage_error("an option of profiles explain lacks its value"),
+            None => return profiles_usage_error("an option of profiles explain lacks its value"),
         }
     }
     let (Some(profile), Some(claims)) = (profile, claims) else {
-        return usage_error("profiles explain needs --profile and --claims");
+        return profiles_usage_error("profiles explain needs --profile and --claims");
     };
     let source = match source.map(str::parse::<std::net::IpAddr>) {
         None => None,
         Some(Ok(ip)) => Some(ip),
-        Some(Err(_)) => return usage_error("--source is not an IP address"),
+        Some(Err(_)) => return profiles_usage_error("--source is not an IP address"),
     };
     let claims = match read(claims).map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
         Ok(Ok(serde_json::Value::Object(map))) => map,
@@ -125,15 +165,22 @@ fn profiles_explain(args: &[&str]) -> ExitCode {
                 for p in e.problems() {
                     eprintln!("  {p}");
                 }
-                return ExitCode::FAILURE;
+                return ExitCode::from(2);
             }
         },
     };
-    print!(
-        "{}",
-        explain_profile_with_source(&generation, profile, &claims, source)
-    );
-    ExitCode::SUCCESS
+    let explained = explain_profile_with_source(&generation, profile, &claims, source);
+    print!("{explained}");
+    // The explanation's last line is the verdict; scripts gate on the exit status.
+    let admitted = explained
+        .lines()
+        .last()
+        .is_some_and(|verdict| verdict == "verdict: admitted");
+    if admitted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The operational log at `level` for kitebridge itself; its dependencies (the HTTP client, TLS)

@@ -986,7 +986,7 @@ fn profiles_explain_prints_each_rule_and_the_verdict() {
     assert_eq!(lines.last(), Some(&"verdict: admitted"), "{text}");
 
     let (ok, text) = explain(json!({"pipeline_slug": "api-prod", "build_branch": "dev"}));
-    assert!(ok, "{text}");
+    assert!(!ok, "a denied verdict exits 1: {text}");
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines.contains(

@@ -37,8 +37,8 @@ pub use profile::{
 };
 pub use rules::{ClaimSource, Matcher, Rule, RuleMatch};
 pub use store::{LoadError, ProfileSource, Store, start, start_with};
-pub use ttl::{DEFAULT_TTL_SECS, MAX_TTL_SECS, MIN_TTL_SECS, Ttl, TtlError};
 pub use tools::{check, explain, explain_with_source};
+pub use ttl::{DEFAULT_TTL_SECS, MAX_TTL_SECS, MIN_TTL_SECS, Ttl, TtlError};
 pub use yaml::{Position, YamlError, YamlProblem, parse as parse_yaml};
 
 /// Default re-fetch interval of a GitHub profile file, in seconds: the `refresh_secs` given to
