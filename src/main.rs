@@ -63,17 +63,20 @@ fn main() -> ExitCode {
     match args.as_slice() {
         [] => serve(),
         ["--version" | "-V" | "version"] => {
-            println!("kitebridge {} (commit {COMMIT})", kitebridge::VERSION);
+            out(&format!(
+                "kitebridge {} (commit {COMMIT})\n",
+                kitebridge::VERSION
+            ));
             ExitCode::SUCCESS
         }
         ["--help" | "-h" | "help"] => {
-            print!("{HELP}");
+            out(HELP);
             ExitCode::SUCCESS
         }
         ["profiles", "--help" | "-h" | "help"]
         | ["help", "profiles"]
         | ["profiles", "check" | "explain", "--help" | "-h"] => {
-            print!("{PROFILES_HELP}");
+            out(PROFILES_HELP);
             ExitCode::SUCCESS
         }
         ["profiles", "check", file] => profiles_check(file),
@@ -85,6 +88,16 @@ fn main() -> ExitCode {
 
 /// The git commit the binary was built from, or `unknown` (see `build.rs`).
 const COMMIT: &str = env!("KITEBRIDGE_COMMIT");
+
+/// Writes to standard output. A reader that has gone (`kitebridge profiles check F | head`) ends
+/// the output; it is not an error worth a panic (`print!` would panic on the broken pipe).
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
 
 fn usage_error(what: &str) -> ExitCode {
     eprint!("kitebridge: {what}\n\n{HELP}");
@@ -110,7 +123,7 @@ fn profiles_check(file: &str) -> ExitCode {
     };
     match check_profile_file(&bytes) {
         Ok(summary) => {
-            println!("{file}: {summary}");
+            out(&format!("{file}: {summary}\n"));
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -170,7 +183,7 @@ fn profiles_explain(args: &[&str]) -> ExitCode {
         },
     };
     let explained = explain_profile_with_source(&generation, profile, &claims, source);
-    print!("{explained}");
+    out(&explained);
     // The explanation's last line is the verdict; scripts gate on the exit status.
     let admitted = explained
         .lines()

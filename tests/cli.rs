@@ -254,3 +254,19 @@ fn serves_healthcheck_on_loopback_once_ready() {
     assert_eq!((head.status, head.body.len()), (200, 0));
     assert!(p.audit_text().is_empty(), "healthcheck is not audited");
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_panic() {
+    // `kitebridge help | head -0`: the pipe's read end is closed before the help is written.
+    let mut child = Command::new(BIN)
+        .arg("help")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
