@@ -10,9 +10,10 @@
 //! each recorded with the outcome `left`.
 //!
 //! With the shared cache (`CACHE_URL`) the schedule is also kept there ([`crate::shared::schedule`]):
-//! the minting instance claims each revocation before carrying it out, and every instance takes
+//! the minting instance removes its revocation from there when it is due and carries it out
+//! (even when it is no longer there: taken over, or lost by the server), and every instance takes
 //! over, every [`SWEEP_EVERY`], what is overdue by more than [`TAKE_OVER_AFTER`], so a revocation
-//! whose minting instance has gone is still carried out (once). At shutdown, what is in the shared
+//! whose minting instance has gone is still carried out. At shutdown, what is in the shared
 //! schedule is handed to the fleet instead of being left.
 //!
 //! The queue is pure: it is handed the time (Unix milliseconds) and says what is due.
@@ -379,12 +380,15 @@ fn take_over(inner: &Inner, now_ms: u64) -> Vec<Pending> {
 /// One attempt; a failure is queued again (unless GitHub's expiry comes first).
 fn attempt(inner: &Inner, mut pending: Pending, now_ms: u64) {
     if let (Some(shared), Some(member)) = (&inner.shared, pending.member.take()) {
+        // Not in the schedule: another instance took it over, or the server lost it (restarted
+        // empty, flushed, evicted). The two cannot be told apart, and a revocation is
+        // idempotent (a second one is answered 401, `already_gone`): carry it out anyway, so a
+        // lost schedule never leaves a token alive past its end of life.
         if shared.claim_revocation(&member) == Claim::Taken {
             log::debug!(
-                "revocation of hashedToken {} was taken over by another instance",
+                "revocation of hashedToken {} is no longer in the shared schedule; revoking anyway",
                 pending.revocation.hashed_token
             );
-            return;
         }
     }
     let revocation = &pending.revocation;
