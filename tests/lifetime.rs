@@ -325,3 +325,29 @@ fn with_the_shared_cache_another_instance_revokes_for_a_minter_that_is_gone() {
     assert_eq!(client.cmd(&["ZCARD", "kitebridge:v"]), RedisValue::Int(0));
     assert_eq!(up.github.calls(Route::Revoke), 2);
 }
+
+#[test]
+fn a_revocation_the_shared_cache_lost_is_still_carried_out_by_its_minter() {
+    let Some(redis) = Redis::start() else {
+        return; // SKIP printed
+    };
+    let up = Upstreams::start();
+    let url = redis.url();
+    let fleet = [
+        ("CACHE_URL", url.as_str()),
+        ("CACHE_ENCRYPTION_KEYS", CACHE_KEY),
+        ("CACHE_TIMEOUT_MS", "1000"),
+    ];
+    let (minter, _minter_dir) = another(&up, &fleet);
+    let jwt = up.token();
+    let minted = minter.token("/token/short", &jwt);
+    let (t, end_t) = (vended(&minted), expiry(&minted));
+    let mut client = redis.client();
+    assert_eq!(client.cmd(&["ZCARD", "kitebridge:v"]), RedisValue::Int(1));
+    // The server loses the schedule (a restart without persistence, a flush, eviction).
+    assert_eq!(client.cmd(&["DEL", "kitebridge:v"]), RedisValue::Int(1));
+
+    wait_revoked(&up.github, &[&t], Duration::from_secs(120));
+    assert_revoked_at(&up.github, &t, end_t, 5);
+    assert_eq!(revocation_record(&minter, &t)["outcome"], "revoked");
+}
