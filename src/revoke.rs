@@ -408,6 +408,9 @@ fn attempt(inner: &Inner, mut pending: Pending, now_ms: u64) {
             let next_ms = now_ms.saturating_add(millis(backoff(pending.attempts)));
             let hashed = &pending.revocation.hashed_token;
             pending.last_error = Some(why.clone());
+            inner
+                .metrics
+                .count(metrics::REVOCATIONS, &[("outcome", "failed")]);
             if next_ms >= pending.revocation.expires_at.saturating_mul(1000) {
                 log::warn!(
                     "revoking a token (hashedToken {hashed}) failed: {why}; GitHub's expiry ends it first"
@@ -419,9 +422,6 @@ fn attempt(inner: &Inner, mut pending: Pending, now_ms: u64) {
                 "revoking a token (hashedToken {hashed}) failed, retrying in {}s: {why}",
                 backoff(pending.attempts).as_secs()
             );
-            inner
-                .metrics
-                .count(metrics::REVOCATIONS, &[("outcome", "failed")]);
             let mut queue = lock(&inner.queue);
             if queue.finished {
                 // `finish` gave up waiting for this attempt: it is left, like the others.

@@ -31,6 +31,33 @@ fn words(text: &str) -> std::collections::BTreeSet<&str> {
 }
 
 #[test]
+fn every_variable_is_in_the_shipped_env_file() {
+    let example = include_str!("../systemd/kitebridge.env.example");
+    let named = words(example);
+    let missing: Vec<&str> = Config::variables()
+        .into_iter()
+        .filter(|v| !named.contains(v))
+        .filter(|v| !SECRET_VALUES_AND_SYSTEMD.contains(v))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "variables read by kitebridge but not in systemd/kitebridge.env.example: {missing:?}"
+    );
+}
+
+/// Not offered in the env file: secret values themselves (their `_FILE` forms and credentials
+/// are), lowercase proxy spellings, and what systemd sets.
+const SECRET_VALUES_AND_SYSTEMD: &[&str] = &[
+    "GITHUB_APP_PRIVATE_KEY",
+    "BUILDKITE_API_TOKEN",
+    "CACHE_PASSWORD",
+    "CACHE_ENCRYPTION_KEYS",
+    "https_proxy",
+    "no_proxy",
+    "CREDENTIALS_DIRECTORY",
+];
+
+#[test]
 fn every_variable_is_in_the_man_page() {
     let man = plain(MAN8);
     let named = words(&man);

@@ -184,13 +184,14 @@ fn permissions(profile: &Profile) -> String {
 /// The ttl verdict: how long the profile's tokens live and what ends them.
 fn ttl(profile: &Profile) -> String {
     let ttl = profile.ttl();
-    if ttl.given() {
+    if ttl.given() && ttl.secs() < super::ttl::MAX_TTL_SECS {
         format!(
             "ttl: {ttl}: the token is revoked {} s after it is minted (or earlier, by a shorter \
              expires_in on /oauth/token)",
             ttl.secs()
         )
     } else {
+        // GitHub's own hour: nothing to revoke early.
         format!("ttl: {ttl}: the token lives until GitHub's expiry, no early revocation")
     }
 }

@@ -34,7 +34,8 @@ impl Trail {
                 &req.request_id,
                 req.method.as_str(),
                 &req.path,
-                req.peer.ip().to_string(),
+                // An IPv4 client of a dual-stack listener as itself, not `::ffff:a.b.c.d`.
+                req.peer.ip().to_canonical().to_string(),
                 req.header("user-agent"),
             ),
         }
