@@ -434,7 +434,13 @@ fn profiles_check_and_explain_show_sources() {
             args.extend(["--source", source]);
         }
         let out = Command::new(BIN).args(&args).env_clear().output().unwrap();
-        assert!(out.status.success(), "{out:?}");
+        // explain exits 0 when the verdict is "admitted", 1 otherwise.
+        let admitted = String::from_utf8_lossy(&out.stdout).ends_with("verdict: admitted\n");
+        assert_eq!(
+            out.status.code(),
+            Some(if admitted { 0 } else { 1 }),
+            "{out:?}"
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let text = explain(Some("2001:db8::5"));
