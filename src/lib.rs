@@ -37,6 +37,7 @@ mod cache;
 mod config;
 mod github;
 mod http;
+mod lru;
 mod metrics;
 mod oidc;
 mod profiles;
