@@ -380,11 +380,16 @@ mod tests {
         // 200 000 inserts into a cache of 100 000: quadratic eviction would take minutes here.
         let cache = Cache::new(100_000);
         for i in 0..200_000u64 {
-            cache.get_or_load(&i.to_string(), |_| true, || Ok(i)).0.unwrap();
+            cache
+                .get_or_load(&i.to_string(), |_| true, || Ok(i))
+                .0
+                .unwrap();
         }
         assert_eq!(cache.len(), 100_000);
         assert_eq!(
-            cache.get_or_load(&"199999".to_owned(), |_| true, || Ok(0)).1,
+            cache
+                .get_or_load(&"199999".to_owned(), |_| true, || Ok(0))
+                .1,
             Outcome::Hit
         );
         assert_eq!(

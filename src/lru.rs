@@ -48,6 +48,7 @@ impl<K: Eq + Hash + Clone, V> Lru<K, V> {
     }
 
     /// Number of entries.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.index.len()
     }
