@@ -282,6 +282,9 @@ pub struct Verified {
     pub kid: String,
     /// The validated claims.
     pub claims: Claims,
+    /// Whether these exact bytes were verified before and only the claims were checked again
+    /// ([`reuse`]).
+    pub reused: bool,
 }
 
 /// A refused token, with what was read before the refusal (for the audit record).
@@ -339,7 +342,11 @@ impl Verifier {
             let current = |kid: &str| self.keys.current(kid, now);
             if let Some((kid, claims)) = self.reuse.get(digest, now, current) {
                 return match claims.validate(&self.settings, now) {
-                    Ok(()) => Ok(Verified { kid, claims }),
+                    Ok(()) => Ok(Verified {
+                        kid,
+                        claims,
+                        reused: true,
+                    }),
                     Err(error) => {
                         self.reuse.forget(digest);
                         Err(Rejected {
@@ -366,7 +373,11 @@ impl Verifier {
                 if let Some(digest) = digest {
                     self.reuse.put(digest, &kid, key, &claims);
                 }
-                Ok(Verified { kid, claims })
+                Ok(Verified {
+                    kid,
+                    claims,
+                    reused: false,
+                })
             }
             Err(error) => Err(Rejected {
                 error,

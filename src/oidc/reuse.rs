@@ -114,10 +114,4 @@ impl Reuse {
             entries.remove(digest);
         }
     }
-
-    /// Number of remembered tokens.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.lock().map_or(0, |e| e.len())
-    }
 }

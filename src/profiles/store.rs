@@ -142,7 +142,7 @@ enum Source {
         seen: Mutex<Option<Seen>>,
     },
     GitHub {
-        file: GitHubFile,
+        file: Box<GitHubFile>,
         fetch: Mutex<Fetch>,
     },
 }
@@ -233,14 +233,14 @@ impl Store {
             } => Store {
                 current: RwLock::new(None),
                 source: Source::GitHub {
-                    file: GitHubFile {
+                    file: Box::new(GitHubFile {
                         client: github,
                         owner: owner.clone(),
                         repo: repo.clone(),
                         path: path.clone(),
                         git_ref: git_ref.clone(),
                         token: CoalescingCache::new(1),
-                    },
+                    }),
                     fetch: Mutex::new(Fetch::default()),
                 },
                 max_bytes: DEFAULT_MAX_FILE_BYTES,
