@@ -112,7 +112,7 @@ start_kitebridge() {
   PIDS+=("$KB_PID")
   KB_URL=
   for _ in $(seq 1 300); do
-    KB_URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$log" | head -1)
+    KB_URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$log" 2>/dev/null | head -1 || true)
     if [ -n "$KB_URL" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$KB_URL/healthcheck")" = 200 ]; then
       return
     fi

@@ -28,7 +28,12 @@ fn cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the `)`.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -69,7 +74,9 @@ fn main() {
     let mut alone = Vec::new();
     let mut burst = Vec::new();
     for round in 0..rounds {
-        let token = up.signer.token(&up.claims(&format!("miss-{round}-{AT_ONCE}")));
+        let token = up
+            .signer
+            .token(&up.claims(&format!("miss-{round}-{AT_ONCE}")));
         let t = Instant::now();
         let r = plugin_post(addr, "/token", &token);
         alone.push(t.elapsed());
@@ -92,7 +99,9 @@ fn main() {
             let mut done: Vec<u128> = answers.iter().map(|(_, d)| d.as_millis()).collect();
             done.sort();
             let used = (cpu_secs() - cpu) * 1e3;
-            eprintln!("round {round}: {used:.0} ms CPU (all threads); answered after (ms) {done:?}");
+            eprintln!(
+                "round {round}: {used:.0} ms CPU (all threads); answered after (ms) {done:?}"
+            );
         }
     }
     let (one, fifty) = (median(alone), median(burst));

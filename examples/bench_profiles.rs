@@ -109,7 +109,10 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "target/release/kitebridge".into());
     println!("command: cargo run --release --example bench_profiles {bin}");
-    println!("{:>9} {:>11} {:>10} {:>14}", "profiles", "bytes", "parse ms", "µs / profile");
+    println!(
+        "{:>9} {:>11} {:>10} {:>14}",
+        "profiles", "bytes", "parse ms", "µs / profile"
+    );
     let mut largest = 0;
     let mut count = 1_000;
     loop {

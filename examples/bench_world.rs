@@ -68,7 +68,9 @@ fn sign_all(
 /// Whether `path` holds `count` lines signed at least [`KEEP_SECS`] before they expire.
 fn reusable(dir: &Path, name: &str, count: usize) -> bool {
     let meta = std::fs::read_to_string(dir.join(format!("{name}.meta"))).unwrap_or_default();
-    let mut parts = meta.split_whitespace().map(|p| p.parse::<u64>().unwrap_or(0));
+    let mut parts = meta
+        .split_whitespace()
+        .map(|p| p.parse::<u64>().unwrap_or(0));
     let (n, exp) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     n == count as u64 && exp > now() + KEEP_SECS
 }
@@ -176,7 +178,9 @@ fn main() {
         write_tokens(dir, "repeated", &one, exp);
     }
     if !reusable(dir, "fresh", fresh) {
-        let all = sign_all(&up.signer, fresh, &|i| claims(PIPELINE, format!("fresh-{i}")));
+        let all = sign_all(&up.signer, fresh, &|i| {
+            claims(PIPELINE, format!("fresh-{i}"))
+        });
         write_tokens(dir, "fresh", &all, exp);
     }
     if !reusable(dir, "pipelines", pipelines) {
