@@ -202,7 +202,7 @@ impl Response {
         }
         for (name, value) in &self.headers {
             if !value.contains(['\r', '\n']) {
-                for part in [name.as_ref(), ": ", value.as_ref(), "\r\n"] {
+                for part in [*name, ": ", value.as_str(), "\r\n"] {
                     out.push_str(part);
                 }
             }
