@@ -91,10 +91,11 @@ fn exec_to_ready(bin: &str, up: &Upstreams, profiles: Option<&std::path::Path>) 
         if let Ok(mut s) = TcpStream::connect(&addr) {
             use std::io::{Read, Write};
             let mut answer = Vec::new();
-            if s.write_all(request).is_ok() && s.read_to_end(&mut answer).is_ok() {
-                if answer.starts_with(b"HTTP/1.1 200") {
-                    break Some(started.elapsed());
-                }
+            if s.write_all(request).is_ok()
+                && s.read_to_end(&mut answer).is_ok()
+                && answer.starts_with(b"HTTP/1.1 200")
+            {
+                break Some(started.elapsed());
             }
         }
         std::thread::sleep(Duration::from_millis(1));
