@@ -173,6 +173,7 @@ impl App {
                 organization_id: config.organization_id.clone(),
                 leeway_secs: config.leeway_secs,
                 max_lifetime_secs: config.max_lifetime_secs,
+                reuse_max_entries: config.jwt_cache_max_entries,
             },
             Arc::clone(&keys),
         );
@@ -194,6 +195,8 @@ impl App {
                 let settings = buildkite::Settings {
                     api_url: config.buildkite_api_url.clone(),
                     cache_secs: config.pipeline_cache_secs,
+                    // As many as the token cache: see the buildkite module.
+                    cache_max_entries: config.token_cache_max_entries,
                     github_host: config.github_host.clone(),
                 };
                 Some(buildkite::Client::new(Arc::clone(&http), settings, token))
@@ -219,6 +222,7 @@ impl App {
             &config.profiles,
             Arc::clone(&github),
             config.profiles_refresh_secs,
+            config.profiles_max_bytes,
         )?;
         let readiness = Arc::new(Readiness::default());
         let shared = shared_cache(&config, &metrics)?;

@@ -3,8 +3,15 @@
 //!
 //! `GET {api}/v2/organizations/{org}/pipelines/{slug}` with the `read_pipelines` API token;
 //! the `repository` field is parsed by [`parse_repository_url`]. Results are cached per
-//! (organization, pipeline) for [`Settings::cache_secs`]; concurrent misses on one key make one
-//! upstream call whose result (or error) every waiter receives. Failures are not cached. Every
+//! (organization, pipeline) for [`Settings::cache_secs`], at most [`Settings::cache_max_entries`]
+//! of them (least recently used evicted in O(1)); concurrent misses on one key make one
+//! upstream call whose result (or error) every waiter receives. Failures are not cached.
+//!
+//! The server sizes this cache like the token cache (`TOKEN_CACHE_MAX_ENTRIES`): every
+//! pipeline-profile vend touches its pipeline's entry here just before its token's entry there,
+//! and there are never more pipelines than pipeline tokens, so while a pipeline's token is still
+//! in the token cache its repository is still here, and a cached vend within
+//! `PIPELINE_CACHE_SECS` of the lookup never calls Buildkite, however many pipelines are active. Every
 //! failure is an [`upstream::Failure`] of [`Service::Buildkite`].
 #![forbid(unsafe_code)]
 
@@ -20,8 +27,8 @@ use crate::upstream::{self, Backoff, Failure, Service, json_error, percent_encod
 pub const DEFAULT_API_URL: &str = "https://api.buildkite.com";
 /// `PIPELINE_CACHE_SECS`'s default: [`Settings::cache_secs`].
 pub const DEFAULT_CACHE_SECS: u64 = 600;
-/// Most cached pipelines (expired entries go first, then the least recently used).
-const MAX_CACHE_ENTRIES: usize = 4096;
+/// [`Settings::cache_max_entries`]'s default (the server passes `TOKEN_CACHE_MAX_ENTRIES`).
+pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 10_000;
 
 /// A GitHub repository as named by a pipeline. Compare with [`RepoRef::same_repo`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +165,9 @@ pub struct Settings {
     /// How long a pipeline → repository answer is reused (`PIPELINE_CACHE_SECS`). Default
     /// [`DEFAULT_CACHE_SECS`].
     pub cache_secs: u64,
+    /// Most cached pipelines, about 300 bytes each. Default [`DEFAULT_CACHE_MAX_ENTRIES`]; the
+    /// server sets it to `TOKEN_CACHE_MAX_ENTRIES` (see the module documentation).
+    pub cache_max_entries: usize,
     /// The GitHub host repositories must be on (`GITHUB_HOST`). Default
     /// [`github::DEFAULT_HOST`](crate::github::DEFAULT_HOST).
     pub github_host: String,
@@ -168,6 +178,7 @@ impl Default for Settings {
         Settings {
             api_url: DEFAULT_API_URL.to_owned(),
             cache_secs: DEFAULT_CACHE_SECS,
+            cache_max_entries: DEFAULT_CACHE_MAX_ENTRIES,
             github_host: crate::github::DEFAULT_HOST.to_owned(),
         }
     }
@@ -213,9 +224,9 @@ impl Client {
         settings.api_url = settings.api_url.trim_end_matches('/').to_owned();
         Client {
             http,
+            cache: CoalescingCache::new(settings.cache_max_entries),
             settings,
             token,
-            cache: CoalescingCache::new(MAX_CACHE_ENTRIES),
             backoff: Backoff::new(Service::Buildkite),
         }
     }

@@ -14,13 +14,17 @@
 //!
 //! Only successful loads are stored; every waiter of a load gets its result, error included. A
 //! loader that panics releases its waiters, and they start over. Time is never read here: the
-//! caller's `usable` rule carries its `now`. Eviction: unusable (expired) entries first, then the
-//! least recently used.
+//! caller's `usable` rule carries its `now`. Bounded, with least-recently-used eviction in O(1)
+//! ([`crate::lru`]): an insert into a full cache drops the least recently used entry, and an
+//! unusable (expired) entry is dropped when a look-up meets it. Nothing here ever scans the
+//! entries, so the cost of a hit or a miss does not grow with their number.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::lru::Lru;
 
 /// How a value was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,21 +49,14 @@ struct Flight<V, E> {
     done: Condvar,
 }
 
-struct Entry<V> {
-    value: Arc<V>,
-    last_used: u64,
-}
-
 struct State<K, V, E> {
-    entries: HashMap<K, Entry<V>>,
+    entries: Lru<K, Arc<V>>,
     flights: HashMap<K, Arc<Flight<V, E>>>,
-    tick: u64,
 }
 
 /// See the module documentation.
 pub struct CoalescingCache<K, V, E> {
     state: Mutex<State<K, V, E>>,
-    max_entries: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,11 +68,9 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
     pub fn new(max_entries: usize) -> Self {
         CoalescingCache {
             state: Mutex::new(State {
-                entries: HashMap::new(),
+                entries: Lru::new(max_entries),
                 flights: HashMap::new(),
-                tick: 0,
             }),
-            max_entries: max_entries.max(1),
         }
     }
 
@@ -102,12 +97,9 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
         loop {
             let flight = {
                 let mut state = lock(&self.state);
-                state.tick += 1;
-                let tick = state.tick;
-                if let Some(entry) = state.entries.get_mut(key) {
-                    if usable(&entry.value) {
-                        entry.last_used = tick;
-                        return (Ok(Arc::clone(&entry.value)), Outcome::Hit);
+                if let Some(value) = state.entries.get_mut(key) {
+                    if usable(value) {
+                        return (Ok(Arc::clone(value)), Outcome::Hit);
                     }
                     state.entries.remove(key);
                 }
@@ -121,7 +113,7 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
                         state.flights.insert(key.clone(), Arc::clone(&flight));
                         drop(state);
                         // `load` moves only here, and this arm returns: a caller leads at most once.
-                        return (self.lead(key, &flight, &usable, load), Outcome::Miss);
+                        return (self.lead(key, &flight, load), Outcome::Miss);
                     }
                 }
             };
@@ -157,7 +149,6 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
         &self,
         key: &K,
         flight: &Arc<Flight<V, E>>,
-        usable: &impl Fn(&V) -> bool,
         load: impl FnOnce() -> Result<V, E>,
     ) -> Result<Arc<V>, E> {
         let guard = AbandonOnPanic {
@@ -170,37 +161,12 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
         let mut state = lock(&self.state);
         state.flights.remove(key);
         if let Ok(value) = &result {
-            self.insert(&mut state, key.clone(), Arc::clone(value), usable);
+            state.entries.insert(key.clone(), Arc::clone(value));
         }
         drop(state);
         *lock(&flight.state) = FlightState::Done(result.clone());
         flight.done.notify_all();
         result
-    }
-
-    fn insert(
-        &self,
-        state: &mut State<K, V, E>,
-        key: K,
-        value: Arc<V>,
-        usable: &impl Fn(&V) -> bool,
-    ) {
-        if state.entries.len() >= self.max_entries {
-            state.entries.retain(|_, e| usable(&e.value));
-        }
-        if state.entries.len() >= self.max_entries {
-            let oldest = state
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                state.entries.remove(&oldest);
-            }
-        }
-        state.tick += 1;
-        let last_used = state.tick;
-        state.entries.insert(key, Entry { value, last_used });
     }
 }
 
@@ -384,31 +350,51 @@ mod tests {
     }
 
     #[test]
-    fn least_recently_used_is_evicted_expired_first() {
+    fn least_recently_used_is_evicted_and_unusable_entries_dropped_when_met() {
         let cache = Cache::new(2);
         let key = |s: &str| s.to_owned();
         cache.get_or_load(&key("a"), |_| true, || Ok(1)).0.unwrap();
         cache.get_or_load(&key("b"), |_| true, || Ok(2)).0.unwrap();
         cache.get_or_load(&key("a"), |_| true, || Ok(0)).0.unwrap(); // a is now more recent
         cache.get_or_load(&key("c"), |_| true, || Ok(3)).0.unwrap(); // evicts b
+        assert_eq!(cache.len(), 2);
         assert_eq!(
             cache.get_or_load(&key("a"), |_| true, || Ok(0)).1,
             Outcome::Hit
         );
         assert_eq!(
             cache.get_or_load(&key("b"), |_| true, || Ok(2)).1,
-            Outcome::Miss
-        );
-        // Full again; an insert with a usability rule drops the unusable entries first.
-        cache
-            .get_or_load(&key("d"), |v| *v != 1, || Ok(4))
-            .0
-            .unwrap();
-        assert_eq!(cache.len(), 2);
-        assert_eq!(
-            cache.get_or_load(&key("c"), |_| true, || Ok(0)).1,
             Outcome::Miss,
-            "c was least recent"
+            "b was least recent"
+        );
+        // An unusable entry met by a look-up is replaced, never served.
+        assert_eq!(
+            cache.get_or_load(&key("b"), |v| *v != 2, || Ok(4)),
+            (Ok(Arc::new(4)), Outcome::Miss)
+        );
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_full_cache_costs_no_scan() {
+        // 200 000 inserts into a cache of 100 000: quadratic eviction would take minutes here.
+        let cache = Cache::new(100_000);
+        for i in 0..200_000u64 {
+            cache
+                .get_or_load(&i.to_string(), |_| true, || Ok(i))
+                .0
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 100_000);
+        assert_eq!(
+            cache
+                .get_or_load(&"199999".to_owned(), |_| true, || Ok(0))
+                .1,
+            Outcome::Hit
+        );
+        assert_eq!(
+            cache.get_or_load(&"99999".to_owned(), |_| true, || Ok(0)).1,
+            Outcome::Miss
         );
     }
 }

@@ -180,6 +180,10 @@ pub struct Config {
     /// `JWT_MAX_LIFETIME_SECS` (default [`oidc::DEFAULT_MAX_LIFETIME_SECS`], 1–7200): the longest
     /// accepted `exp − iat`.
     pub max_lifetime_secs: u64,
+    /// `JWT_CACHE_MAX_ENTRIES` (default [`oidc::reuse::DEFAULT_MAX_ENTRIES`], 0–1000000): verified
+    /// tokens remembered (by SHA-256, claims only) so the same bytes are not verified again; 0
+    /// verifies every presentation.
+    pub jwt_cache_max_entries: usize,
     /// `BUILDKITE_API_TOKEN` (+`_FILE`, or `$CREDENTIALS_DIRECTORY/buildkite-api-token`; default
     /// unset). Without it pipeline profiles cannot resolve their repository: such requests are
     /// answered 500 and the server warns at start.
@@ -202,6 +206,9 @@ pub struct Config {
     /// `PROFILES_REFRESH_SECS` (default [`profiles::DEFAULT_REFRESH_SECS`], 10–86400): re-fetch
     /// interval for `GITHUB_ORG_PROFILE`.
     pub profiles_refresh_secs: u64,
+    /// `PROFILES_MAX_BYTES` (default [`profiles::DEFAULT_MAX_FILE_BYTES`], 1024–268435456): the
+    /// largest profile file accepted.
+    pub profiles_max_bytes: usize,
     /// `SERVER_HOST` (default [`DEFAULT_SERVER_HOST`]): the listen address, an IP address.
     pub server_host: IpAddr,
     /// `SERVER_PORT` (default [`DEFAULT_SERVER_PORT`]; 0 picks an ephemeral port).
@@ -467,6 +474,12 @@ impl<'a> Reader<'a> {
                 1,
                 7200,
             ),
+            jwt_cache_max_entries: self.number(
+                "JWT_CACHE_MAX_ENTRIES",
+                oidc::reuse::DEFAULT_MAX_ENTRIES,
+                0,
+                1_000_000,
+            ),
             buildkite_api_token: self.buildkite_api_token(credentials.as_deref()),
             buildkite_api_url: self.url("BUILDKITE_API_URL", buildkite::DEFAULT_API_URL),
             github_app_id: self.required("GITHUB_APP_ID", "the GitHub App ID or client ID", app_id),
@@ -484,6 +497,12 @@ impl<'a> Reader<'a> {
                 profiles::DEFAULT_REFRESH_SECS,
                 10,
                 86_400,
+            ),
+            profiles_max_bytes: self.number(
+                "PROFILES_MAX_BYTES",
+                profiles::DEFAULT_MAX_FILE_BYTES,
+                1024,
+                256 * 1024 * 1024,
             ),
             server_host: self.or("SERVER_HOST", DEFAULT_SERVER_HOST, ip_address),
             server_port: self.number("SERVER_PORT", DEFAULT_SERVER_PORT, 0, 65_535),

@@ -39,6 +39,7 @@ mod config;
 mod forwarded;
 mod github;
 mod http;
+mod lru;
 mod metrics;
 mod oidc;
 mod profiles;
@@ -100,8 +101,8 @@ pub use oidc::{
 pub use profiles::glob::Glob;
 pub use profiles::store::spawn_refresher as spawn_profile_refresher;
 pub use profiles::{
-    Family, FileError, Generation, LoadError, Lookup, MAX_FILE_BYTES as MAX_PROFILE_FILE_BYTES,
-    Matcher, Profile, ProfileRef, RefError, RepositoryScope, Rule, Store,
+    DEFAULT_MAX_FILE_BYTES as DEFAULT_PROFILES_MAX_BYTES, Family, FileError, Generation, LoadError,
+    Lookup, Matcher, Profile, ProfileRef, RefError, RepositoryScope, Rule, Store,
     check as check_profile_file, explain as explain_profile,
     explain_with_source as explain_profile_with_source, parse_profile_ref,
     parse_qualified_profile_ref, start_with as start_profiles_with,

@@ -2,13 +2,14 @@
 //! verification, before the cache). Time is passed in.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Most keys tracked; past it, buckets that have refilled completely are dropped (they carry no
-/// state), and if none has, the least recently used one.
+use crate::lru::Lru;
+
+/// Most keys tracked; past it, the least recently used bucket is dropped (in O(1): usually one
+/// that has long refilled completely and so carries no state).
 pub const MAX_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +22,7 @@ struct Bucket {
 pub struct RateLimiter<K> {
     count: f64,
     window: Duration,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    buckets: Mutex<Lru<K, Bucket>>,
 }
 
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
@@ -30,7 +31,7 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         RateLimiter {
             count: f64::from(count.max(1)),
             window: window.max(Duration::from_millis(1)),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Lru::new(MAX_KEYS)),
         }
     }
 
@@ -54,20 +55,20 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     /// Takes one token for `key`. `Err(retry_after_secs)` (at least 1) when none is left.
     pub fn check(&self, key: &K, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if !buckets.contains_key(key) && buckets.len() >= MAX_KEYS {
-            buckets.retain(|_, b| self.tokens_at(b, now) < self.count);
-            let oldest = buckets
-                .iter()
-                .min_by_key(|(_, b)| b.updated)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest.filter(|_| buckets.len() >= MAX_KEYS) {
-                buckets.remove(&oldest);
-            }
+        if let Some(bucket) = buckets.get_mut(key) {
+            return self.take(bucket, now);
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+        let mut bucket = Bucket {
             tokens: self.count,
             updated: now,
-        });
+        };
+        let taken = self.take(&mut bucket, now);
+        buckets.insert(key.clone(), bucket);
+        taken
+    }
+
+    /// Refills `bucket` to `now` and takes one token from it.
+    fn take(&self, bucket: &mut Bucket, now: Instant) -> Result<(), u64> {
         bucket.tokens = self.tokens_at(bucket, now);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {

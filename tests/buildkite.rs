@@ -96,6 +96,45 @@ fn cached_for_cache_secs_then_looked_up_again() {
 }
 
 #[test]
+fn thousands_of_pipelines_stay_cached_within_the_size() {
+    // Once capped at 4096 whatever the token cache held (past it every lookup called
+    // Buildkite): now exactly as many as configured (the server passes the token cache's size).
+    let buildkite = BuildkiteStandIn::start(API_TOKEN);
+    let pipelines = 300;
+    for i in 0..pipelines {
+        buildkite.set_pipeline(
+            "acme",
+            &format!("p{i}"),
+            &format!("git@github.com:acme/r{i}.git"),
+        );
+    }
+    let settings = Settings {
+        api_url: buildkite.api_url(),
+        cache_max_entries: pipelines,
+        ..Settings::default()
+    };
+    let http = UpstreamClient::new(&UpstreamSettings::default()).unwrap();
+    let secret = Secret::header_safe(API_TOKEN.into()).unwrap();
+    let client = Client::new(Arc::new(http), settings, secret);
+    for round in 0..2 {
+        for i in 0..pipelines {
+            let repo = client
+                .pipeline_repository("acme", &format!("p{i}"), T + round)
+                .unwrap();
+            assert_eq!(repo.name, format!("r{i}"));
+        }
+        assert_eq!(buildkite.calls(), pipelines, "round {round}");
+    }
+    // One more than it holds: the least recently used (p0) goes, the others stay.
+    buildkite.set_pipeline("acme", "extra", "git@github.com:acme/extra.git");
+    client.pipeline_repository("acme", "extra", T + 2).unwrap();
+    client.pipeline_repository("acme", "p1", T + 2).unwrap();
+    assert_eq!(buildkite.calls(), pipelines + 1);
+    client.pipeline_repository("acme", "p0", T + 2).unwrap();
+    assert_eq!(buildkite.calls(), pipelines + 2);
+}
+
+#[test]
 fn concurrent_lookups_make_one_call() {
     let buildkite = stand_in();
     buildkite.set_fail(BkFail::Delay(Duration::from_millis(300)));

@@ -217,6 +217,8 @@ fn shown(config: &Config, name: &str) -> Option<String> {
         "TOKEN_MIN_REMAINING_SECS" => c.token_min_remaining_secs.to_string(),
         "TOKEN_CACHE_MAX_ENTRIES" => c.token_cache_max_entries.to_string(),
         "PIPELINE_CACHE_SECS" => c.pipeline_cache_secs.to_string(),
+        "JWT_CACHE_MAX_ENTRIES" => c.jwt_cache_max_entries.to_string(),
+        "PROFILES_MAX_BYTES" => c.profiles_max_bytes.to_string(),
         "RATE_LIMIT_PER_PIPELINE" => rate(c.rate_limit_per_pipeline),
         "RATE_LIMIT_PER_SOURCE" => rate(c.rate_limit_per_source),
         "RATE_LIMIT_MINTS" => rate(c.rate_limit_mints),

@@ -1633,3 +1633,170 @@ fn a_static_set_never_expires_nor_refetches() {
         .error;
     assert!(matches!(error, Error::UnknownKid), "{error:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Verified-token reuse: the same bytes skip the signature, never the claims checks
+
+/// A verifier over a key store that serves what `upstream` holds, loaded at `NOW`.
+fn reusing(upstream: &Upstream) -> Verifier {
+    // One store per verifier: the tests that change the key set keep their own handle.
+    let store = upstream.store();
+    store.load(NOW).unwrap();
+    Verifier::new(settings(), store)
+}
+
+#[test]
+fn the_same_token_is_verified_once_then_reused() {
+    let verifier = Verifier::new(settings(), static_store(&[&A]));
+    let token = A.token(&claims());
+    let first = verifier.verify(token.as_bytes(), NOW).unwrap();
+    assert!(!first.reused);
+    let again = verifier.verify(token.as_bytes(), NOW + 10).unwrap();
+    assert!(again.reused, "the same bytes are not verified again");
+    assert_eq!((again.kid, again.claims), (first.kid, first.claims));
+}
+
+#[test]
+fn reuse_off_verifies_every_presentation() {
+    let settings = Settings {
+        reuse_max_entries: 0,
+        ..settings()
+    };
+    let verifier = Verifier::new(settings, static_store(&[&A]));
+    let token = A.token(&claims());
+    for _ in 0..3 {
+        assert!(!verifier.verify(token.as_bytes(), NOW).unwrap().reused);
+    }
+}
+
+#[test]
+fn a_reused_token_never_outlives_its_exp() {
+    let verifier = Verifier::new(settings(), static_store(&[&A]));
+    let token = A.token(&claims()); // exp = NOW + 300, leeway 5
+    verifier.verify(token.as_bytes(), NOW).unwrap();
+    assert!(verifier.verify(token.as_bytes(), NOW + 299).unwrap().reused);
+    // At exp the entry is gone: verified afresh (the leeway still admits it, unreused).
+    let at_exp = verifier.verify(token.as_bytes(), NOW + 300).unwrap();
+    assert!(!at_exp.reused, "dropped at exp");
+    let error = verifier.verify(token.as_bytes(), NOW + 305).unwrap_err();
+    assert!(matches!(error.error, Error::Expired { .. }), "{error:?}");
+    assert!(error.claims.is_some(), "refused on its verified claims");
+}
+
+#[test]
+fn time_dependent_claims_are_checked_on_every_use() {
+    let verifier = Verifier::new(settings(), static_store(&[&A]));
+    let token = A.token(&claims()); // iat = nbf = NOW
+    verifier.verify(token.as_bytes(), NOW).unwrap();
+    // The clock stepped back past the leeway: the remembered token is judged at this `now`.
+    let error = verifier
+        .verify(token.as_bytes(), NOW - 6)
+        .unwrap_err()
+        .error;
+    assert!(
+        matches!(
+            error,
+            Error::NotYetValid { .. } | Error::IssuedInFuture { .. }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        verifier.verify(token.as_bytes(), NOW - 5).is_ok(),
+        "within the leeway"
+    );
+    // Settings-dependent checks too: another verifier with a stricter rule refuses it, since
+    // each verifier remembers only what it verified itself.
+    let strict = Settings {
+        organization_id: Some("another".into()),
+        ..settings()
+    };
+    let other = Verifier::new(strict, static_store(&[&A]));
+    let error = other.verify(token.as_bytes(), NOW).unwrap_err().error;
+    assert!(matches!(error, Error::OrganizationMismatch), "{error:?}");
+}
+
+#[test]
+fn a_different_token_with_the_same_claims_is_verified_afresh() {
+    let verifier = Verifier::new(settings(), static_store(&[&A, &B]));
+    let token = A.token(&claims());
+    verifier.verify(token.as_bytes(), NOW).unwrap();
+    // Same header and payload, a signature with one byte flipped.
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut forged =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .unwrap();
+    forged[10] ^= 1;
+    let forged = format!("{signed}.{}", b64(&forged));
+    let error = verifier.verify(forged.as_bytes(), NOW).unwrap_err().error;
+    assert!(matches!(error, Error::BadSignature), "{error:?}");
+    // The same claims signed by another valid key: new bytes, a full verification.
+    let by_b = verifier.verify(B.token(&claims()).as_bytes(), NOW).unwrap();
+    assert!(!by_b.reused);
+    assert_eq!(by_b.kid, B.kid);
+    // And the original is still remembered.
+    assert!(verifier.verify(token.as_bytes(), NOW).unwrap().reused);
+}
+
+#[test]
+fn a_kid_leaving_the_set_drops_the_entry() {
+    let upstream = Upstream::new(&[&A, &B], None);
+    let store = upstream.store();
+    store.load(NOW).unwrap();
+    let verifier = Verifier::new(settings(), Arc::clone(&store));
+    let token = A.token(&claims());
+    verifier.verify(token.as_bytes(), NOW).unwrap();
+    assert!(verifier.verify(token.as_bytes(), NOW + 1).unwrap().reused);
+    upstream.serve(&[&B], None);
+    store.load(NOW + 2).unwrap();
+    let error = verifier
+        .verify(token.as_bytes(), NOW + 2)
+        .unwrap_err()
+        .error;
+    assert!(matches!(error, Error::UnknownKid), "{error:?}");
+    // The key back: verified afresh, not served from the dropped entry.
+    upstream.serve(&[&A, &B], None);
+    store.load(NOW + 40).unwrap();
+    assert!(!verifier.verify(token.as_bytes(), NOW + 40).unwrap().reused);
+}
+
+#[test]
+fn a_kid_naming_another_key_drops_the_entry() {
+    let upstream = Upstream::new(&[&A], None);
+    let store = upstream.store();
+    store.load(NOW).unwrap();
+    let verifier = Verifier::new(settings(), Arc::clone(&store));
+    let token = A.token(&claims());
+    verifier.verify(token.as_bytes(), NOW).unwrap();
+    assert!(verifier.verify(token.as_bytes(), NOW).unwrap().reused);
+    // The same kid now publishes B's modulus: A's signature no longer verifies.
+    let mut impostor = B.jwk();
+    impostor["kid"] = json!(A.kid);
+    *upstream.body.lock().unwrap() = Ok(FetchedJwks {
+        body: jwks_of(&[impostor]).into_bytes(),
+        max_age_secs: None,
+    });
+    store.load(NOW + 1).unwrap();
+    let error = verifier
+        .verify(token.as_bytes(), NOW + 1)
+        .unwrap_err()
+        .error;
+    assert!(matches!(error, Error::BadSignature), "{error:?}");
+}
+
+#[test]
+fn a_key_set_past_its_last_good_age_drops_the_entries() {
+    let upstream = Upstream::new(&[&A], None);
+    let verifier = reusing(&upstream); // fetched at NOW
+    upstream.fail();
+    // A token verified just before the set turns 24 hours old without a good refresh…
+    let t1 = NOW + 24 * 3600 - 100;
+    let token = token_at(&A, t1);
+    verifier.verify(token.as_bytes(), t1).unwrap();
+    assert!(verifier.verify(token.as_bytes(), t1 + 99).unwrap().reused);
+    // …is refused with it, although the token itself is still valid.
+    let error = verifier
+        .verify(token.as_bytes(), t1 + 100)
+        .unwrap_err()
+        .error;
+    assert!(matches!(error, Error::KeySetUnavailable), "{error:?}");
+}

@@ -223,13 +223,24 @@ fn unreadable_and_oversized_files_are_refused() {
         "a".repeat(1024 * 1024)
     );
     write_version(&big, &content, 1);
-    let error = Store::file(big).reload(now()).unwrap_err();
+    // PROFILES_MAX_BYTES, as the store is given it; the default (8 MiB) takes this file.
+    let error = Store::file(big.clone())
+        .with_max_bytes(1_048_576)
+        .reload(now())
+        .unwrap_err();
     assert!(
         matches!(
             error,
             LoadError::File(FileError::TooLarge { len, max: 1_048_576 }) if len == content.len()
         ),
         "{error:?}"
+    );
+    assert!(
+        matches!(
+            Store::file(big).reload(now()),
+            Err(LoadError::File(FileError::Invalid { .. }))
+        ),
+        "within the default limit the file is read (and refused for its unknown key)"
     );
 
     let error = Store::file(dir.to_path_buf()).reload(now()).unwrap_err();

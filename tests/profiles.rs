@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use kitebridge::{
-    Family, FileError, Generation, Lookup, MAX_PROFILE_FILE_BYTES as MAX_FILE_BYTES, Profile,
+    DEFAULT_PROFILES_MAX_BYTES as MAX_FILE_BYTES, Family, FileError, Generation, Lookup, Profile,
     ProfileRef, RefError, RepositoryScope, check_profile_file as check, explain_profile as explain,
     parse_profile_ref, parse_qualified_profile_ref,
 };
@@ -414,7 +414,7 @@ fn syntax_errors_fail_the_whole_file() {
 }
 
 #[test]
-fn size_cap_is_one_mebibyte() {
+fn size_cap_is_eight_mebibytes_by_default_and_configurable() {
     let mut at_limit = b"{}".to_vec();
     at_limit.resize(MAX_FILE_BYTES, b' ');
     assert!(Generation::parse(&at_limit).is_ok());
@@ -429,7 +429,13 @@ fn size_cap_is_one_mebibyte() {
     );
     assert_eq!(
         error.to_string(),
-        "profile file is 1048577 bytes, over the 1048576-byte limit"
+        "profile file is 8388609 bytes, over the 8388608-byte limit"
+    );
+    // PROFILES_MAX_BYTES: the limit given.
+    assert!(Generation::parse_within(b"{}  ", 4).is_ok());
+    assert_eq!(
+        Generation::parse_within(b"{}   ", 4),
+        Err(FileError::TooLarge { len: 5, max: 4 })
     );
 }
 

@@ -179,21 +179,32 @@ impl Response {
 
     /// Serialises status line and headers (the body is written separately).
     pub(crate) fn head_bytes(&self, request_id: &str, close: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\n",
+        use std::fmt::Write as _;
+        // One buffer, sized once, written in place: no intermediate strings (this runs for
+        // every response, and a `/healthcheck` is little more than this).
+        let extra: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum();
+        let mut out = String::with_capacity(160 + request_id.len() + extra + self.body.len());
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nX-Request-Id: {request_id}\r\n",
             self.status,
-            reason_phrase(self.status)
+            reason_phrase(self.status),
+            self.content_type,
+            self.body.len()
         );
-        out.push_str(&format!("Content-Type: {}\r\n", self.content_type));
-        out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-        out.push_str("Cache-Control: no-store\r\n");
-        out.push_str(&format!("X-Request-Id: {request_id}\r\n"));
         if close {
             out.push_str("Connection: close\r\n");
         }
         for (name, value) in &self.headers {
             if !value.contains(['\r', '\n']) {
-                out.push_str(&format!("{name}: {value}\r\n"));
+                for part in [*name, ": ", value.as_str(), "\r\n"] {
+                    out.push_str(part);
+                }
             }
         }
         out.push_str("\r\n");

@@ -342,6 +342,13 @@ impl KeyStore {
         }
     }
 
+    /// The key with exactly this `kid` in the set usable at `now`, without fetching (for
+    /// [`super::reuse`]: is the key that verified a remembered token still there?).
+    pub fn current(&self, kid: &str, now: u64) -> Option<Arc<PublicKey>> {
+        let state = self.lock();
+        self.lookup(&state, kid, now)
+    }
+
     /// Whether the refresher should call [`KeyStore::load`]: a fetching source with no set yet
     /// or past its cache life, no fetch running, and none started in the last 30 s.
     pub fn refresh_due(&self, now: u64) -> bool {

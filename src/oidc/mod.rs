@@ -21,6 +21,11 @@
 //! 8. Claims: issuer, audience, times with leeway, required claims, organization
 //!    ([`Claims::validate`]).
 //!
+//! A token that passed all of this is remembered by the SHA-256 of its bytes ([`reuse`]): the
+//! same bytes presented again skip steps 3–7 (the bytes are the ones whose signature was
+//! verified) while the key that verified them is still in the key set and `exp` has not
+//! passed; step 8 runs again on every use, at that request's time.
+//!
 //! Every failure is one [`Error`] variant named for the violated rule. Its `Display` is a short
 //! lowercase line for the audit record and never contains the token; the few untrusted strings it
 //! may name are escaped with `{:?}` and truncated. The HTTP layer answers every failure with the
@@ -30,6 +35,7 @@
 pub mod claims;
 pub mod jwks;
 pub mod jws;
+pub mod reuse;
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +43,7 @@ use std::sync::Arc;
 pub use claims::{Audience, Claims};
 pub use jwks::{FetchedJwks, KeyPolicyViolation, KeySource, KeyStore, PublicKey, spawn_refresher};
 pub use jws::{Segment, UnverifiedToken, verify_rs256};
+pub use reuse::Reuse;
 
 /// Buildkite's issuer, shared by every Buildkite organization.
 pub const DEFAULT_ISSUER: &str = "https://agent.buildkite.com";
@@ -65,6 +72,9 @@ pub struct Settings {
     pub leeway_secs: u64,
     /// Longest accepted `exp − iat`. Default [`DEFAULT_MAX_LIFETIME_SECS`].
     pub max_lifetime_secs: u64,
+    /// Verified tokens remembered for reuse ([`reuse`]); 0 verifies every presentation afresh.
+    /// Default [`reuse::DEFAULT_MAX_ENTRIES`].
+    pub reuse_max_entries: usize,
 }
 
 impl Settings {
@@ -77,6 +87,7 @@ impl Settings {
             organization_id: None,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
+            reuse_max_entries: reuse::DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -271,6 +282,9 @@ pub struct Verified {
     pub kid: String,
     /// The validated claims.
     pub claims: Claims,
+    /// Whether these exact bytes were verified before and only the claims were checked again
+    /// ([`reuse`]).
+    pub reused: bool,
 }
 
 /// A refused token, with what was read before the refusal (for the audit record).
@@ -305,16 +319,45 @@ impl Rejected {
 pub struct Verifier {
     settings: Settings,
     keys: Arc<KeyStore>,
+    reuse: Reuse,
 }
 
 impl Verifier {
     /// A verifier; `keys` is typically shared with [`spawn_refresher`].
     pub fn new(settings: Settings, keys: Arc<KeyStore>) -> Self {
-        Verifier { settings, keys }
+        let reuse = Reuse::new(settings.reuse_max_entries);
+        Verifier {
+            settings,
+            keys,
+            reuse,
+        }
     }
 
-    /// Runs every check in the order of the module documentation at time `now` (Unix seconds).
+    /// Runs every check in the order of the module documentation at time `now` (Unix seconds),
+    /// or, for the very bytes of a token verified before, only the claims checks (see [`reuse`]).
     pub fn verify(&self, token: &[u8], now: u64) -> Result<Verified, Rejected> {
+        // Over the size limit: refused by the parse below, never hashed.
+        let digest = (token.len() <= jws::MAX_TOKEN_LEN).then(|| reuse::digest(token));
+        if let Some(digest) = &digest {
+            let current = |kid: &str| self.keys.current(kid, now);
+            if let Some((kid, claims)) = self.reuse.get(digest, now, current) {
+                return match claims.validate(&self.settings, now) {
+                    Ok(()) => Ok(Verified {
+                        kid,
+                        claims,
+                        reused: true,
+                    }),
+                    Err(error) => {
+                        self.reuse.forget(digest);
+                        Err(Rejected {
+                            error,
+                            kid: Some(kid),
+                            claims: Some(Box::new(claims)),
+                        })
+                    }
+                };
+            }
+        }
         let unverified = UnverifiedToken::parse(token).map_err(Rejected::bare)?;
         let kid = unverified.kid().to_owned();
         let with_kid = |error| Rejected {
@@ -326,7 +369,16 @@ impl Verifier {
         let payload = unverified.verify(&key).map_err(with_kid)?;
         let claims = Claims::from_json(&payload).map_err(with_kid)?;
         match claims.validate(&self.settings, now) {
-            Ok(()) => Ok(Verified { kid, claims }),
+            Ok(()) => {
+                if let Some(digest) = digest {
+                    self.reuse.put(digest, &kid, key, &claims);
+                }
+                Ok(Verified {
+                    kid,
+                    claims,
+                    reused: false,
+                })
+            }
             Err(error) => Err(Rejected {
                 error,
                 kid: Some(kid),

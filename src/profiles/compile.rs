@@ -3,7 +3,7 @@
 //! fail the whole file here, because the default profile must always exist.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use super::glob::{Glob, GlobError};
@@ -274,6 +274,11 @@ fn pipeline_default(permissions: Vec<Permission>) -> Profile {
     }
 }
 
+/// The `valuePattern`s compiled so far in one family, by source: a file repeats the same few
+/// patterns across thousands of profiles, and compiling one costs far more than the rest of a
+/// profile (a compiled pattern is shared, not copied).
+type Patterns = HashMap<String, Result<Pattern, PatternError>>;
+
 /// Validates one family's profiles. Every profile sharing a name with another is quarantined.
 /// Problems get their place in a YAML file from `positions`.
 pub(crate) fn compile_family(
@@ -287,11 +292,12 @@ pub(crate) fn compile_family(
     }
     let mut compiled = Compiled::default();
     let mut problems: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
+    let mut patterns = Patterns::new();
     for raw in raws {
         let name = raw.name.clone();
         let duplicate = occurrences.get(&name).is_some_and(|&count| count > 1);
         let name_path = format!("{}.name", raw.path);
-        match (profile(family, raw), duplicate) {
+        match (profile(family, raw, &mut patterns), duplicate) {
             (Ok(profile), false) => {
                 compiled.profiles.insert(name, profile);
             }
@@ -315,7 +321,11 @@ pub(crate) fn compile_family(
 }
 
 /// One profile, or every problem it has.
-fn profile(family: Family, raw: RawProfile) -> Result<Profile, Vec<Problem>> {
+fn profile(
+    family: Family,
+    raw: RawProfile,
+    patterns: &mut Patterns,
+) -> Result<Profile, Vec<Problem>> {
     let mut problems = Vec::new();
     let at = |suffix: &str| format!("{}.{suffix}", raw.path);
     if let Some(problem) = name_problem(family, &raw.name) {
@@ -357,7 +367,7 @@ fn profile(family: Family, raw: RawProfile) -> Result<Profile, Vec<Problem>> {
     };
     let mut rules = Vec::new();
     for raw_rule in raw.rules {
-        match rule(raw_rule) {
+        match rule(raw_rule, patterns) {
             Ok(rule) => rules.push(rule),
             Err(found) => problems.extend(found),
         }
@@ -515,7 +525,7 @@ pub fn is_repository_name(name: &str) -> bool {
             .any(|c| c == '/' || c.is_whitespace() || c.is_control())
 }
 
-fn rule(raw: RawRule) -> Result<Rule, Vec<Problem>> {
+fn rule(raw: RawRule, patterns: &mut Patterns) -> Result<Rule, Vec<Problem>> {
     let mut problems = Vec::new();
     if !is_known_claim(&raw.claim) {
         let path = format!("{}.claim", raw.path);
@@ -534,7 +544,10 @@ fn rule(raw: RawRule) -> Result<Rule, Vec<Problem>> {
         (None, None, Some(pattern), None) => Glob::new(&pattern)
             .map(Matcher::ValueGlob)
             .map_err(|error| ("valueGlob", ProfileProblem::Glob(error))),
-        (None, None, None, Some(pattern)) => Pattern::new(&pattern)
+        (None, None, None, Some(pattern)) => patterns
+            .entry(pattern)
+            .or_insert_with_key(|source| Pattern::new(source))
+            .clone()
             .map(Matcher::ValuePattern)
             .map_err(|error| ("valuePattern", ProfileProblem::Pattern(error))),
         _ => Err(("", ProfileProblem::MatcherCount { found })),

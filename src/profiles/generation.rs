@@ -13,8 +13,9 @@ use super::profile::{DEFAULT_PROFILE, Family, Profile, ProfileRef};
 use super::schema::{self, Positions, RawDocument, SchemaError};
 use super::yaml::{self, YamlError};
 
-/// Largest profile file accepted, in bytes (1 MiB).
-pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// `PROFILES_MAX_BYTES`'s default: the largest profile file accepted, in bytes (8 MiB, about
+/// 80 000 profiles with rules; loading is linear in the file's size).
+pub const DEFAULT_MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The document [`Generation::builtin`] stands for: a file holding exactly this has the built-in
 /// generation's meaning and digest.
@@ -24,7 +25,7 @@ pub const BUILTIN_DOCUMENT: &[u8] = b"{}";
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FileError {
-    /// The file is over [`MAX_FILE_BYTES`].
+    /// The file is over the size limit (`PROFILES_MAX_BYTES`, [`DEFAULT_MAX_FILE_BYTES`]).
     TooLarge { len: usize, max: usize },
     /// Not JSON (serde_json's message, with line and column).
     Syntax { message: String },
@@ -100,20 +101,27 @@ impl Generation {
     /// `{`, else YAML (the same schema for both). Whole-file problems (size, syntax, schema,
     /// invalid default permissions) fail it with every problem listed; per-profile problems only
     /// quarantine that profile (see [`Generation::quarantined`]).
+    /// The size limit is [`DEFAULT_MAX_FILE_BYTES`] (see [`Generation::parse_within`]).
     pub fn parse(bytes: &[u8]) -> Result<Generation, FileError> {
-        Generation::parse_reporting(bytes).map_err(|(error, _)| error)
+        Generation::parse_within(bytes, DEFAULT_MAX_FILE_BYTES)
+    }
+
+    /// [`Generation::parse`] with a file size limit of `max_bytes`.
+    pub fn parse_within(bytes: &[u8], max_bytes: usize) -> Result<Generation, FileError> {
+        Generation::parse_reporting(bytes, max_bytes).map_err(|(error, _)| error)
     }
 
     /// [`Generation::parse`], and when the file fails as a whole, also every quarantine problem
     /// of the profiles whose shape could be read (for `check`, which reports all at once).
     pub(crate) fn parse_reporting(
         bytes: &[u8],
+        max_bytes: usize,
     ) -> Result<Generation, (FileError, Vec<Quarantined>)> {
         let alone = |error| (error, Vec::new());
-        if bytes.len() > MAX_FILE_BYTES {
+        if bytes.len() > max_bytes {
             return Err(alone(FileError::TooLarge {
                 len: bytes.len(),
-                max: MAX_FILE_BYTES,
+                max: max_bytes,
             }));
         }
         let (value, mut problems, positions) = read(bytes).map_err(alone)?;

@@ -28,7 +28,7 @@ mod tools;
 mod ttl;
 mod yaml;
 
-pub use generation::{FileError, Generation, Lookup, MAX_FILE_BYTES};
+pub use generation::{DEFAULT_MAX_FILE_BYTES, FileError, Generation, Lookup};
 pub use pattern::{MAX_PATTERN_BYTES, Pattern, PatternError};
 pub use permissions::Permission;
 pub use profile::{

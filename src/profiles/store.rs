@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::generation::{FileError, Generation, MAX_FILE_BYTES};
+use super::generation::{DEFAULT_MAX_FILE_BYTES, FileError, Generation};
 use crate::cache::CoalescingCache;
 use crate::github::{self, Contents, MintRequest, Minted};
 use crate::secret::Secret;
@@ -118,6 +118,8 @@ impl std::error::Error for LoadError {
 pub struct Store {
     current: RwLock<Option<Arc<Generation>>>,
     source: Source,
+    /// The largest file accepted (`PROFILES_MAX_BYTES`).
+    max_bytes: usize,
     /// Unix seconds when the current generation was installed (0: never).
     loaded_at: std::sync::atomic::AtomicU64,
 }
@@ -140,7 +142,7 @@ enum Source {
         seen: Mutex<Option<Seen>>,
     },
     GitHub {
-        file: GitHubFile,
+        file: Box<GitHubFile>,
         fetch: Mutex<Fetch>,
     },
 }
@@ -199,6 +201,7 @@ impl Store {
         Store {
             current: RwLock::new(Some(Arc::new(Generation::builtin()))),
             source: Source::Builtin,
+            max_bytes: DEFAULT_MAX_FILE_BYTES,
             loaded_at: crate::time::now_unix().into(),
         }
     }
@@ -211,6 +214,7 @@ impl Store {
                 path,
                 seen: Mutex::new(None),
             },
+            max_bytes: DEFAULT_MAX_FILE_BYTES,
             loaded_at: 0.into(),
         }
     }
@@ -229,19 +233,26 @@ impl Store {
             } => Store {
                 current: RwLock::new(None),
                 source: Source::GitHub {
-                    file: GitHubFile {
+                    file: Box::new(GitHubFile {
                         client: github,
                         owner: owner.clone(),
                         repo: repo.clone(),
                         path: path.clone(),
                         git_ref: git_ref.clone(),
                         token: CoalescingCache::new(1),
-                    },
+                    }),
                     fetch: Mutex::new(Fetch::default()),
                 },
+                max_bytes: DEFAULT_MAX_FILE_BYTES,
                 loaded_at: 0.into(),
             },
         }
+    }
+
+    /// The store with a file size limit of `max_bytes` instead of [`DEFAULT_MAX_FILE_BYTES`].
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Store {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The current generation; `None` until the first one loads. Call once per request and use
@@ -298,8 +309,10 @@ impl Store {
     fn load(&self, force: bool, now: u64) -> Result<bool, LoadError> {
         let loaded = match &self.source {
             Source::Builtin => return Ok(false),
-            Source::File { path, seen } => read_file(path, &mut lock(seen), force),
-            Source::GitHub { file, fetch } => fetch_github(file, &mut lock(fetch), force, now),
+            Source::File { path, seen } => read_file(path, &mut lock(seen), force, self.max_bytes),
+            Source::GitHub { file, fetch } => {
+                fetch_github(file, &mut lock(fetch), force, now, self.max_bytes)
+            }
         };
         match loaded {
             Ok(None) => Ok(false),
@@ -396,6 +409,7 @@ fn read_file(
     path: &Path,
     last: &mut Option<Seen>,
     force: bool,
+    max_bytes: usize,
 ) -> Result<Option<Generation>, LoadError> {
     let opened = File::open(path).and_then(|file| {
         let stamp = Stamp::of(&file.metadata()?);
@@ -415,18 +429,24 @@ fn read_file(
     };
     let (file, stamp) = opened.map_err(read_error)?;
     let len = usize::try_from(stamp.len).unwrap_or(usize::MAX);
-    if len > MAX_FILE_BYTES {
+    if len > max_bytes {
         return Err(LoadError::File(FileError::TooLarge {
             len,
-            max: MAX_FILE_BYTES,
+            max: max_bytes,
         }));
     }
     // Bounded even if the file grows after the stamp; `parse` refuses anything over the limit.
     let mut bytes = Vec::with_capacity(len);
-    file.take(MAX_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    Generation::parse(&bytes).map(Some).map_err(LoadError::File)
+    file.take(
+        u64::try_from(max_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1),
+    )
+    .read_to_end(&mut bytes)
+    .map_err(read_error)?;
+    Generation::parse_within(&bytes, max_bytes)
+        .map(Some)
+        .map_err(LoadError::File)
 }
 
 /// Fetches and parses the GitHub file; `Ok(None)` on 304. Without `force`, the last ETag is sent.
@@ -435,6 +455,7 @@ fn fetch_github(
     fetch: &mut Fetch,
     force: bool,
     now: u64,
+    max_bytes: usize,
 ) -> Result<Option<Generation>, LoadError> {
     let token = contents_token(file, now)?;
     let etag = if force { None } else { fetch.etag.as_deref() };
@@ -452,7 +473,9 @@ fn fetch_github(
         Ok(Contents::File { bytes, etag }) => {
             // Remembered even when the bytes are rejected: the same file is not re-fetched.
             fetch.etag = etag;
-            Generation::parse(&bytes).map(Some).map_err(LoadError::File)
+            Generation::parse_within(&bytes, max_bytes)
+                .map(Some)
+                .map_err(LoadError::File)
         }
         Err(error) => {
             let transient = matches!(
@@ -494,12 +517,14 @@ pub fn start(
     source: &ProfileSource,
     github: Arc<github::Client>,
     refresh_secs: u64,
+    max_bytes: usize,
 ) -> io::Result<Arc<Store>> {
     let interval = match source {
         ProfileSource::GitHub { .. } => Duration::from_secs(refresh_secs),
         _ => DEFAULT_WATCH_INTERVAL,
     };
-    start_with(source, github, interval, RETRY_INTERVAL)
+    let store = Store::new(source, github).with_max_bytes(max_bytes);
+    start_store(store, interval, RETRY_INTERVAL)
 }
 
 /// [`start`] with explicit intervals: `interval` between checks once loaded, `retry` between
@@ -510,7 +535,12 @@ pub fn start_with(
     interval: Duration,
     retry: Duration,
 ) -> io::Result<Arc<Store>> {
-    let store = Arc::new(Store::new(source, github));
+    start_store(Store::new(source, github), interval, retry)
+}
+
+/// Loads `store` once (unless built-in) and starts its refresher.
+fn start_store(store: Store, interval: Duration, retry: Duration) -> io::Result<Arc<Store>> {
+    let store = Arc::new(store);
     if matches!(store.source, Source::Builtin) {
         return Ok(store);
     }

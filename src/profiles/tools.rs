@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::compile::Quarantined;
-use super::generation::{Generation, Lookup};
+use super::generation::{DEFAULT_MAX_FILE_BYTES, Generation, Lookup};
 use super::profile::{Profile, RepositoryScope, parse_qualified_profile_ref};
 use super::rules::Shown;
 
@@ -17,7 +17,7 @@ use super::rules::Shown;
 /// be quarantined (pipeline family first, each by name), so a fix never uncovers older ones. A
 /// syntax error stops the reading, so it is reported alone. CI should fail on `Err`.
 pub fn check(bytes: &[u8]) -> Result<String, Vec<String>> {
-    let generation = match Generation::parse_reporting(bytes) {
+    let generation = match Generation::parse_reporting(bytes, DEFAULT_MAX_FILE_BYTES) {
         Ok(generation) => generation,
         Err((error, quarantined)) => {
             let mut problems = error.problems();
