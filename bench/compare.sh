@@ -107,7 +107,7 @@ start_kitebridge() {
   shift
   local log="$DIR/$name.stderr"
   env -i PATH="$PATH" $(cat "$DIR/env") SERVER_PORT=0 LOG_LEVEL=info \
-    RATE_LIMIT_PER_PIPELINE=off RATE_LIMIT_PER_SOURCE=off "$@" "$BIN" 2>"$log" &
+    RATE_LIMIT_PER_PIPELINE=off RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "$@" "$BIN" 2>"$log" &
   KB_PID=$!
   PIDS+=("$KB_PID")
   KB_URL=
@@ -209,6 +209,8 @@ awk -v ring_ns="$RING_NS" -v load_before="$LOAD_BEFORE" -v load_after="$LOAD_AFT
     if ("kb-vend-pipelines-100000" in rps)
       printf "| cached vend req/s, 100 000 / 10 pipelines | %.2f | ≥ 0.8 |\n", rps["kb-vend-pipelines-100000"] / rps["kb-vend-pipelines-10"]
     printf "| Buildkite calls while measuring 10 / 1 000 / 10 000 / 100 000 pipelines | %s / %s / %s / %s | 0 |\n", bk["kb-vend-pipelines-10"], bk["kb-vend-pipelines-1000"], bk["kb-vend-pipelines-10000"], bk["kb-vend-pipelines-100000"]
+    # A case with refusals measured something else than it says: say so, loudly.
+    for (k in err) if (err[k] > 0) printf "\nINVALID: %s had %d non-2xx answers; its numbers and ratios do not measure what they name\n", k, err[k]
   }' "$RESULTS"
 
 echo
