@@ -265,15 +265,21 @@ impl Client {
         }
     }
 
-    /// `DELETE /installation/token`, authenticated with the token itself (204).
-    pub fn revoke(&self, token: &Secret, now: u64) -> Result<(), Failure> {
+    /// The one `DELETE /installation/token` call, authenticated with the token itself; the two
+    /// callers below read its answer differently.
+    fn delete_token(&self, token: &Secret, now: u64) -> Result<Response, Failure> {
         let call = Call::new(
             Method::Delete,
             "/installation/token",
             token.expose(),
             ACCEPT_JSON,
         );
-        let response = self.call(call, now)?;
+        self.call(call, now)
+    }
+
+    /// `DELETE /installation/token`, authenticated with the token itself (204).
+    pub fn revoke(&self, token: &Secret, now: u64) -> Result<(), Failure> {
+        let response = self.delete_token(token, now)?;
         match response.status {
             204 => Ok(()),
             _ => Err(self.failure(&response, "revoke")),
@@ -284,13 +290,7 @@ impl Client {
     /// [`Ended::Revoked`], 401 [`Ended::AlreadyGone`] (GitHub's answer for a revoked or expired
     /// token); anything else is a failure to retry.
     pub fn revoke_if_live(&self, token: &Secret, now: u64) -> Result<Ended, Failure> {
-        let call = Call::new(
-            Method::Delete,
-            "/installation/token",
-            token.expose(),
-            ACCEPT_JSON,
-        );
-        let response = self.call(call, now)?;
+        let response = self.delete_token(token, now)?;
         match response.status {
             204 => Ok(Ended::Revoked),
             401 => Ok(Ended::AlreadyGone),
