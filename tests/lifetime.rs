@@ -278,6 +278,15 @@ fn sigterm_carries_out_the_revocations_due_within_the_drain_and_counts_the_rest(
 /// Test-only encryption key (bytes 0..32), protecting nothing.
 const CACHE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// The settings of an instance on the shared cache at `url`.
+fn shared_cache(url: &str) -> [(&'static str, &str); 3] {
+    [
+        ("CACHE_URL", url),
+        ("CACHE_ENCRYPTION_KEYS", CACHE_KEY),
+        ("CACHE_TIMEOUT_MS", "1000"),
+    ]
+}
+
 #[test]
 fn with_the_shared_cache_another_instance_revokes_for_a_minter_that_is_gone() {
     let Some(redis) = Redis::start() else {
@@ -285,11 +294,7 @@ fn with_the_shared_cache_another_instance_revokes_for_a_minter_that_is_gone() {
     };
     let up = Upstreams::start();
     let url = redis.url();
-    let fleet = [
-        ("CACHE_URL", url.as_str()),
-        ("CACHE_ENCRYPTION_KEYS", CACHE_KEY),
-        ("CACHE_TIMEOUT_MS", "1000"),
-    ];
+    let fleet = shared_cache(&url);
     let (minter, _minter_dir) = another(&up, &fleet);
     let (survivor, _survivor_dir) = another(&up, &fleet);
     let jwt = up.token();
@@ -333,11 +338,7 @@ fn a_revocation_the_shared_cache_lost_is_still_carried_out_by_its_minter() {
     };
     let up = Upstreams::start();
     let url = redis.url();
-    let fleet = [
-        ("CACHE_URL", url.as_str()),
-        ("CACHE_ENCRYPTION_KEYS", CACHE_KEY),
-        ("CACHE_TIMEOUT_MS", "1000"),
-    ];
+    let fleet = shared_cache(&url);
     let (minter, _minter_dir) = another(&up, &fleet);
     let jwt = up.token();
     let minted = minter.token("/token/short", &jwt);
