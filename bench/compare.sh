@@ -8,7 +8,8 @@
 #      Buildkite and key-set stand-ins of the integration tests, plus token files; and
 #      examples/bench_misses.rs, examples/bench_profiles.rs);
 #   2. starts nginx (one process: `master_process off`) answering /healthcheck with a fixed 200;
-#   3. starts kitebridge "A" at default settings (rate limits off, audit to /dev/null) and
+#   3. starts kitebridge "A" at default settings (rate limits off; audit records to stdout, the
+#      default, which is /dev/null here) and
 #      measures with wrk: /healthcheck on both at 32 and 256 connections, then cached vends
 #      (POST /token) with one repeated JWT and with fresh JWTs (a list longer than the
 #      verified-token cache, cycled, so no presentation is a reuse);
@@ -107,7 +108,7 @@ start_kitebridge() {
   shift
   local log="$DIR/$name.stderr"
   env -i PATH="$PATH" $(cat "$DIR/env") SERVER_PORT=0 LOG_LEVEL=info \
-    RATE_LIMIT_PER_PIPELINE=off RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "$@" "$BIN" 2>"$log" &
+    RATE_LIMIT_PER_PIPELINE=off RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "$@" "$BIN" >/dev/null 2>"$log" &
   KB_PID=$!
   PIDS+=("$KB_PID")
   KB_URL=

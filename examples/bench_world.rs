@@ -156,7 +156,7 @@ fn main() {
             .set_pipeline("acme", &format!("p{i}"), "git@github.com:acme/widgets.git");
     }
     let mut env = up.env();
-    for (k, v) in [("LOG_LEVEL", "warn"), ("AUDIT_LOG", "/dev/null")] {
+    for (k, v) in [("LOG_LEVEL", "warn"), ("AUDIT_LOG", "stdout")] {
         env.insert(k.into(), v.into());
     }
     let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();

@@ -333,24 +333,30 @@ impl Sink {
     /// One `write` of the whole line (preceded by a newline after a cut), then flushed.
     fn write_line(&mut self, line: &[u8]) -> Result<(), WriteError> {
         self.follow_rotation()?;
-        let fresh_line: &[u8] = if self.cut { b"\n" } else { b"" };
-        let bytes = [fresh_line, line].concat();
-        // Where the file ended, to take a cut-off tail back out of a regular file.
-        let end = self
-            .file
-            .metadata()
-            .ok()
-            .filter(std::fs::Metadata::is_file)
-            .map(|m| m.len());
+        let after_cut;
+        let bytes = if self.cut {
+            after_cut = [b"\n", line].concat();
+            after_cut.as_slice()
+        } else {
+            line
+        };
         let written = loop {
-            match self.file.write(&bytes) {
+            match self.file.write(bytes) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other?,
             }
         };
         if written < bytes.len() {
             if written > 0 {
-                let removed = end.is_some_and(|len| self.file.set_len(len).is_ok());
+                // Take the cut-off tail back out of a regular file: it ends `written` bytes
+                // after where this write began (records are appended by this process alone).
+                let removed = self
+                    .file
+                    .metadata()
+                    .ok()
+                    .filter(std::fs::Metadata::is_file)
+                    .and_then(|m| m.len().checked_sub(written as u64))
+                    .is_some_and(|end| self.file.set_len(end).is_ok());
                 self.cut = self.cut || !removed;
             }
             return Err(WriteError::Short {
@@ -537,8 +543,10 @@ impl AuditLog {
 
 /// A record as one line, newline included.
 fn line_of(record: &impl Serialize) -> Result<Vec<u8>, WriteError> {
-    let mut line =
-        serde_json::to_vec(record).map_err(|e| WriteError::Unserialisable(e.to_string()))?;
+    // A token's record is about 1.5 KiB: room for it at once, not a string of reallocations.
+    let mut line = Vec::with_capacity(2048);
+    serde_json::to_writer(&mut line, record)
+        .map_err(|e| WriteError::Unserialisable(e.to_string()))?;
     line.push(b'\n');
     Ok(line)
 }

@@ -254,6 +254,20 @@ impl Client {
         result.map(|fetched| fetched.repo.clone())
     }
 
+    /// The cached repository of a pipeline while its lookup is fresh; `None` otherwise (then
+    /// [`Client::pipeline_repository`] looks it up).
+    pub fn cached_pipeline_repository(
+        &self,
+        org: &str,
+        pipeline_slug: &str,
+        now: u64,
+    ) -> Option<RepoRef> {
+        let key = (org.to_owned(), pipeline_slug.to_owned());
+        self.cache
+            .get(&key, |f: &Fetched| self.fresh(f.fetched_at, now))
+            .map(|fetched| fetched.repo.clone())
+    }
+
     fn fresh(&self, fetched_at: u64, now: u64) -> bool {
         now >= fetched_at && now - fetched_at < self.settings.cache_secs
     }

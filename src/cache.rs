@@ -86,6 +86,18 @@ impl<K: Eq + Hash + Clone, V, E: Clone> CoalescingCache<K, V, E> {
         self.len() == 0
     }
 
+    /// The stored value for `key` if `usable` accepts it (an unusable one is dropped); never
+    /// loads.
+    pub fn get(&self, key: &K, usable: impl Fn(&V) -> bool) -> Option<Arc<V>> {
+        let mut state = lock(&self.state);
+        let value = state.entries.get_mut(key)?;
+        if usable(value) {
+            return Some(Arc::clone(value));
+        }
+        state.entries.remove(key);
+        None
+    }
+
     /// Returns the stored value for `key` if `usable` accepts it; otherwise loads it with `load`,
     /// unless a load for `key` is already running, in which case waits for that one's result.
     pub fn get_or_load(

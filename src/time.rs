@@ -48,21 +48,63 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Unix seconds → `2026-11-20T10:00:00Z`.
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    let mut out = String::with_capacity(24);
+    push_rfc3339(&mut out, secs);
+    out.push('Z');
+    out
 }
 
 /// Unix milliseconds → `2026-11-20T10:00:00.123Z` (the audit record's `time`).
 pub fn rfc3339_millis(millis: u64) -> String {
-    let s = rfc3339(millis / 1000);
-    format!("{}.{:03}Z", s.trim_end_matches('Z'), millis % 1000)
+    let mut out = String::with_capacity(24);
+    push_rfc3339(&mut out, millis / 1000);
+    out.push('.');
+    push_padded(&mut out, millis % 1000, 3);
+    out.push('Z');
+    out
+}
+
+/// `2026-11-20T10:00:00`, without the zone (written without `format!`: it is on every audit
+/// record's path).
+fn push_rfc3339(out: &mut String, secs: u64) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    match u64::try_from(y) {
+        Ok(y) => push_padded(out, y, 4),
+        Err(_) => out.push_str(&format!("{y:04}")),
+    }
+    out.push('-');
+    push_padded(out, u64::from(m), 2);
+    out.push('-');
+    push_padded(out, u64::from(d), 2);
+    out.push('T');
+    push_padded(out, rem / 3600, 2);
+    out.push(':');
+    push_padded(out, (rem % 3600) / 60, 2);
+    out.push(':');
+    push_padded(out, rem % 60, 2);
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn push_padded(out: &mut String, value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    let mut v = value;
+    loop {
+        at -= 1;
+        if let Some(slot) = digits.get_mut(at) {
+            *slot = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 || at == 0 {
+            break;
+        }
+    }
+    let start = at.min(digits.len().saturating_sub(width));
+    for &b in digits.get(start..).unwrap_or_default() {
+        out.push(char::from(b));
+    }
 }
 
 /// Parses an RFC 3339 UTC time as GitHub writes `expires_at` (`2026-11-20T10:00:00Z`, optional
@@ -132,6 +174,37 @@ mod tests {
             rfc3339_millis(1_763_632_800_123),
             "2025-11-20T10:00:00.123Z"
         );
+    }
+
+    #[test]
+    fn formats_as_format_would_across_the_range() {
+        let by_format = |secs: u64| {
+            let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+                rem / 3600,
+                (rem % 3600) / 60,
+                rem % 60
+            )
+        };
+        let mut t = 0u64;
+        while t < 400_000_000_000 {
+            assert_eq!(rfc3339(t), by_format(t), "{t}");
+            t = t * 3 + 7_919;
+        }
+        for t in [
+            59,
+            3_599,
+            86_399,
+            253_402_300_799,
+            253_402_300_800,
+            u64::MAX / 1000,
+        ] {
+            assert_eq!(rfc3339(t), by_format(t), "{t}");
+        }
+        assert_eq!(rfc3339_millis(7), "1970-01-01T00:00:00.007Z");
+        assert_eq!(rfc3339_millis(61_050), "1970-01-01T00:01:01.050Z");
     }
 
     #[test]

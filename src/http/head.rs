@@ -199,10 +199,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
         return Err(HeadError::HeadTooLarge);
     }
     let head_bytes = buf.get(..consumed).unwrap_or_default();
-    let bare_lf = head_bytes
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head_bytes.get(i - 1) != Some(&b'\r')));
+    let bare_lf = head_bytes.first() == Some(&b'\n')
+        || head_bytes
+            .windows(2)
+            .any(|pair| matches!(pair, [before, b'\n'] if *before != b'\r'));
     if bare_lf {
         return Err(HeadError::BareLf);
     }

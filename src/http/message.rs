@@ -45,19 +45,23 @@ impl std::fmt::Debug for Request {
 impl Request {
     /// Every value of header `name` (lowercase), in order.
     pub fn header_values(&self, name: &str) -> Vec<&[u8]> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-            .collect()
+        self.values(name).collect()
     }
 
     /// The single value of header `name`, or `None` when absent or repeated.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        match self.header_values(name).as_slice() {
-            [one] => Some(one),
+        let mut values = self.values(name);
+        match (values.next(), values.next()) {
+            (Some(one), None) => Some(one),
             _ => None,
         }
+    }
+
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The `i`-th route parameter.

@@ -280,8 +280,8 @@ pub fn bearer_token<'a>(authorization: &[&'a [u8]]) -> Result<&'a [u8], Error> {
 pub struct Verified {
     /// The `kid` of the key that verified the signature.
     pub kid: String,
-    /// The validated claims.
-    pub claims: Claims,
+    /// The validated claims (shared with the verified-token cache: a reuse copies no claim).
+    pub claims: Arc<Claims>,
     /// Whether these exact bytes were verified before and only the claims were checked again
     /// ([`reuse`]).
     pub reused: bool,
@@ -352,7 +352,7 @@ impl Verifier {
                         Err(Rejected {
                             error,
                             kid: Some(kid),
-                            claims: Some(Box::new(claims)),
+                            claims: Some(Box::new(Claims::clone(&claims))),
                         })
                     }
                 };
@@ -370,8 +370,9 @@ impl Verifier {
         let claims = Claims::from_json(&payload).map_err(with_kid)?;
         match claims.validate(&self.settings, now) {
             Ok(()) => {
+                let claims = Arc::new(claims);
                 if let Some(digest) = digest {
-                    self.reuse.put(digest, &kid, key, &claims);
+                    self.reuse.put(digest, &kid, key, Arc::clone(&claims));
                 }
                 Ok(Verified {
                     kid,

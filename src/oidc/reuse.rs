@@ -36,7 +36,7 @@ pub type Digest = [u8; 32];
 struct Entry {
     kid: String,
     key: Arc<PublicKey>,
-    claims: Claims,
+    claims: Arc<Claims>,
 }
 
 /// See the module documentation.
@@ -84,25 +84,26 @@ impl Reuse {
         digest: &Digest,
         now: u64,
         current_key: impl Fn(&str) -> Option<Arc<PublicKey>>,
-    ) -> Option<(String, Claims)> {
+    ) -> Option<(String, Arc<Claims>)> {
         let mut entries = self.lock()?;
         let entry = entries.get_mut(digest)?;
         let usable = now < entry.claims.exp
-            && current_key(&entry.kid).is_some_and(|key| same_key(&key, &entry.key));
+            && current_key(&entry.kid)
+                .is_some_and(|key| Arc::ptr_eq(&key, &entry.key) || same_key(&key, &entry.key));
         if !usable {
             entries.remove(digest);
             return None;
         }
-        Some((entry.kid.clone(), entry.claims.clone()))
+        Some((entry.kid.clone(), Arc::clone(&entry.claims)))
     }
 
     /// Remembers a token that passed every check: its `kid`, the key and the claims.
-    pub fn put(&self, digest: Digest, kid: &str, key: Arc<PublicKey>, claims: &Claims) {
+    pub fn put(&self, digest: Digest, kid: &str, key: Arc<PublicKey>, claims: Arc<Claims>) {
         if let Some(mut entries) = self.lock() {
             let entry = Entry {
                 kid: kid.to_owned(),
                 key,
-                claims: claims.clone(),
+                claims,
             };
             entries.insert(digest, entry);
         }

@@ -220,9 +220,26 @@ impl TokenKey {
 }
 
 /// The pipeline's repository, from the Buildkite API (cached and coalesced there).
+/// The pipeline's repository if a fresh lookup is cached (no upstream call, no refusal).
+pub fn cached_pipeline_repository(svc: &Service, claims: &Claims, now: u64) -> Option<RepoRef> {
+    svc.buildkite.as_ref()?.cached_pipeline_repository(
+        &claims.organization_slug,
+        &claims.pipeline_slug,
+        now,
+    )
+}
+
 pub fn pipeline_repository(svc: &Service, claims: &Claims, now: u64) -> Result<RepoRef, Refusal> {
     let buildkite = svc.buildkite.as_ref().ok_or(Refusal::NoBuildkiteToken)?;
     Ok(buildkite.pipeline_repository(&claims.organization_slug, &claims.pipeline_slug, now)?)
+}
+
+/// Who asks for a mint: the request's id (for a scheduled revocation) and the check run before
+/// any upstream work, on a cache miss only (the client is still there).
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub request_id: &'a str,
+    pub before_upstream: &'a dyn Fn() -> Result<(), Refusal>,
 }
 
 /// What a token covers.
@@ -286,16 +303,20 @@ pub(super) fn token_key(
 
 /// Serves from the cache or mints, for a caller that wants the token to live at most
 /// `expires_in` seconds. A token minted here that ends before GitHub's expiry is scheduled for
-/// revocation under `request_id`.
+/// revocation under the caller's request id.
 pub fn mint(
     svc: &Service,
     digest: &str,
     authorized: &Authorized<'_>,
     cover: Cover<'_>,
     expires_in: Option<u64>,
-    request_id: &str,
+    caller: Caller<'_>,
     now: u64,
 ) -> Result<Issued, Refusal> {
+    let Caller {
+        request_id,
+        before_upstream,
+    } = caller;
     let life = life(authorized.profile.ttl(), expires_in);
     let min_remaining = min_remaining(&svc.settings, life);
     let life = life.secs;
@@ -332,6 +353,7 @@ pub fn mint(
     };
     let from_shared = Cell::new(false);
     let (result, outcome) = svc.tokens.get_or_load(&key, fresh, || {
+        before_upstream()?;
         let Some(shared) = &svc.shared else {
             return github_mint();
         };

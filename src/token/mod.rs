@@ -241,17 +241,23 @@ fn withdraw(svc: &Service, issued: &Issued, now: u64) -> String {
     }
 }
 
-/// Refuses before any upstream work what it would be wasted on: a client that has gone, or a
-/// token that could not be shown because audit records are not being written.
-fn worth_minting(svc: &Service, req: &Request) -> Result<(), Refusal> {
-    if req.client_gone() {
-        return Err(Refusal::ClientGone);
-    }
+/// Refuses a token that could not be shown because audit records are not being written (an
+/// atomic read: asked before the cache, so a hit is not looked up for nothing).
+fn audit_writing(svc: &Service) -> Result<(), Refusal> {
     if svc.audit.withholds_tokens() {
         return Err(Refusal::AuditUnavailable {
             reason: "audit records are not being written".into(),
             withdrawn: "no token was minted or shown".into(),
         });
+    }
+    Ok(())
+}
+
+/// Refuses upstream work for a client that has gone. Asked only on a cache miss, just before
+/// the upstream call (the peek costs system calls a cache hit does not need).
+fn client_there(req: &Request) -> Result<(), Refusal> {
+    if req.client_gone() {
+        return Err(Refusal::ClientGone);
     }
     Ok(())
 }
@@ -324,8 +330,14 @@ fn flow(
         Reach::All => Cover::All,
         Reach::Repositories(names) => Cover::Repositories(names),
         Reach::Pipeline => {
-            worth_minting(svc, req)?;
-            repository = mint::pipeline_repository(svc, claims, now)?;
+            audit_writing(svc)?;
+            repository = match mint::cached_pipeline_repository(svc, claims, now) {
+                Some(cached) => cached,
+                None => {
+                    client_there(req)?;
+                    mint::pipeline_repository(svc, claims, now)?
+                }
+            };
             trail.pipeline_repository(&repository.full_name());
             if let Some(why) = authorize::pipeline_repository(&ask.target, &repository, account)? {
                 return Ok((ask, organization_slug, Outcome::NotMine(why)));
@@ -336,14 +348,17 @@ fn flow(
             }
         }
     };
-    worth_minting(svc, req)?;
+    audit_writing(svc)?;
     let issued = mint::mint(
         svc,
         generation.digest(),
         &authorized,
         cover,
         ask.expires_in,
-        &req.request_id,
+        mint::Caller {
+            request_id: &req.request_id,
+            before_upstream: &|| client_there(req),
+        },
         now,
     )?;
     Ok((ask, organization_slug, Outcome::Issued(issued)))
