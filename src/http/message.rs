@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use super::form::{FormError, parse_urlencoded};
-use super::head::Method;
+use super::head::{Headers, Method};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub struct Request {
     /// The raw query string (after `?`), if any.
     pub query: Option<String>,
     /// Header names lowercased, values as received.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
     /// Generated per request; echoed in `X-Request-Id` and the audit record.
@@ -30,11 +30,10 @@ pub struct Request {
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Request")
             .field("method", &self.method)
             .field("path", &self.path)
-            .field("headers", &names)
+            .field("headers", &self.headers)
             .field("body_len", &self.body.len())
             .field("peer", &self.peer)
             .field("request_id", &self.request_id)
@@ -58,10 +57,7 @@ impl Request {
     }
 
     fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers.values(name)
     }
 
     /// The `i`-th route parameter.
