@@ -133,13 +133,28 @@ fn render_labels(labels: &[(&'static str, String)]) -> String {
 impl Metrics {
     /// Adds one to the counter `family{labels}`.
     pub fn count(&self, family: Family, labels: &[(&'static str, &str)]) {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        // A counter seen before is found without building its key (no allocation per count):
+        // the family's counters are few, and the empty label list sorts first among them.
+        let same = |kept: &Labels| {
+            kept.len() == labels.len()
+                && kept
+                    .iter()
+                    .zip(labels)
+                    .all(|((k, v), (k2, v2))| k == k2 && v == v2)
+        };
+        let start = (family, Labels::new());
+        for ((f, kept), value) in counters.range_mut(start..) {
+            if *f != family {
+                break;
+            }
+            if same(kept) {
+                *value += 1;
+                return;
+            }
+        }
         let labels: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        *self
-            .counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((family, labels))
-            .or_insert(0) += 1;
+        *counters.entry((family, labels)).or_insert(0) += 1;
     }
 
     /// Makes the counter `family` (without labels) appear at 0 before anything is counted, so an
@@ -290,6 +305,31 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_each_label_set_of_a_family_apart() {
+        let m = Metrics::default();
+        m.declare(VENDS);
+        for outcome in ["hit", "miss", "hit", "coalesced", "hit"] {
+            m.count(VENDS, &[("outcome", outcome)]);
+        }
+        m.count(HTTP_REQUESTS, &[("route", "/token"), ("status", "200")]);
+        m.count(HTTP_REQUESTS, &[("route", "/token"), ("status", "403")]);
+        m.count(HTTP_REQUESTS, &[("route", "/token"), ("status", "200")]);
+        let counters = m.counters.lock().unwrap();
+        let value = |family: Family, labels: &[(&'static str, &str)]| {
+            let labels: Labels = labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            counters.get(&(family, labels)).copied()
+        };
+        assert_eq!(value(VENDS, &[]), Some(0));
+        assert_eq!(value(VENDS, &[("outcome", "hit")]), Some(3));
+        assert_eq!(value(VENDS, &[("outcome", "miss")]), Some(1));
+        assert_eq!(value(VENDS, &[("outcome", "coalesced")]), Some(1));
+        let ok = [("route", "/token"), ("status", "200")];
+        assert_eq!(value(HTTP_REQUESTS, &ok), Some(2));
+        let refused = [("route", "/token"), ("status", "403")];
+        assert_eq!(value(HTTP_REQUESTS, &refused), Some(1));
+    }
 
     #[test]
     fn renders_counters_histograms_and_gauges() {

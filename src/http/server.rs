@@ -540,7 +540,18 @@ pub fn new_request_id() -> String {
         .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    format!("{:016x}", z ^ (z >> 31))
+    let z = z ^ (z >> 31);
+    (0..16)
+        .rev()
+        .map(|nibble| {
+            let digit = ((z >> (nibble * 4)) & 0xf) as u8;
+            char::from(if digit < 10 {
+                b'0' + digit
+            } else {
+                b'a' + digit - 10
+            })
+        })
+        .collect()
 }
 
 fn edge_error(style: ErrorStyle, status: u16, reason: &'static str) -> Response {
@@ -768,4 +779,23 @@ fn dispatch(
         );
         internal_error()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_request_id;
+
+    #[test]
+    fn request_ids_are_sixteen_lowercase_hex_digits_and_differ() {
+        let ids: Vec<String> = (0..1000).map(|_| new_request_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(
+                id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+        }
+        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
 }

@@ -296,14 +296,14 @@ pub(crate) fn compile_family(
     for raw in raws {
         let name = raw.name.clone();
         let duplicate = occurrences.get(&name).is_some_and(|&count| count > 1);
-        let name_path = format!("{}.name", raw.path);
-        match (profile(family, raw, &mut patterns), duplicate) {
-            (Ok(profile), false) => {
+        let name_path = duplicate.then(|| format!("{}.name", raw.path));
+        match (profile(family, raw, &mut patterns), name_path) {
+            (Ok(profile), None) => {
                 compiled.profiles.insert(name, profile);
             }
-            (result, _) => {
+            (result, name_path) => {
                 let found = problems.entry(name).or_default();
-                if duplicate {
+                if let Some(name_path) = name_path {
                     found.push(Problem::new(name_path, ProfileProblem::DuplicateName));
                 }
                 found.extend(result.err().unwrap_or_default());

@@ -34,21 +34,59 @@ impl<'a> Path<'a> {
     }
 }
 
-impl fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Path<'_> {
+    /// The path as a string (`$.pipeline.profiles[1].name`), built without the formatting
+    /// machinery: one is made for every profile and rule of a file.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(48);
+        self.push_to(&mut out);
+        out
+    }
+
+    fn push_to(&self, out: &mut String) {
         match self {
-            Path::Root => f.write_str("$"),
+            Path::Root => out.push('$'),
             Path::Key(parent, key) => {
+                parent.push_to(out);
                 let plain =
                     !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if plain {
-                    write!(f, "{parent}.{key}")
+                    out.push('.');
+                    out.push_str(key);
                 } else {
-                    write!(f, "{parent}[{key:?}]")
+                    out.push('[');
+                    out.push_str(&format!("{key:?}"));
+                    out.push(']');
                 }
             }
-            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
+            Path::Index(parent, index) => {
+                parent.push_to(out);
+                out.push('[');
+                let mut digits = [0u8; 20];
+                let mut at = digits.len();
+                let mut n = *index;
+                loop {
+                    at -= 1;
+                    if let Some(d) = digits.get_mut(at) {
+                        *d = b'0' + (n % 10) as u8;
+                    }
+                    n /= 10;
+                    if n == 0 || at == 0 {
+                        break;
+                    }
+                }
+                for &d in digits.get(at..).unwrap_or_default() {
+                    out.push(char::from(d));
+                }
+                out.push(']');
+            }
         }
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
     }
 }
 
@@ -143,7 +181,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 duplicates: self.duplicates,
             })?;
             if object.contains_key(&key) {
-                self.duplicates.borrow_mut().push(path.to_string());
+                self.duplicates.borrow_mut().push(path.render());
             } else {
                 object.insert(key, value);
             }

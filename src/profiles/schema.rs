@@ -233,11 +233,11 @@ pub(crate) fn walk(root: &Value, problems: &mut Vec<SchemaError>) -> RawDocument
                     document.default_permissions = walker
                         .required(defaults, &path)
                         .and_then(|v| walker.strings(v, &path))
-                        .map(|list| (path.to_string(), list));
+                        .map(|list| (path.render(), list));
                     document.default_ttl = defaults
                         .get("ttl")
                         .and_then(|v| walker.string(v, &ttl_path))
-                        .map(|ttl| (ttl_path.to_string(), ttl));
+                        .map(|ttl| (ttl_path.render(), ttl));
                 }
             }
             document.pipeline = walker.profiles(pipeline, &path, Section::Pipeline);
@@ -303,7 +303,7 @@ impl Walker<'_> {
         };
         let ttl = self.optional(object, path, "ttl", Self::string);
         Some(RawProfile {
-            path: path.to_string(),
+            path: path.render(),
             name: name?,
             rules: rules?,
             permissions: permissions?,
@@ -330,7 +330,7 @@ impl Walker<'_> {
         let value_glob = self.optional(object, path, "valueGlob", Self::string);
         let value_pattern = self.optional(object, path, "valuePattern", Self::string);
         Some(RawRule {
-            path: path.to_string(),
+            path: path.render(),
             claim: claim?,
             value: value?,
             value_in: value_in?,
@@ -375,7 +375,7 @@ impl Walker<'_> {
         let value = object.get(*key);
         if value.is_none() {
             self.problems.push(SchemaError::MissingKey {
-                path: path.to_string(),
+                path: path.render(),
                 at: None,
             });
         }
@@ -395,7 +395,7 @@ impl Walker<'_> {
         };
         for key in object.keys().filter(|key| !keys.contains(&key.as_str())) {
             self.problems.push(SchemaError::UnknownKey {
-                path: path.key(key).to_string(),
+                path: path.key(key).render(),
                 at: None,
             });
         }
@@ -450,7 +450,7 @@ impl Walker<'_> {
             Value::Object(_) => "an object",
         };
         self.problems.push(SchemaError::WrongType {
-            path: path.to_string(),
+            path: path.render(),
             at: None,
             expected,
             found,

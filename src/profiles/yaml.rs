@@ -625,7 +625,7 @@ impl Parser<'_> {
             self.bump(); // the `:`
             let key_path = path.key(&key.text);
             let value = self.mapping_value(indent, &key_path, depth)?;
-            let key_path = key_path.to_string();
+            let key_path = key_path.render();
             self.insert(&mut object, key_path, key, value)?;
             if !self.continues(indent)? {
                 return Ok(Value::Object(object));
@@ -719,7 +719,7 @@ impl Parser<'_> {
     /// Records the cursor as where the node at `path` is, unless a place is known already.
     fn note(&mut self, path: &Path) {
         let here = self.here();
-        self.record(path.to_string(), here, false);
+        self.record(path.render(), here, false);
     }
 
     /// Records `at` for `path` (replacing a known place when `replace`), within the budget.
@@ -1037,7 +1037,7 @@ impl Parser<'_> {
             Some(',' | '}') => Value::Null,
             _ => self.flow_node(indent, &key_path, depth)?,
         };
-        let key_path = key_path.to_string();
+        let key_path = key_path.render();
         self.insert(object, key_path, key, value)
     }
 

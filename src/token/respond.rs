@@ -159,7 +159,9 @@ fn exchange(issued: &Issued, now: u64) -> Response {
 }
 
 fn serialized(body: &impl Serialize) -> Response {
-    match serde_json::to_vec(body) {
+    // A token answer is a few hundred bytes: room for it at once.
+    let mut bytes = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut bytes, body).map(|()| bytes) {
         Ok(bytes) => Response::json(200, bytes),
         Err(_) => Response::json_error(500, "internal error"),
     }

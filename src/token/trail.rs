@@ -24,27 +24,34 @@ use crate::time;
 #[derive(Debug)]
 pub struct Trail {
     record: Record,
+    /// The TCP peer (canonical), whose text `record.peer_ip` holds.
+    peer: std::net::IpAddr,
 }
 
 impl Trail {
     /// A trail for a request, before anything about it is known.
     pub fn new(req: &Request) -> Trail {
+        // An IPv4 client of a dual-stack listener as itself, not `::ffff:a.b.c.d`.
+        let peer = req.peer.ip().to_canonical();
         Trail {
             record: Record::new(
                 &req.request_id,
                 req.method.as_str(),
                 &req.path,
-                // An IPv4 client of a dual-stack listener as itself, not `::ffff:a.b.c.d`.
-                req.peer.ip().to_canonical().to_string(),
+                peer.to_string(),
                 req.header("user-agent"),
             ),
+            peer,
         }
     }
 
     /// The client's address, derived from the peer and a trusted proxy's forwarding headers
     /// (the record's `sourceIp`; `peerIp` stays the TCP peer).
     pub fn source(&mut self, client: std::net::IpAddr) {
-        self.record.source_ip = client.to_string();
+        // Most often the peer itself, already written by `new`.
+        if client != self.peer {
+            self.record.source_ip = client.to_string();
+        }
     }
 
     /// The caller passed verification.
