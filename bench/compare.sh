@@ -65,6 +65,7 @@ ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
 # ---- stand-ins and token files
+rm -f "$DIR/ready" # an earlier run's: the stand-ins' ports are new each run
 coproc WORLD { exec target/release/examples/bench_world "$DIR" "$FRESH" "$PIPELINES"; }
 PIDS+=("$WORLD_PID")
 for _ in $(seq 1 3000); do [ -e "$DIR/ready" ] && break; sleep 0.2; done
