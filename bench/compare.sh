@@ -20,12 +20,25 @@
 # CPU per request is the server's utime+stime from /proc/PID/stat over the run, divided by the
 # requests wrk completed. The machine is shared: compare ratios within one run.
 #
-# Knobs: BENCH_SECS (per case, default 5), BENCH_PIPELINES (100000), BENCH_FRESH (30000),
-# BENCH_DIR (target/bench; token files are reused between runs while valid).
+# Each case runs BENCH_ROUNDS times, the cases of a server interleaved round by round, and the
+# report takes each case's median: the machine's speed drifts during a run, and a case measured
+# only at one moment would carry that drift into its ratios. The servers run on CPU 1 and wrk on
+# CPU 0 (`taskset`), so neither competes with the other for a core.
+#
+# Knobs: BENCH_SECS (per case and round, default 5), BENCH_ROUNDS (3), BENCH_PIPELINES (100000),
+# BENCH_FRESH (30000), BENCH_DIR (target/bench; token files are reused between runs while
+# valid), BENCH_PIN (1; 0 leaves the scheduler to place the processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${BENCH_SECS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+SERVER_CPU=()
+CLIENT_CPU=()
+if [ "${BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  SERVER_CPU=(taskset -c 1)
+  CLIENT_CPU=(taskset -c 0)
+fi
 PIPELINES=${BENCH_PIPELINES:-100000}
 FRESH=${BENCH_FRESH:-30000}
 DIR=${BENCH_DIR:-target/bench}
@@ -99,7 +112,7 @@ http {
   }
 }
 EOF
-"$NGINX" -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx" &
+"${SERVER_CPU[@]}" "$NGINX" -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx" &
 NGX_PID=$!
 PIDS+=("$NGX_PID")
 
@@ -109,7 +122,7 @@ start_kitebridge() {
   shift
   local log="$DIR/$name.stderr"
   env -i PATH="$PATH" $(cat "$DIR/env") SERVER_PORT=0 LOG_LEVEL=info \
-    RATE_LIMIT_PER_PIPELINE=off RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "$@" "$BIN" >/dev/null 2>"$log" &
+    RATE_LIMIT_PER_PIPELINE=off RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "$@" "${SERVER_CPU[@]}" "$BIN" >/dev/null 2>"$log" &
   KB_PID=$!
   PIDS+=("$KB_PID")
   KB_URL=
@@ -131,7 +144,7 @@ run() {
   shift 4
   local before after out requests secs errors
   before=$(ticks "$pid")
-  out=$(wrk -t "$THREADS" -c "$conns" -d "${SECS}s" "$@" "$url" 2>&1)
+  out=$("${CLIENT_CPU[@]}" wrk -t "$THREADS" -c "$conns" -d "${SECS}s" "$@" "$url" 2>&1)
   after=$(ticks "$pid")
   requests=$(echo "$out" | awk '/requests in/ { print $1 }')
   secs=$(echo "$out" | awk '/requests in/ { sub(/s,$/, "", $4); print $4 }')
@@ -163,12 +176,14 @@ start_kitebridge A
 A_PID=$KB_PID
 A_URL=$KB_URL
 warm "$A_URL" "$DIR/repeated.txt" 1
-for c in 32 256; do
-  run "nginx-health-$c" "$NGX_PID" "http://127.0.0.1:$NGX_PORT/healthcheck" "$c" | record
-  run "kb-health-$c" "$A_PID" "$A_URL/healthcheck" "$c" | record
+for _ in $(seq 1 "$ROUNDS"); do
+  for c in 32 256; do
+    run "nginx-health-$c" "$NGX_PID" "http://127.0.0.1:$NGX_PORT/healthcheck" "$c" | record
+    run "kb-health-$c" "$A_PID" "$A_URL/healthcheck" "$c" | record
+  done
+  token_run kb-vend-repeated-32 "$A_PID" "$A_URL" 32 "$DIR/repeated.txt" | record
+  token_run kb-vend-fresh-32 "$A_PID" "$A_URL" 32 "$DIR/fresh.txt" | record
 done
-token_run kb-vend-repeated-32 "$A_PID" "$A_URL" 32 "$DIR/repeated.txt" | record
-token_run kb-vend-fresh-32 "$A_PID" "$A_URL" 32 "$DIR/fresh.txt" | record
 kill "$A_PID"; wait "$A_PID" 2>/dev/null || true
 
 # ---- B: caches sized for 100 000 pipelines
@@ -179,24 +194,34 @@ warm_started=$(date +%s)
 warm "$B_URL" "$DIR/pipelines.txt" "$PIPELINES"
 counts
 echo "warmed $PIPELINES pipelines in $(( $(date +%s) - warm_started )) s ($COUNTS)" >&2
-for n in 10 1000 10000 100000; do
-  [ "$n" -le "$PIPELINES" ] || continue
-  buildkite_calls
-  calls=$BK_CALLS
-  line=$(token_run "kb-vend-pipelines-$n" "$B_PID" "$B_URL" 32 "$DIR/pipelines.txt" "$n")
-  buildkite_calls
-  echo "$line $((BK_CALLS - calls))" | record
+for _ in $(seq 1 "$ROUNDS"); do
+  for n in 10 1000 10000 100000; do
+    [ "$n" -le "$PIPELINES" ] || continue
+    buildkite_calls
+    calls=$BK_CALLS
+    line=$(token_run "kb-vend-pipelines-$n" "$B_PID" "$B_URL" 32 "$DIR/pipelines.txt" "$n")
+    buildkite_calls
+    echo "$line $((BK_CALLS - calls))" | record
+  done
 done
 kill "$B_PID"; wait "$B_PID" 2>/dev/null || true
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- the report
 awk -v ring_ns="$RING_NS" -v load_before="$LOAD_BEFORE" -v load_after="$LOAD_AFTER" \
-    -v secs="$SECS" -v threads="$THREADS" '
-  { rps[$1] = $2; cpu[$1] = $3; err[$1] = $4; bk[$1] = $5 }
+    -v secs="$SECS" -v threads="$THREADS" -v server_cpu="${SERVER_CPU[2]:-any}" -v client_cpu="${CLIENT_CPU[2]:-any}" '
+  # Every round of a case: the medians of req/s and of CPU per request, summed refusals and
+  # Buildkite calls.
+  function median(list,    v, n, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  { rpsl[$1] = rpsl[$1] " " $2; cpul[$1] = cpul[$1] " " $3; err[$1] += $4; if (NF >= 5) bk[$1] += $5; rounds[$1]++ }
   END {
+    for (k in rpsl) { rps[k] = median(rpsl[k]); cpu[k] = median(cpul[k]) }
     ring = ring_ns / 1000
-    printf "bench/compare.sh: wrk -t%d, %ss per case; load average %s before, %s after (2 cores)\n\n", threads, secs, load_before, load_after
+    printf "bench/compare.sh: wrk -t%d, %ss per case and round, medians of %d rounds; servers on CPU %s, wrk on CPU %s; load average %s before, %s after (2 cores)\n\n", threads, secs, rounds["kb-health-32"], server_cpu, client_cpu, load_before, load_after
     printf "| case | req/s | server CPU µs/request | non-2xx |\n|---|---:|---:|---:|\n"
     n = split("nginx-health-32 kb-health-32 nginx-health-256 kb-health-256 kb-vend-repeated-32 kb-vend-fresh-32 kb-vend-pipelines-10 kb-vend-pipelines-1000 kb-vend-pipelines-10000 kb-vend-pipelines-100000", order, " ")
     for (i = 1; i <= n; i++) { k = order[i]; if (k in rps) printf "| %s | %d | %.1f | %d |\n", k, rps[k], cpu[k], err[k] }
