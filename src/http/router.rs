@@ -126,7 +126,15 @@ impl Router {
     /// Normalises a request target's path: `//` runs collapse to `/`, the base path is removed
     /// (matched at a segment boundary). `None` when the path is outside the base path.
     pub fn local_path(&self, path: &str) -> Option<String> {
-        let collapsed = format!("/{}", split(path).collect::<Vec<_>>().join("/"));
+        // Most paths are already normal (one `/` before each segment, none at the end): kept as
+        // they are, without rebuilding them segment by segment.
+        let normal =
+            path.starts_with('/') && !path.contains("//") && (path == "/" || !path.ends_with('/'));
+        let collapsed = if normal {
+            path.to_owned()
+        } else {
+            format!("/{}", split(path).collect::<Vec<_>>().join("/"))
+        };
         let Some(base) = &self.base_path else {
             return Some(collapsed);
         };
@@ -220,6 +228,42 @@ mod tests {
             Resolution::Found { params, .. } => format!("found {params:?}"),
             Resolution::MethodNotAllowed { allow } => format!("405 {allow}"),
             Resolution::NotFound => "404".into(),
+        }
+    }
+
+    #[test]
+    fn a_normal_path_is_kept_and_any_other_rebuilt_alike() {
+        let rebuilt = |path: &str| format!("/{}", split(path).collect::<Vec<_>>().join("/"));
+        for base in [None, Some("/bridge")] {
+            let r = router(base);
+            for path in [
+                "/",
+                "//",
+                "///",
+                "/a",
+                "/a/",
+                "//a",
+                "/a//b",
+                "/a/b",
+                "/a/b/",
+                "/token/x",
+                "/bridge",
+                "/bridge/",
+                "/bridge/token",
+                "/bridge//token",
+                "/bridgetoken",
+                "",
+            ] {
+                let expected = match base {
+                    None => Some(rebuilt(path)),
+                    Some(base) => match rebuilt(path).strip_prefix(base) {
+                        Some("") => Some("/".to_owned()),
+                        Some(rest) if rest.starts_with('/') => Some(rest.to_owned()),
+                        _ => None,
+                    },
+                };
+                assert_eq!(r.local_path(path), expected, "{path:?} under {base:?}");
+            }
         }
     }
 
