@@ -348,15 +348,7 @@ impl Sink {
         };
         if written < bytes.len() {
             if written > 0 {
-                // Take the cut-off tail back out of a regular file: it ends `written` bytes
-                // after where this write began (records are appended by this process alone).
-                let removed = self
-                    .file
-                    .metadata()
-                    .ok()
-                    .filter(std::fs::Metadata::is_file)
-                    .and_then(|m| m.len().checked_sub(written as u64))
-                    .is_some_and(|end| self.file.set_len(end).is_ok());
+                let removed = self.remove_tail(written as u64);
                 self.cut = self.cut || !removed;
             }
             return Err(WriteError::Short {
@@ -367,6 +359,30 @@ impl Sink {
         self.file.flush()?;
         self.cut = false;
         Ok(())
+    }
+
+    /// Takes the `written` bytes of a cut-off write back out of a regular file, when they are
+    /// certainly the file's last bytes: the write ended at the file's end (an append, nothing
+    /// written after it). Whether they were removed (if not, the next record starts on a new
+    /// line).
+    fn remove_tail(&mut self, written: u64) -> bool {
+        use std::io::Seek;
+        let Some(len) = self
+            .file
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+        else {
+            return false;
+        };
+        let Ok(end) = self.file.stream_position() else {
+            return false;
+        };
+        match end.checked_sub(written) {
+            Some(start) if end == len => self.file.set_len(start).is_ok(),
+            _ => false,
+        }
     }
 
     /// Writes waiting lines in order until one fails; whether none is left.

@@ -219,7 +219,6 @@ impl TokenKey {
     }
 }
 
-/// The pipeline's repository, from the Buildkite API (cached and coalesced there).
 /// The pipeline's repository if a fresh lookup is cached (no upstream call, no refusal).
 pub fn cached_pipeline_repository(svc: &Service, claims: &Claims, now: u64) -> Option<RepoRef> {
     svc.buildkite.as_ref()?.cached_pipeline_repository(
@@ -229,6 +228,7 @@ pub fn cached_pipeline_repository(svc: &Service, claims: &Claims, now: u64) -> O
     )
 }
 
+/// The pipeline's repository, from the Buildkite API (cached and coalesced there).
 pub fn pipeline_repository(svc: &Service, claims: &Claims, now: u64) -> Result<RepoRef, Refusal> {
     let buildkite = svc.buildkite.as_ref().ok_or(Refusal::NoBuildkiteToken)?;
     Ok(buildkite.pipeline_repository(&claims.organization_slug, &claims.pipeline_slug, now)?)
@@ -352,38 +352,46 @@ pub fn mint(
         Ok(vended)
     };
     let from_shared = Cell::new(false);
-    let (result, outcome) = svc.tokens.get_or_load(&key, fresh, || {
+    // A hit first, without loading: the check before upstream work is for a miss only, and it
+    // must run before this request can lead a load (a leader's refusal is every waiter's).
+    let hit = svc.tokens.get(&key, fresh);
+    if hit.is_none() {
         before_upstream()?;
-        let Some(shared) = &svc.shared else {
-            return github_mint();
-        };
-        let open = |plaintext: &[u8]| {
-            let (minted, minted_at) =
-                shared::entry::decode(plaintext).map_err(|_| Unusable::Malformed)?;
-            let vended = Vended::new(minted, minted_at, life);
-            if fresh(&vended) {
-                Ok(vended)
-            } else {
-                Err(Unusable::Stale)
-            }
-        };
-        let mint_and_share = || {
-            let vended = github_mint()?;
-            // Shared for as long as it may be served: until `min_remaining` before its end of life.
-            let servable = vended
-                .end_of_life
-                .saturating_sub(now)
-                .saturating_sub(min_remaining);
-            let store = (servable > 0).then(|| Store {
-                plaintext: shared::entry::encode(&vended.minted, now),
-                ttl: Duration::from_secs(servable),
-            });
-            Ok::<_, Refusal>((vended, store))
-        };
-        let (vended, origin) = shared.get_or_mint(&key.canonical(), open, mint_and_share)?;
-        from_shared.set(origin == Origin::Shared);
-        Ok(vended)
-    });
+    }
+    let (result, outcome) = match hit {
+        Some(vended) => (Ok(vended), Outcome::Hit),
+        None => svc.tokens.get_or_load(&key, fresh, || {
+            let Some(shared) = &svc.shared else {
+                return github_mint();
+            };
+            let open = |plaintext: &[u8]| {
+                let (minted, minted_at) =
+                    shared::entry::decode(plaintext).map_err(|_| Unusable::Malformed)?;
+                let vended = Vended::new(minted, minted_at, life);
+                if fresh(&vended) {
+                    Ok(vended)
+                } else {
+                    Err(Unusable::Stale)
+                }
+            };
+            let mint_and_share = || {
+                let vended = github_mint()?;
+                // Shared for as long as it may be served: until `min_remaining` before its end of life.
+                let servable = vended
+                    .end_of_life
+                    .saturating_sub(now)
+                    .saturating_sub(min_remaining);
+                let store = (servable > 0).then(|| Store {
+                    plaintext: shared::entry::encode(&vended.minted, now),
+                    ttl: Duration::from_secs(servable),
+                });
+                Ok::<_, Refusal>((vended, store))
+            };
+            let (vended, origin) = shared.get_or_mint(&key.canonical(), open, mint_and_share)?;
+            from_shared.set(origin == Origin::Shared);
+            Ok(vended)
+        }),
+    };
     let cache = match outcome {
         Outcome::Hit => Served::Hit,
         Outcome::Coalesced => Served::Coalesced,
