@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::fmt::Write as _;
 
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -54,31 +55,14 @@ impl Path<'_> {
                     out.push('.');
                     out.push_str(key);
                 } else {
-                    out.push('[');
-                    out.push_str(&format!("{key:?}"));
-                    out.push(']');
+                    let _ = write!(out, "[{key:?}]");
                 }
             }
             Path::Index(parent, index) => {
                 parent.push_to(out);
-                out.push('[');
-                let mut digits = [0u8; 20];
-                let mut at = digits.len();
-                let mut n = *index;
-                loop {
-                    at -= 1;
-                    if let Some(d) = digits.get_mut(at) {
-                        *d = b'0' + (n % 10) as u8;
-                    }
-                    n /= 10;
-                    if n == 0 || at == 0 {
-                        break;
-                    }
-                }
-                for &d in digits.get(at..).unwrap_or_default() {
-                    out.push(char::from(d));
-                }
-                out.push(']');
+                // One integer: the formatting machinery is cheap for that (the cost was the
+                // recursion through nested `Display`s).
+                let _ = write!(out, "[{index}]");
             }
         }
     }
