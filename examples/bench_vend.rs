@@ -43,28 +43,6 @@ fn run(addr: SocketAddr, requests: &[Vec<u8>], connections: usize, secs: f64) ->
     }
 }
 
-fn rsa_verify_cost(up: &Upstreams) -> Duration {
-    let message = b"header.payload";
-    let signature = up.signer.sign(message);
-    let public = up.signer.public();
-    let mut samples = Vec::new();
-    for _ in 0..31 {
-        let t = Instant::now();
-        for _ in 0..200 {
-            public
-                .verify(
-                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-                    message,
-                    &signature,
-                )
-                .expect("valid");
-        }
-        samples.push(t.elapsed() / 200);
-    }
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn main() {
     let secs: f64 = std::env::args()
         .nth(1)
@@ -105,7 +83,7 @@ fn main() {
         std::slice::from_ref(&token_requests[0]),
         Instant::now() + Duration::from_millis(300),
     ); // warm: one mint
-    let rsa = rsa_verify_cost(&up);
+    let rsa = up.signer.verify_cost();
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!(

@@ -84,29 +84,6 @@ fn write_tokens(dir: &Path, name: &str, tokens: &[String], exp: u64) {
     .expect("write");
 }
 
-fn ring_verify_ns(signer: &Signer) -> u64 {
-    let message = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9";
-    let signature = signer.sign(message);
-    let public = signer.public();
-    let mut samples: Vec<u64> = (0..31)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..200 {
-                public
-                    .verify(
-                        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-                        message,
-                        &signature,
-                    )
-                    .expect("valid");
-            }
-            (t.elapsed() / 200).as_nanos() as u64
-        })
-        .collect();
-    samples.sort_unstable();
-    samples[samples.len() / 2]
-}
-
 /// One `/token` per token of the first `limit` lines of `file`, over 32 connections.
 fn warm(addr: SocketAddr, file: &Path, limit: usize) -> (usize, usize) {
     let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -193,7 +170,7 @@ fn main() {
         "bench_world: tokens ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let ns = ring_verify_ns(&up.signer);
+    let ns = up.signer.verify_cost().as_nanos();
     std::fs::write(dir.join("ring_verify_ns"), format!("{ns}\n")).expect("write");
     std::fs::write(dir.join("ready"), "ready\n").expect("write");
 
