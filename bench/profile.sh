@@ -6,7 +6,8 @@
 # Builds `--profile profiling` (the release build, symbols kept), starts the stand-ins of
 # examples/bench_world.rs and kitebridge as bench/compare.sh does, warms the cache, then records
 # 4 s of the server under `wrk -t2 -c32` (DWARF call graphs) to target/bench/CASE.perf.data and
-# prints where the time goes: kernel / kitebridge / libc, the system calls, the top symbols.
+# prints where the time goes (pinned like compare.sh: server on CPU 1, wrk on CPU 0; BENCH_PIN=0
+# leaves placement to the scheduler): kernel / kitebridge / libc, the system calls, the top symbols.
 # `pipelines N` cycles the first N (default 100000) pipeline tokens. Installs `perf` (Debian's
 # linux-perf), `wrk` and `nginx-light` like compare.sh when missing.
 set -euo pipefail
@@ -15,6 +16,12 @@ cd "$(dirname "$0")/.."
 CASE=${1:?usage: bench/profile.sh health|repeated|fresh|pipelines [N]}
 N=${2:-100000}
 DIR=${BENCH_DIR:-target/bench}
+SERVER_CPU=()
+CLIENT_CPU=()
+if [ "${BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  SERVER_CPU=(taskset -c 1)
+  CLIENT_CPU=(taskset -c 0)
+fi
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 if ! command -v perf >/dev/null || ! command -v wrk >/dev/null; then
@@ -47,7 +54,7 @@ case $CASE in
 esac
 LOG="$DIR/profile.stderr"
 env -i PATH="$PATH" $(cat "$DIR/env") SERVER_PORT=0 LOG_LEVEL=info RATE_LIMIT_PER_PIPELINE=off \
-  RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "${CACHE[@]}" "$BIN" >/dev/null 2>"$LOG" &
+  RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "${CACHE[@]}" "${SERVER_CPU[@]}" "$BIN" >/dev/null 2>"$LOG" &
 KB_PID=$!
 PIDS+=("$KB_PID")
 URL=
@@ -67,11 +74,11 @@ if [ -n "$FILE" ]; then
   TARGET=$URL/token
 fi
 export TOKENS=${FILE:-none} LIMIT THREADS=2
-wrk -t2 -c32 -d2s "${ARGS[@]}" "$TARGET" >/dev/null # warm-up
+"${CLIENT_CPU[@]}" wrk -t2 -c32 -d2s "${ARGS[@]}" "$TARGET" >/dev/null # warm-up
 DATA=$DIR/$CASE.perf.data
 perf record -q -F 2000 --call-graph dwarf,16384 -p "$KB_PID" -o "$DATA" -- sleep 4 &
 PERF_PID=$!
-wrk -t2 -c32 -d5s "${ARGS[@]}" "$TARGET" | grep -E 'Requests/sec|Non-2xx' >&2
+"${CLIENT_CPU[@]}" wrk -t2 -c32 -d5s "${ARGS[@]}" "$TARGET" | grep -E 'Requests/sec|Non-2xx' >&2
 wait "$PERF_PID" || true
 
 echo "== $CASE: where the server's samples are ($DATA)"

@@ -12,6 +12,7 @@
 //! it has been renamed or removed, and on [`AuditLog::reopen`] (SIGHUP).
 #![forbid(unsafe_code)]
 
+use crate::buffers;
 use crate::metrics::{self, Metrics};
 use crate::profiles::RuleMatch;
 use serde::Serialize;
@@ -485,6 +486,7 @@ impl AuditLog {
         let mut sink = self.lock();
         let result = sink.drain().and_then(|()| sink.write_line(&line));
         drop(sink);
+        buffers::give(line);
         self.after(&result);
         result
     }
@@ -501,13 +503,14 @@ impl AuditLog {
         };
         let mut sink = self.lock();
         let result = sink.drain().and_then(|()| sink.write_line(&line));
-        if result.is_err() {
-            if sink.pending.len() < MAX_PENDING {
-                sink.pending.push_back(line);
-            } else {
+        if result.is_err() && sink.pending.len() < MAX_PENDING {
+            sink.pending.push_back(line);
+        } else {
+            if result.is_err() {
                 self.count(metrics::AUDIT_DROPPED);
                 log::error!("audit record dropped: {MAX_PENDING} records already wait");
             }
+            buffers::give(line);
         }
         drop(sink);
         self.after(&result);
@@ -557,10 +560,11 @@ impl AuditLog {
     }
 }
 
-/// A record as one line, newline included.
+/// A record as one line, newline included, in one of the thread's [`buffers`] (the writer
+/// gives it back once written).
 fn line_of(record: &impl Serialize) -> Result<Vec<u8>, WriteError> {
     // A token's record is about 1.5 KiB: room for it at once, not a string of reallocations.
-    let mut line = Vec::with_capacity(2048);
+    let mut line = buffers::take(2048);
     serde_json::to_writer(&mut line, record)
         .map_err(|e| WriteError::Unserialisable(e.to_string()))?;
     line.push(b'\n');

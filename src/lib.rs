@@ -32,6 +32,7 @@
 
 mod app;
 mod audit;
+mod buffers;
 mod buildkite;
 mod cache;
 mod cidr;

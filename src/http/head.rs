@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use super::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES};
+use crate::buffers;
 use std::fmt;
 
 /// HTTP request methods kitebridge knows by name; anything else is [`Method::Other`].
@@ -74,10 +75,11 @@ pub struct Headers {
 }
 
 impl Headers {
-    /// Room for `fields` fields of `bytes` bytes in all.
+    /// Room for `fields` fields of `bytes` bytes in all (the bytes in one of the thread's
+    /// [`buffers`], wiped and given back on drop: they hold the JWT).
     pub fn with_capacity(fields: usize, bytes: usize) -> Self {
         Headers {
-            bytes: Vec::with_capacity(bytes),
+            bytes: buffers::take(bytes),
             fields: Vec::with_capacity(fields),
         }
     }
@@ -117,6 +119,12 @@ impl Headers {
         self.iter()
             .filter(move |(n, _)| *n == name.as_bytes())
             .map(|(_, v)| v)
+    }
+}
+
+impl Drop for Headers {
+    fn drop(&mut self) {
+        buffers::give(std::mem::take(&mut self.bytes));
     }
 }
 

@@ -177,17 +177,20 @@ impl Response {
         self.on_sent.take()
     }
 
-    /// Serialises status line and headers (the body is written separately).
-    pub(crate) fn head_bytes(&self, request_id: &str, close: bool) -> Vec<u8> {
-        use std::fmt::Write as _;
-        // One buffer, sized once, written in place: no intermediate strings (this runs for
-        // every response, and a `/healthcheck` is little more than this).
+    /// The bytes the head and body take at most, for sizing the buffer they are written to.
+    pub(crate) fn size_hint(&self, request_id: &str) -> usize {
         let extra: usize = self
             .headers
             .iter()
             .map(|(name, value)| name.len() + value.len() + 4)
             .sum();
-        let mut out = String::with_capacity(160 + request_id.len() + extra + self.body.len());
+        160 + request_id.len() + extra + self.body.len()
+    }
+
+    /// Appends the status line and headers to `out` (in place: no intermediate strings; this
+    /// runs for every response, and a `/healthcheck` is little more than this).
+    pub(crate) fn write_head(&self, out: &mut Vec<u8>, request_id: &str, close: bool) {
+        use std::io::Write as _;
         let _ = write!(
             out,
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
@@ -198,17 +201,16 @@ impl Response {
             self.body.len()
         );
         if close {
-            out.push_str("Connection: close\r\n");
+            out.extend_from_slice(b"Connection: close\r\n");
         }
         for (name, value) in &self.headers {
             if !value.contains(['\r', '\n']) {
                 for part in [*name, ": ", value.as_str(), "\r\n"] {
-                    out.push_str(part);
+                    out.extend_from_slice(part.as_bytes());
                 }
             }
         }
-        out.push_str("\r\n");
-        out.into_bytes()
+        out.extend_from_slice(b"\r\n");
     }
 }
 

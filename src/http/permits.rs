@@ -29,6 +29,9 @@ struct State {
     available: usize,
     /// Handlers waiting to take their permit back.
     returning: usize,
+    /// New requests waiting for a permit: a permit freed with none waiting wakes nobody (a
+    /// condition variable's notify is a system call even then, once per request).
+    waiting: usize,
 }
 
 thread_local! {
@@ -43,6 +46,7 @@ impl Permits {
             state: Mutex::new(State {
                 available: count.max(1),
                 returning: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
             returned: Condvar::new(),
@@ -62,10 +66,12 @@ impl Permits {
             if left.is_zero() {
                 return None;
             }
+            state.waiting += 1;
             state = match self.freed.wait_timeout(state, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            state.waiting -= 1;
         }
         state.available -= 1;
         drop(state);
@@ -82,7 +88,7 @@ impl Permits {
         }
         state.available -= 1;
         state.returning -= 1;
-        if state.returning == 0 && state.available > 0 {
+        if state.returning == 0 && state.available > 0 && state.waiting > 0 {
             self.freed.notify_one();
         }
     }
@@ -92,7 +98,7 @@ impl Permits {
         state.available += 1;
         if state.returning > 0 {
             self.returned.notify_one();
-        } else {
+        } else if state.waiting > 0 {
             self.freed.notify_one();
         }
     }

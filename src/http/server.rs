@@ -34,6 +34,7 @@ use super::permits::Permits;
 use super::router::{ErrorStyle, Pool, Resolution, Router};
 use super::table::{Entry, Phase, Table, over_source_cap};
 use super::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS};
+use crate::buffers;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -449,11 +450,15 @@ impl Conn {
         timeout: Duration,
     ) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut bytes = response.head_bytes(request_id, close);
+        // One write, one segment for small responses; the buffer (which may hold a token) is
+        // wiped and kept for the thread's next response.
+        let mut bytes = buffers::take(response.size_hint(request_id));
+        response.write_head(&mut bytes, request_id, close);
         if !head_only {
-            bytes.extend_from_slice(&response.body); // one write, one segment for small responses
+            bytes.extend_from_slice(&response.body);
         }
         let ok = self.write_by(&bytes, deadline);
+        buffers::give(bytes);
         if !ok {
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
         } else if close {
@@ -738,6 +743,7 @@ fn serve_request(
             written,
         });
     }
+    buffers::give(std::mem::take(&mut response.body)); // a token answer's bytes are wiped
     written && !close
 }
 

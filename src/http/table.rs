@@ -91,11 +91,15 @@ pub(super) struct Table {
     next_id: AtomicU64,
     open: AtomicUsize,
     /// Active connections: an atomic, as every request moves its connection in and out of
-    /// "active" (a global mutex here was 3 % of a `/healthcheck`); `quiet_lock` and `quiet`
-    /// only serve [`Table::wait_quiet`].
+    /// "active" (a global mutex here was 3 % of a `/healthcheck`); `quiet_lock`, `quiet` and
+    /// `quiet_waiters` only serve [`Table::wait_quiet`].
     active: AtomicUsize,
     quiet_lock: Mutex<()>,
     quiet: Condvar,
+    /// Threads in [`Table::wait_quiet`] (only a shutdown waits): without one, a connection
+    /// going inactive takes no lock and makes no wake-up call (a system call per request: with
+    /// one request at a time, every request took the count to zero).
+    quiet_waiters: AtomicUsize,
 }
 
 /// A connection's place in the table; leaves it on drop (also if the thread panics).
@@ -194,7 +198,9 @@ impl Table {
                 Some(n.saturating_sub(1))
             })
             .unwrap_or(0);
-        if before <= 1 {
+        // A waiter counts itself before it reads `active` (both sequentially consistent): if it
+        // is not counted here, its read comes after this decrement and it does not wait.
+        if before <= 1 && self.quiet_waiters.load(Ordering::SeqCst) > 0 {
             // Under the lock, so a waiter between its check and its wait cannot miss this.
             let _quiet = lock(&self.quiet_lock);
             self.quiet.notify_all();
@@ -205,17 +211,22 @@ impl Table {
     pub(super) fn wait_quiet(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut quiet = lock(&self.quiet_lock);
+        self.quiet_waiters.fetch_add(1, Ordering::SeqCst);
+        let mut reached = true;
         while self.active.load(Ordering::SeqCst) > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                reached = false;
+                break;
             }
             quiet = match self.quiet.wait_timeout(quiet, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
-        true
+        self.quiet_waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(quiet);
+        reached
     }
 }
 

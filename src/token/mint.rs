@@ -6,7 +6,7 @@
 //! Buildkite first ([`pipeline_repository`]).
 //!
 //! A token's life is the shorter of the profile's `ttl` and the exchange's `expires_in` (both
-//! part of the key, as [`TokenKey::life`]); its end of life, reported in every response, is the
+//! part of the key, see [`TokenKey`]); its end of life, reported in every response, is the
 //! earlier of GitHub's expiry and minted + life ([`Vended::end_of_life`]). A token minted here
 //! whose end of life comes before GitHub's expiry is handed to the revoker for then. A cached
 //! token is served only while it has `min(TOKEN_MIN_REMAINING_SECS, life / 2)` to live.
@@ -21,6 +21,8 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Serialize, Serializer};
 
 use super::Service;
 use super::authorize::Authorized;
@@ -188,34 +190,75 @@ impl Issued {
     }
 }
 
-/// Everything that decides what a token covers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct TokenKey {
-    digest: String,
-    profile: String,
-    /// Lowercased repository names, sorted; empty for all repositories.
-    repositories: Vec<String>,
-    /// `org/slug` for pipeline profiles.
-    pipeline: Option<String>,
-    permissions: Vec<String>,
-    /// Seconds the token may live: the profile's ttl, shortened by `expires_in`.
-    life: u64,
-}
+/// Everything that decides what a token covers, as one unambiguous byte string: the JSON array
+/// `["kitebridge token cache key v2", generation digest, profile, repositories (lowercased,
+/// sorted; empty for all), "org/slug" for pipeline profiles or null, permissions, life in
+/// seconds (the profile's ttl, shortened by expires_in)]`. The in-process cache's key, and what
+/// the shared cache hashes for an entry's name and binds the sealed entry to. Written in one
+/// buffer (it was a dozen strings per request, cache hit or not).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(super) struct TokenKey(Vec<u8>);
 
 impl TokenKey {
-    /// The key as bytes, unambiguously (a JSON array of its parts): what the shared cache hashes
-    /// for the entry's name and binds the sealed entry to.
-    pub(super) fn canonical(&self) -> Vec<u8> {
-        let parts = (
-            "kitebridge token cache key v2",
-            &self.digest,
-            &self.profile,
-            &self.repositories,
-            &self.pipeline,
-            &self.permissions,
-            self.life,
-        );
-        serde_json::to_vec(&parts).unwrap_or_default()
+    /// The key's bytes.
+    pub(super) fn canonical(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names and a digest, no secret.
+        write!(f, "TokenKey({})", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// A value serialised as its `Display` text (no string built first).
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+/// A sequence serialised item by item from an iterator (no vector built first).
+struct Each<I>(I);
+
+impl<I> Serialize for Each<I>
+where
+    I: Iterator + Clone,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.clone())
+    }
+}
+
+/// ASCII-lowercased text.
+struct Lowercase<'a>(&'a str);
+
+impl std::fmt::Display for Lowercase<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        self.0
+            .chars()
+            .try_for_each(|c| f.write_char(c.to_ascii_lowercase()))
+    }
+}
+
+/// The order of the ASCII-lowercased texts.
+fn lowercase_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let lower = |b: u8| b.to_ascii_lowercase();
+    a.bytes().map(lower).cmp(b.bytes().map(lower))
+}
+
+/// `organization/pipeline` of the claims.
+struct PipelineName<'a>(&'a Claims);
+
+impl std::fmt::Display for PipelineName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0.organization_slug, self.0.pipeline_slug)
     }
 }
 
@@ -274,31 +317,29 @@ pub(super) fn token_key(
     cover: Cover<'_>,
     life: u64,
 ) -> TokenKey {
-    let mut repositories: Vec<String> = cover
-        .repositories()
-        .iter()
-        .flatten()
-        .map(|r| r.to_ascii_lowercase())
-        .collect();
-    repositories.sort();
-    TokenKey {
-        digest: digest.to_owned(),
-        profile: authorized.profile.to_string(),
-        repositories,
-        pipeline: match cover {
-            Cover::Pipeline { claims, .. } => Some(format!(
-                "{}/{}",
-                claims.organization_slug, claims.pipeline_slug
-            )),
-            Cover::All | Cover::Repositories(_) => None,
-        },
-        permissions: authorized
-            .permissions
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+    let mut repositories: Vec<&str> = match cover {
+        Cover::Pipeline { repository, .. } => vec![repository.name.as_str()],
+        Cover::All => Vec::new(),
+        Cover::Repositories(names) => names.iter().map(String::as_str).collect(),
+    };
+    repositories.sort_by(|a, b| lowercase_order(a, b));
+    let pipeline = match cover {
+        Cover::Pipeline { claims, .. } => Some(Shown(PipelineName(claims))),
+        Cover::All | Cover::Repositories(_) => None,
+    };
+    let parts = (
+        "kitebridge token cache key v2",
+        digest,
+        Shown(authorized.profile),
+        Each(repositories.iter().map(|name| Shown(Lowercase(name)))),
+        pipeline,
+        Each(authorized.permissions.iter().map(Shown)),
         life,
-    }
+    );
+    let mut bytes = Vec::with_capacity(256);
+    // Serialising strings and numbers into a vector cannot fail.
+    let _ = serde_json::to_writer(&mut bytes, &parts);
+    TokenKey(bytes)
 }
 
 /// Serves from the cache or mints, for a caller that wants the token to live at most
@@ -321,7 +362,11 @@ pub fn mint(
     let min_remaining = min_remaining(&svc.settings, life);
     let life = life.secs;
     let key = token_key(digest, authorized, cover, life);
-    let permissions = key.permissions.clone();
+    let permissions = authorized
+        .permissions
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let fresh = |v: &Vended| servable(v.end_of_life, now, life, min_remaining);
     let github_mint = || -> Result<Vended, Refusal> {
         hold_back(svc, now)?;
@@ -387,7 +432,7 @@ pub fn mint(
                 });
                 Ok::<_, Refusal>((vended, store))
             };
-            let (vended, origin) = shared.get_or_mint(&key.canonical(), open, mint_and_share)?;
+            let (vended, origin) = shared.get_or_mint(key.canonical(), open, mint_and_share)?;
             from_shared.set(origin == Origin::Shared);
             Ok(vended)
         }),
@@ -452,7 +497,7 @@ fn hold_back(svc: &Service, now: u64) -> Result<(), Refusal> {
 pub(super) fn forget(svc: &Service, issued: &Issued) {
     svc.tokens.invalidate(&issued.key);
     if let Some(shared) = &svc.shared {
-        shared.forget(&issued.key.canonical());
+        shared.forget(issued.key.canonical());
     }
 }
 
@@ -534,18 +579,86 @@ mod tests {
         );
     }
 
+    /// The key's parts, read back from its JSON.
+    fn parts(key: &TokenKey) -> Vec<serde_json::Value> {
+        serde_json::from_slice(key.canonical()).unwrap()
+    }
+
+    /// The key as the owned-strings version wrote it (the shared cache's entries are named by
+    /// these bytes: the new writer must not rename them).
+    fn canonical_oracle(
+        digest: &str,
+        a: &Authorized<'_>,
+        repositories: &[&str],
+        pipeline: Option<&str>,
+        life: u64,
+    ) -> Vec<u8> {
+        let mut repositories: Vec<String> = repositories
+            .iter()
+            .map(|r| r.to_ascii_lowercase())
+            .collect();
+        repositories.sort();
+        let permissions: Vec<String> = a.permissions.iter().map(ToString::to_string).collect();
+        serde_json::to_vec(&(
+            "kitebridge token cache key v2",
+            digest,
+            a.profile.to_string(),
+            repositories,
+            pipeline,
+            permissions,
+            life,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_cache_key_is_written_as_before() {
+        let generation = fixture::generation();
+        let claims = fixture::claims();
+        let org = |name: &str, target: &Target| {
+            let reference = parse_profile_ref(Family::Organization, name).unwrap();
+            authorize(&generation, &reference, &claims, target, None, "acme").unwrap()
+        };
+        let names = ["Plugin-B", "plugin-a", "Zed", "alpha"];
+        let owned: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let a = org("plugins", &Target::Own);
+        assert_eq!(
+            token_key("d\"1", &a, Cover::Repositories(&owned), 600).canonical(),
+            canonical_oracle("d\"1", &a, &names, None, 600)
+        );
+        assert_eq!(
+            token_key("d", &a, Cover::All, 3600).canonical(),
+            canonical_oracle("d", &a, &[], None, 3600)
+        );
+        let reference = parse_profile_ref(Family::Pipeline, "default").unwrap();
+        let p = authorize(&generation, &reference, &claims, &Target::Own, None, "acme").unwrap();
+        let widgets = repo("git@github.com:acme/Widgets.git");
+        let cover = Cover::Pipeline {
+            claims: &claims,
+            repository: &widgets,
+        };
+        assert_eq!(
+            token_key("d", &p, cover, 60).canonical(),
+            canonical_oracle("d", &p, &["Widgets"], Some("acme/widgets"), 60)
+        );
+    }
+
     #[test]
     fn the_cache_key_carries_everything_that_decides_the_token() {
         let generation = fixture::generation();
         let scoped = |name: &str| Target::Scoped(name.into());
         let whole = org_key(&generation, "plugins", &Target::Own);
+        let whole_parts = parts(&whole);
         assert_eq!(
-            whole.repositories,
-            ["plugin-a", "plugin-b"],
+            whole_parts[3],
+            serde_json::json!(["plugin-a", "plugin-b"]),
             "lowercased, sorted"
         );
-        assert_eq!(whole.pipeline, None);
-        assert_eq!(whole.permissions, ["contents:read", "metadata:read"]);
+        assert_eq!(whole_parts[4], serde_json::Value::Null);
+        assert_eq!(
+            whole_parts[5],
+            serde_json::json!(["contents:read", "metadata:read"])
+        );
         assert_eq!(
             whole,
             org_key(&generation, "plugins", &Target::Own),
@@ -583,8 +696,8 @@ mod tests {
             token_key(digest, &a, cover, 3600)
         };
         let mine = key(&claims, "digest-1");
-        assert_eq!(mine.pipeline.as_deref(), Some("acme/widgets"));
-        assert_eq!(mine.repositories, ["widgets"]);
+        assert_eq!(parts(&mine)[4], "acme/widgets");
+        assert_eq!(parts(&mine)[3], serde_json::json!(["widgets"]));
         assert_ne!(mine, key(&other, "digest-1"), "another pipeline");
         assert_ne!(mine, key(&claims, "digest-2"), "another generation");
         let cover = Cover::Pipeline {

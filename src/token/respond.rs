@@ -9,6 +9,7 @@ use super::credential::{self, CredentialRequest};
 use super::exchange::{ACCESS_TOKEN_TYPE, ErrorCode};
 use super::mint::Issued;
 use super::refusal::Refusal;
+use crate::buffers;
 use crate::http::{Response, json_string};
 use crate::time;
 
@@ -159,8 +160,9 @@ fn exchange(issued: &Issued, now: u64) -> Response {
 }
 
 fn serialized(body: &impl Serialize) -> Response {
-    // A token answer is a few hundred bytes: room for it at once.
-    let mut bytes = Vec::with_capacity(512);
+    // A token answer is under 1 KiB: room for it at once, in one of the thread's buffers (the
+    // server wipes and keeps it once the answer is written).
+    let mut bytes = buffers::take(1024);
     match serde_json::to_writer(&mut bytes, body).map(|()| bytes) {
         Ok(bytes) => Response::json(200, bytes),
         Err(_) => Response::json_error(500, "internal error"),
