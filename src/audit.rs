@@ -14,7 +14,9 @@
 
 use crate::buffers;
 use crate::metrics::{self, Metrics};
+use crate::oidc::{Audience, Claims};
 use crate::profiles::RuleMatch;
+use crate::time;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fmt;
@@ -31,37 +33,88 @@ pub const MAX_VALUE_BYTES: usize = 256;
 
 /// Cuts `s` to at most [`MAX_VALUE_BYTES`] bytes at a character boundary.
 pub fn truncate(s: &str) -> String {
+    cut(s).to_owned()
+}
+
+/// `s` up to [`MAX_VALUE_BYTES`] bytes, cut at a character boundary.
+pub fn cut(s: &str) -> &str {
     let mut end = s.len().min(MAX_VALUE_BYTES);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s.get(..end).unwrap_or_default().to_owned()
+    s.get(..end).unwrap_or_default()
 }
 
-/// What was read from the (verified) JWT.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// Most `aud` values written.
+pub const MAX_AUDIENCES: usize = 8;
+
+/// What was read from the JWT: its `kid`, and the claims of a signature-verified payload (shared
+/// with the verification, not copied: each value is cut to [`MAX_VALUE_BYTES`] as it is
+/// written). Written as `kid`, `jti`, `sub`, `iss`, `aud` (at most [`MAX_AUDIENCES`]), `exp`
+/// and `expiryRemainingSecs` (at `now`); all but `kid` null (`aud` empty) without claims.
+#[derive(Debug, Clone)]
 pub struct JwtInfo {
     pub kid: Option<String>,
-    pub jti: Option<String>,
-    pub sub: Option<String>,
-    pub iss: Option<String>,
-    pub aud: Vec<String>,
-    pub exp: Option<String>,
-    pub expiry_remaining_secs: Option<i64>,
+    pub claims: Option<Arc<Claims>>,
+    /// The request's time, for `expiryRemainingSecs`.
+    pub now: u64,
 }
 
-/// The pipeline the JWT speaks for.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PipelineInfo {
-    pub organization_slug: String,
-    pub pipeline_slug: String,
-    pub pipeline_id: String,
-    pub build_number: u64,
-    pub build_branch: String,
-    pub job_id: String,
-    pub agent_id: String,
+impl Serialize for JwtInfo {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = self.claims.as_deref();
+        let remaining = c.map(|c| {
+            i64::try_from(c.exp)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(self.now).unwrap_or(0))
+        });
+        let mut s = serializer.serialize_struct("JwtInfo", 7)?;
+        s.serialize_field("kid", &self.kid.as_deref().map(cut))?;
+        s.serialize_field("jti", &c.and_then(|c| c.jti.as_deref()).map(cut))?;
+        s.serialize_field("sub", &c.map(|c| cut(&c.sub)))?;
+        s.serialize_field("iss", &c.map(|c| cut(&c.iss)))?;
+        s.serialize_field("aud", &Audiences(c.map(|c| &c.aud)))?;
+        s.serialize_field("exp", &c.map(|c| time::rfc3339(c.exp)))?;
+        s.serialize_field("expiryRemainingSecs", &remaining)?;
+        s.end()
+    }
+}
+
+/// `aud` as a list, each cut, at most [`MAX_AUDIENCES`].
+struct Audiences<'a>(Option<&'a Audience>);
+
+impl Serialize for Audiences<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let list: &[String] = match self.0 {
+            Some(Audience::One(a)) => std::slice::from_ref(a),
+            Some(Audience::Many(list)) => list,
+            None => &[],
+        };
+        serializer.collect_seq(list.iter().take(MAX_AUDIENCES).map(|a| cut(a)))
+    }
+}
+
+/// The pipeline the JWT speaks for, from its verified claims (shared, cut as they are written):
+/// `organizationSlug`, `pipelineSlug`, `pipelineId`, `buildNumber`, `buildBranch`, `jobId`,
+/// `agentId`.
+#[derive(Debug, Clone)]
+pub struct PipelineInfo(pub Arc<Claims>);
+
+impl Serialize for PipelineInfo {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = &self.0;
+        let mut s = serializer.serialize_struct("PipelineInfo", 7)?;
+        s.serialize_field("organizationSlug", cut(&c.organization_slug))?;
+        s.serialize_field("pipelineSlug", cut(&c.pipeline_slug))?;
+        s.serialize_field("pipelineId", cut(&c.pipeline_id))?;
+        s.serialize_field("buildNumber", &c.build_number)?;
+        s.serialize_field("buildBranch", cut(&c.build_branch))?;
+        s.serialize_field("jobId", cut(&c.job_id))?;
+        s.serialize_field("agentId", cut(&c.agent_id))?;
+        s.end()
+    }
 }
 
 /// What was handed out.
@@ -713,5 +766,66 @@ mod tests {
             .filter_map(|k| k.rsplit("\"").next())
             .collect();
         assert_eq!(keys.first(), Some(&"type"));
+    }
+
+    #[test]
+    fn jwt_and_pipeline_parts_are_written_from_the_claims_cut_and_in_order() {
+        let long = "é".repeat(200);
+        let auds: Vec<String> = (0..10).map(|i| format!("aud-{i}")).collect();
+        let payload = serde_json::json!({
+            "iss": "https://agent.buildkite.com", "aud": auds, "sub": long,
+            "exp": 1_700_000_100u64, "nbf": 1_700_000_000u64, "iat": 1_700_000_000u64,
+            "jti": "j-1", "organization_slug": "acme", "organization_id": "o",
+            "pipeline_slug": "widgets", "pipeline_id": "p-1", "build_number": 7,
+            "build_branch": long, "build_commit": "c", "job_id": "job-1", "agent_id": "agent-1",
+            "step_key": null, "build_tag": null, "build_source": "ui",
+        });
+        let claims = Arc::new(Claims::from_json(payload.to_string().as_bytes()).unwrap());
+        let jwt = JwtInfo {
+            kid: Some("k\"1".into()),
+            claims: Some(Arc::clone(&claims)),
+            now: 1_700_000_040,
+        };
+        let line = serde_json::to_string(&jwt).unwrap();
+        let cut_long = truncate(&long);
+        let want = serde_json::json!({
+            "kid": "k\"1", "jti": "j-1", "sub": cut_long, "iss": "https://agent.buildkite.com",
+            "aud": auds[..MAX_AUDIENCES], "exp": "2023-11-14T22:15:00Z", "expiryRemainingSecs": 60,
+        });
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&line).unwrap(),
+            want
+        );
+        let order: Vec<usize> = [
+            "kid",
+            "jti",
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "expiryRemainingSecs",
+        ]
+        .iter()
+        .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{line}");
+        let bare = JwtInfo {
+            kid: None,
+            claims: None,
+            now: 0,
+        };
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap(),
+            serde_json::json!({"kid": null, "jti": null, "sub": null, "iss": null, "aud": [],
+                "exp": null, "expiryRemainingSecs": null})
+        );
+        let pipeline = serde_json::to_string(&PipelineInfo(claims)).unwrap();
+        assert_eq!(
+            pipeline,
+            format!(
+                "{{\"organizationSlug\":\"acme\",\"pipelineSlug\":\"widgets\",\"pipelineId\":\"p-1\",\
+                 \"buildNumber\":7,\"buildBranch\":\"{cut_long}\",\"jobId\":\"job-1\",\"agentId\":\"agent-1\"}}"
+            )
+        );
     }
 }

@@ -295,8 +295,9 @@ pub struct Rejected {
     /// The header's `kid`, once the header passed its checks. Untrusted: escape before writing.
     pub kid: Option<String>,
     /// The claims, only ever from a signature-verified payload (so only when `error` is a claim
-    /// validation failure). Boxed to keep `Result<Verified, Rejected>` small.
-    pub claims: Option<Box<Claims>>,
+    /// validation failure). Shared (with the audit record), which also keeps `Result<Verified,
+    /// Rejected>` small.
+    pub claims: Option<Arc<Claims>>,
 }
 
 impl fmt::Display for Rejected {
@@ -352,7 +353,7 @@ impl Verifier {
                         Err(Rejected {
                             error,
                             kid: Some(kid),
-                            claims: Some(Box::new(Claims::clone(&claims))),
+                            claims: Some(claims),
                         })
                     }
                 };
@@ -383,7 +384,7 @@ impl Verifier {
             Err(error) => Err(Rejected {
                 error,
                 kid: Some(kid),
-                claims: Some(Box::new(claims)),
+                claims: Some(Arc::new(claims)),
             }),
         }
     }

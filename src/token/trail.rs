@@ -17,7 +17,6 @@ use crate::audit::{
     self, AuditLog, Delivery, JwtInfo, OnFailure, PipelineInfo, Record, Vended, WriteError,
 };
 use crate::http::{Request, Response, Sent};
-use crate::oidc::{Audience, Claims};
 use crate::time;
 
 /// See the module documentation.
@@ -57,8 +56,12 @@ impl Trail {
     /// The caller passed verification.
     pub fn admitted(&mut self, admitted: &Admitted, now: u64) {
         let verified = &admitted.verified;
-        self.record.jwt = Some(jwt_info(Some(&verified.kid), Some(&verified.claims), now));
-        self.record.pipeline = Some(pipeline_info(&verified.claims));
+        self.record.jwt = Some(JwtInfo {
+            kid: Some(verified.kid.clone()),
+            claims: Some(Arc::clone(&verified.claims)),
+            now,
+        });
+        self.record.pipeline = Some(PipelineInfo(Arc::clone(&verified.claims)));
     }
 
     /// The profile about to be authorized, from the generation with `digest`.
@@ -114,9 +117,12 @@ impl Trail {
     /// A refusal: its precise reason, and what a rejected token showed before it failed.
     pub fn refused(&mut self, refusal: &Refusal, now: u64) {
         if let Refusal::InvalidToken(rejected) = refusal {
-            let claims = rejected.claims.as_deref();
-            self.record.jwt = Some(jwt_info(rejected.kid.as_deref(), claims, now));
-            self.record.pipeline = claims.map(pipeline_info);
+            self.record.jwt = Some(JwtInfo {
+                kid: rejected.kid.clone(),
+                claims: rejected.claims.clone(),
+                now,
+            });
+            self.record.pipeline = rejected.claims.clone().map(PipelineInfo);
         }
         self.record.error = Some(refusal.to_string());
     }
@@ -174,39 +180,4 @@ impl Trail {
 /// Milliseconds with one decimal.
 fn millis(duration: std::time::Duration) -> f64 {
     (duration.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
-}
-
-fn jwt_info(kid: Option<&str>, claims: Option<&Claims>, now: u64) -> JwtInfo {
-    let mut info = JwtInfo {
-        kid: kid.map(audit::truncate),
-        ..JwtInfo::default()
-    };
-    if let Some(c) = claims {
-        info.jti = c.jti.as_deref().map(audit::truncate);
-        info.sub = Some(audit::truncate(&c.sub));
-        info.iss = Some(audit::truncate(&c.iss));
-        info.aud = match &c.aud {
-            Audience::One(a) => vec![audit::truncate(a)],
-            Audience::Many(list) => list.iter().take(8).map(|a| audit::truncate(a)).collect(),
-        };
-        info.exp = Some(time::rfc3339(c.exp));
-        info.expiry_remaining_secs = Some(
-            i64::try_from(c.exp)
-                .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(now).unwrap_or(0)),
-        );
-    }
-    info
-}
-
-fn pipeline_info(c: &Claims) -> PipelineInfo {
-    PipelineInfo {
-        organization_slug: audit::truncate(&c.organization_slug),
-        pipeline_slug: audit::truncate(&c.pipeline_slug),
-        pipeline_id: audit::truncate(&c.pipeline_id),
-        build_number: c.build_number,
-        build_branch: audit::truncate(&c.build_branch),
-        job_id: audit::truncate(&c.job_id),
-        agent_id: audit::truncate(&c.agent_id),
-    }
 }
