@@ -51,12 +51,22 @@ impl RepoRef {
 
     /// `https://{host}/{owner}/{name}` (no `.git`).
     pub fn https_url(&self) -> String {
-        format!("https://{}/{}/{}", self.host, self.owner, self.name)
+        // Pushed, not `format!`: on every pipeline-profile vend.
+        let mut url =
+            String::with_capacity(10 + self.host.len() + self.owner.len() + self.name.len());
+        for part in ["https://", &self.host, "/", &self.owner, "/", &self.name] {
+            url.push_str(part);
+        }
+        url
     }
 
     /// `owner/name`.
     pub fn full_name(&self) -> String {
-        format!("{}/{}", self.owner, self.name)
+        let mut name = String::with_capacity(1 + self.owner.len() + self.name.len());
+        for part in [&self.owner, "/", &self.name] {
+            name.push_str(part);
+        }
+        name
     }
 }
 

@@ -131,7 +131,10 @@ impl Profile {
 /// `pipeline:NAME` or `org:NAME`, as the audit record and responses show it.
 impl fmt::Display for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.family.prefix(), self.name)
+        // Plain writes, not `write!`: every vend writes its profile several times.
+        f.write_str(self.family.prefix())?;
+        f.write_str(":")?;
+        f.write_str(&self.name)
     }
 }
 
@@ -165,7 +168,10 @@ impl ProfileRef {
 /// `pipeline:NAME` or `org:NAME`.
 impl fmt::Display for ProfileRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.family.prefix(), self.name)
+        // Plain writes, not `write!`: every vend writes its profile several times.
+        f.write_str(self.family.prefix())?;
+        f.write_str(":")?;
+        f.write_str(&self.name)
     }
 }
 

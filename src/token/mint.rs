@@ -258,7 +258,9 @@ struct PipelineName<'a>(&'a Claims);
 
 impl std::fmt::Display for PipelineName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.0.organization_slug, self.0.pipeline_slug)
+        f.write_str(&self.0.organization_slug)?;
+        f.write_str("/")?;
+        f.write_str(&self.0.pipeline_slug)
     }
 }
 
