@@ -18,7 +18,7 @@
 #      1 000, 10 000 and 100 000 of them, counting Buildkite calls during each;
 #   5. runs bench_misses (50 different pipelines missing at once) and bench_profiles.
 # CPU per request is the server's utime+stime from /proc/PID/stat over the run, divided by the
-# requests wrk completed. The machine is shared: compare ratios within one run.
+# requests wrk completed (and, separately, its utime: the part in user space). The machine is shared: compare ratios within one run.
 #
 # Each case runs BENCH_ROUNDS times, the cases of a server interleaved round by round, and the
 # report takes each case's median: the machine's speed drifts during a run, and a case measured
@@ -73,8 +73,8 @@ free_port() {
   done
 }
 
-# CPU ticks (utime + stime) of process $1.
-ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# CPU ticks of process $1: "utime+stime utime".
+ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13, $12 }' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
 # ---- stand-ins and token files
@@ -138,20 +138,22 @@ start_kitebridge() {
   exit 1
 }
 
-# run LABEL PID URL CONNECTIONS [wrk args...]: prints "LABEL rps cpu_us_per_request errors"
+# run LABEL PID URL CONNECTIONS [wrk args...]: prints
+# "LABEL rps cpu_us_per_request errors user_us_per_request"
 run() {
   local label=$1 pid=$2 url=$3 conns=$4
   shift 4
-  local before after out requests secs errors
-  before=$(ticks "$pid")
+  local before after out requests secs errors user_before user_after
+  read -r before user_before < <(ticks "$pid")
   out=$("${CLIENT_CPU[@]}" wrk -t "$THREADS" -c "$conns" -d "${SECS}s" "$@" "$url" 2>&1)
-  after=$(ticks "$pid")
+  read -r after user_after < <(ticks "$pid")
   requests=$(echo "$out" | awk '/requests in/ { print $1 }')
   secs=$(echo "$out" | awk '/requests in/ { sub(/s,$/, "", $4); print $4 }')
   errors=$(echo "$out" | awk '/Non-2xx/ { print $NF }')
   errors=${errors:-0}
   awk -v l="$label" -v r="$requests" -v s="$secs" -v t=$((after - before)) -v hz="$HZ" -v e="$errors" \
-    'BEGIN { printf "%s %.0f %.2f %d\n", l, r / s, t / hz * 1e6 / r, e }'
+    -v u=$((user_after - user_before)) \
+    'BEGIN { printf "%s %.0f %.2f %d %.2f\n", l, r / s, t / hz * 1e6 / r, e, u / hz * 1e6 / r }'
 }
 
 token_run() { # LABEL PID URL CONNECTIONS FILE [LIMIT]
@@ -217,14 +219,14 @@ awk -v ring_ns="$RING_NS" -v load_before="$LOAD_BEFORE" -v load_after="$LOAD_AFT
     for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
     return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
   }
-  { rpsl[$1] = rpsl[$1] " " $2; cpul[$1] = cpul[$1] " " $3; err[$1] += $4; if (NF >= 5) bk[$1] += $5; rounds[$1]++ }
+  { rpsl[$1] = rpsl[$1] " " $2; cpul[$1] = cpul[$1] " " $3; err[$1] += $4; usrl[$1] = usrl[$1] " " $5; if (NF >= 6) bk[$1] += $6; rounds[$1]++ }
   END {
-    for (k in rpsl) { rps[k] = median(rpsl[k]); cpu[k] = median(cpul[k]) }
+    for (k in rpsl) { rps[k] = median(rpsl[k]); cpu[k] = median(cpul[k]); usr[k] = median(usrl[k]) }
     ring = ring_ns / 1000
     printf "bench/compare.sh: wrk -t%d, %ss per case and round, medians of %d rounds; servers on CPU %s, wrk on CPU %s; load average %s before, %s after (2 cores)\n\n", threads, secs, rounds["kb-health-32"], server_cpu, client_cpu, load_before, load_after
-    printf "| case | req/s | server CPU µs/request | non-2xx |\n|---|---:|---:|---:|\n"
+    printf "| case | req/s | server CPU µs/request | of which user space | non-2xx |\n|---|---:|---:|---:|---:|\n"
     n = split("nginx-health-32 kb-health-32 nginx-health-256 kb-health-256 kb-vend-repeated-32 kb-vend-fresh-32 kb-vend-pipelines-10 kb-vend-pipelines-1000 kb-vend-pipelines-10000 kb-vend-pipelines-100000", order, " ")
-    for (i = 1; i <= n; i++) { k = order[i]; if (k in rps) printf "| %s | %d | %.1f | %d |\n", k, rps[k], cpu[k], err[k] }
+    for (i = 1; i <= n; i++) { k = order[i]; if (k in rps) printf "| %s | %d | %.1f | %.1f | %d |\n", k, rps[k], cpu[k], usr[k], err[k] }
     printf "\nbare ring RS256 verify: %.1f µs\n\n", ring
     printf "| ratio | value | target |\n|---|---:|---|\n"
     printf "| kitebridge / nginx /healthcheck CPU per request, 32 conns | %.2f | |\n", cpu["kb-health-32"] / cpu["nginx-health-32"]
