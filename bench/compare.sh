@@ -57,12 +57,7 @@ cargo build --release --locked --bin kitebridge \
   --example bench_world --example bench_misses --example bench_profiles >&2
 BIN=target/release/kitebridge
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+. bench/world.sh
 
 # A port nobody listens on now (nginx cannot report one it chose itself).
 free_port() {
@@ -78,11 +73,7 @@ ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13, $12 }' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
 # ---- stand-ins and token files
-rm -f "$DIR/ready" # an earlier run's: the stand-ins' ports are new each run
-coproc WORLD { exec target/release/examples/bench_world "$DIR" "$FRESH" "$PIPELINES"; }
-PIDS+=("$WORLD_PID")
-for _ in $(seq 1 3000); do [ -e "$DIR/ready" ] && break; sleep 0.2; done
-[ -e "$DIR/ready" ] || { echo "bench_world did not get ready" >&2; exit 1; }
+start_world release "$FRESH" "$PIPELINES"
 # The coprocess's descriptors do not reach subshells: these set variables instead of printing.
 counts() { echo counts >&"${WORLD[1]}"; read -r COUNTS <&"${WORLD[0]}"; }
 buildkite_calls() { counts; BK_CALLS=${COUNTS#buildkite=}; BK_CALLS=${BK_CALLS%% *}; }
@@ -160,12 +151,6 @@ token_run() { # LABEL PID URL CONNECTIONS FILE [LIMIT]
   TOKENS=$5 LIMIT=${6:-0} THREADS=$THREADS run "$1" "$2" "$3/token" "$4" -s bench/tokens.lua
 }
 
-warm() { # URL FILE LIMIT: every token of the first LIMIT once (by bench_world)
-  echo "warm ${1#http://} $2 $3" >&"${WORLD[1]}"
-  local line
-  read -r line <&"${WORLD[0]}"
-  echo "$line" >&2
-}
 
 RESULTS="$DIR/results.txt"
 : >"$RESULTS"

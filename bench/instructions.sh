@@ -27,18 +27,9 @@ cargo build --release --locked --bin kitebridge --example bench_world >&2
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=(target/release/kitebridge)
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+. bench/world.sh
 
-rm -f "$DIR/ready"
-coproc WORLD { exec target/release/examples/bench_world "$DIR" 30000 10; }
-PIDS+=("$WORLD_PID")
-for _ in $(seq 1 3000); do [ -e "$DIR/ready" ] && break; sleep 0.2; done
-[ -e "$DIR/ready" ] || { echo "bench_world did not get ready" >&2; exit 1; }
+start_world release 30000 10
 
 for BIN in "${BINS[@]}"; do
   LOG=$DIR/instructions.stderr
@@ -55,8 +46,7 @@ for BIN in "${BINS[@]}"; do
     [ -n "$URL" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthcheck")" = 200 ] && break
     sleep 0.2
   done
-  echo "warm ${URL#http://} $DIR/repeated.txt 1" >&"${WORLD[1]}"
-  read -r line <&"${WORLD[0]}"
+  warm "$URL" "$DIR/repeated.txt" 1 2>/dev/null
   echo "== $BIN"
   for CASE in health repeated fresh; do
     ARGS=()

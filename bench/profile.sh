@@ -31,18 +31,9 @@ fi
 cargo build --profile profiling --locked --bin kitebridge --example bench_world >&2
 BIN=target/profiling/kitebridge
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+. bench/world.sh
 
-rm -f "$DIR/ready"
-coproc WORLD { exec target/profiling/examples/bench_world "$DIR" 30000 100000; }
-PIDS+=("$WORLD_PID")
-for _ in $(seq 1 3000); do [ -e "$DIR/ready" ] && break; sleep 0.2; done
-[ -e "$DIR/ready" ] || { echo "bench_world did not get ready" >&2; exit 1; }
+start_world profiling 30000 100000
 
 case $CASE in
   health) FILE=; LIMIT=0; CACHE=() ;;
@@ -67,9 +58,7 @@ done
 ARGS=()
 TARGET=$URL/healthcheck
 if [ -n "$FILE" ]; then
-  echo "warm ${URL#http://} $FILE $LIMIT" >&"${WORLD[1]}"
-  read -r line <&"${WORLD[0]}"
-  echo "$line" >&2
+  warm "$URL" "$FILE" "$LIMIT"
   ARGS=(-s bench/tokens.lua)
   TARGET=$URL/token
 fi

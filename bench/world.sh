@@ -1,0 +1,27 @@
+# Sourced by the bench/*.sh scripts (needs DIR): the processes stopped on exit, and the stand-ins
+# of examples/bench_world.rs (GitHub, Buildkite and the key set, plus token files in $DIR).
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# start_world BUILD FRESH PIPELINES: bench_world of target/BUILD (release or profiling) as the
+# coprocess WORLD, writing FRESH fresh and PIPELINES pipeline tokens; returns once it is ready.
+start_world() {
+  rm -f "$DIR/ready" # an earlier run's: the stand-ins' ports are new each run
+  coproc WORLD { exec "target/$1/examples/bench_world" "$DIR" "$2" "$3"; }
+  PIDS+=("$WORLD_PID")
+  for _ in $(seq 1 3000); do [ -e "$DIR/ready" ] && break; sleep 0.2; done
+  [ -e "$DIR/ready" ] || { echo "bench_world did not get ready" >&2; exit 1; }
+}
+
+# warm URL FILE LIMIT: bench_world presents every token of the first LIMIT of FILE once.
+warm() {
+  echo "warm ${1#http://} $2 $3" >&"${WORLD[1]}"
+  local line
+  read -r line <&"${WORLD[0]}"
+  echo "$line" >&2
+}
