@@ -557,7 +557,10 @@ impl AuditLog {
         let mut sink = self.lock();
         let result = sink.drain().and_then(|()| sink.write_line(&line));
         if result.is_err() && sink.pending.len() < MAX_PENDING {
-            sink.pending.push_back(line);
+            // Kept at its own length: the buffer may be a larger spare (up to 16 KiB), and up
+            // to MAX_PENDING lines wait.
+            sink.pending.push_back(line.as_slice().to_vec());
+            buffers::give(line);
         } else {
             if result.is_err() {
                 self.count(metrics::AUDIT_DROPPED);

@@ -7,12 +7,15 @@
 //! of a cached vend). Here a connection thread keeps up to [`MAX_SPARE`] buffers of at most
 //! [`MAX_SPARE_BYTES`] each and hands them out again.
 //!
-//! A buffer given back is **zeroed over its whole capacity** before it is kept: the header
-//! buffer holds the caller's JWT and the answer buffers a GitHub token, and neither may linger
-//! in a spare buffer (freed memory is not wiped by the allocator; these are).
+//! A buffer given back is **zeroed over its whole capacity** before it is kept or freed: the
+//! header buffer holds the caller's JWT and the answer buffers a GitHub token, and neither may
+//! linger in a spare buffer or in memory the allocator has taken back. A buffer that must grow
+//! while it holds a secret grows through [`Wiping`], which wipes the smaller allocation it leaves
+//! (a `Vec` that grows frees its old allocation as it is).
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
+use std::io;
 
 /// Spare buffers kept per thread.
 pub const MAX_SPARE: usize = 4;
@@ -62,6 +65,58 @@ fn wipe(buf: &mut Vec<u8>) {
     let capacity = buf.capacity();
     buf.clear();
     buf.resize(capacity, 0);
+    // The zeros must be written even when the buffer is freed next (a compiler may drop stores
+    // to memory about to be freed); `black_box` makes them observable.
+    std::hint::black_box(buf.as_slice());
+}
+
+/// A buffer from [`take`] that grows without leaving a copy of its contents behind: when a write
+/// needs more room it moves to a buffer twice as large and wipes and gives back the old one.
+/// For serialising what holds a secret (a token answer) whose exact length is not known first.
+pub struct Wiping(Vec<u8>);
+
+impl Wiping {
+    /// Room for `capacity` bytes at first.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Wiping(take(capacity))
+    }
+
+    /// The bytes written.
+    pub fn into_inner(self) -> Vec<u8> {
+        let mut this = self;
+        std::mem::take(&mut this.0)
+    }
+}
+
+/// Makes room in `buf` for `additional` more bytes without leaving a copy of its contents: if it
+/// must grow, its bytes move to a buffer at least twice as large and the old one is wiped and
+/// given back.
+pub fn reserve(buf: &mut Vec<u8>, additional: usize) {
+    let needed = buf.len().saturating_add(additional);
+    if needed > buf.capacity() {
+        let mut larger = take(needed.max(buf.capacity().saturating_mul(2)));
+        larger.extend_from_slice(buf);
+        give(std::mem::replace(buf, larger));
+    }
+}
+
+impl io::Write for Wiping {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        reserve(&mut self.0, bytes.len());
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Not written to the end (an error, a panic): what was written is wiped all the same.
+impl Drop for Wiping {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +150,23 @@ mod tests {
         assert!(again.capacity() >= 64);
         let bigger = take(4 * MAX_SPARE_BYTES);
         assert!(bigger.capacity() >= 4 * MAX_SPARE_BYTES);
+    }
+
+    #[test]
+    fn a_wiping_buffer_grows_by_moving_and_wiping_and_keeps_every_byte() {
+        use std::io::Write as _;
+        SPARE.with(|s| s.borrow_mut().clear()); // this thread's spares, out of the way
+        let mut out = Wiping::with_capacity(8);
+        let first_addr = out.0.as_ptr();
+        out.write_all(b"ghs_0123").unwrap();
+        out.write_all(b"456789-and-more-than-eight").unwrap();
+        // The first allocation was given back wiped (kept as this thread's spare).
+        SPARE.with(|s| {
+            let spare = s.borrow();
+            let old = spare.iter().find(|b| b.as_ptr() == first_addr).unwrap();
+            assert!(old.iter().all(|&b| b == 0));
+        });
+        assert_eq!(out.into_inner(), b"ghs_0123456789-and-more-than-eight");
     }
 
     #[test]

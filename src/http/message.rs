@@ -4,6 +4,7 @@
 
 use super::form::{FormError, parse_urlencoded};
 use super::head::{Headers, Method};
+use crate::buffers;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,13 @@ pub struct Request {
     pub params: Vec<String>,
     /// A handle on the client's socket, to see whether the client is still there.
     pub(crate) client: Option<Arc<TcpStream>>,
+}
+
+/// The body may hold the JWT (an exchange's `subject_token`): wiped when the request is dropped.
+impl Drop for Request {
+    fn drop(&mut self) {
+        buffers::give(std::mem::take(&mut self.body));
+    }
 }
 
 impl std::fmt::Debug for Request {
@@ -120,6 +128,14 @@ pub struct Response {
     /// Close the connection after this response.
     pub close: bool,
     on_sent: Option<SentHook>,
+}
+
+/// A response's body may hold a token: it is wiped (and its buffer kept for the thread's next
+/// answer) when the response is dropped — once written, or on any path that abandons it.
+impl Drop for Response {
+    fn drop(&mut self) {
+        buffers::give(std::mem::take(&mut self.body));
+    }
 }
 
 impl std::fmt::Debug for Response {

@@ -330,6 +330,13 @@ struct Conn {
     write_tick: Option<Duration>,
 }
 
+/// What the connection read (requests, JWTs) is wiped when it ends.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        buffers::give(std::mem::take(&mut self.buf));
+    }
+}
+
 /// Socket timeouts are set to at most this; a read or write that wakes without progress re-checks
 /// its deadline. So the timeouts are set once per connection, not before every read and write.
 const TIMEOUT_TICK: Duration = Duration::from_secs(1);
@@ -348,16 +355,19 @@ impl Conn {
                 .map_err(|_| ReadError::Closed)?;
             self.read_tick = Some(tick);
         }
-        let mut chunk = [0u8; 4096];
-        let want = room.min(chunk.len());
-        let target = chunk.get_mut(..want).ok_or(ReadError::Closed)?;
-        match self.stream.read(target) {
+        // Read straight into the buffer's tail (grown, if it must, without leaving the bytes it
+        // holds behind: they may be a JWT), then cut it back to what arrived.
+        let want = room.min(4096);
+        let start = self.buf.len();
+        buffers::reserve(&mut self.buf, want);
+        self.buf.resize(start + want, 0);
+        let read = self
+            .stream
+            .read(self.buf.get_mut(start..).unwrap_or_default());
+        self.buf.truncate(start + read.as_ref().map_or(0, |&n| n));
+        match read {
             Ok(0) => Err(ReadError::Closed),
-            Ok(n) => {
-                self.buf
-                    .extend_from_slice(target.get(..n).unwrap_or_default());
-                Ok(n)
-            }
+            Ok(n) => Ok(n),
             // A tick passed without data: the caller loops and the deadline decides.
             Err(e)
                 if matches!(
@@ -573,7 +583,8 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, entry: &Entry, shared: 
     let _ = stream.set_nodelay(true);
     let mut conn = Conn {
         stream,
-        buf: Vec::with_capacity(1024),
+        // Room for any head at once, so reading one never moves it; wiped when the connection ends.
+        buf: buffers::take(MAX_HEAD_BYTES),
         read_tick: None,
         write_tick: None,
     };
@@ -743,7 +754,6 @@ fn serve_request(
             written,
         });
     }
-    buffers::give(std::mem::take(&mut response.body)); // a token answer's bytes are wiped
     written && !close
 }
 

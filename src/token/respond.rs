@@ -160,11 +160,13 @@ fn exchange(issued: &Issued, now: u64) -> Response {
 }
 
 fn serialized(body: &impl Serialize) -> Response {
-    // A token answer is under 1 KiB: room for it at once, in one of the thread's buffers (the
-    // server wipes and keeps it once the answer is written).
-    let mut bytes = buffers::take(1024);
-    match serde_json::to_writer(&mut bytes, body).map(|()| bytes) {
-        Ok(bytes) => Response::json(200, bytes),
+    // A token answer is usually under 1 KiB: room for it at once, in one of the thread's
+    // buffers; a longer one (many repositories) grows without leaving the token in freed memory,
+    // and one that fails half-written is wiped on drop. The server wipes and keeps the buffer
+    // once the answer is written.
+    let mut bytes = buffers::Wiping::with_capacity(1024);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => Response::json(200, bytes.into_inner()),
         Err(_) => Response::json_error(500, "internal error"),
     }
 }
