@@ -111,22 +111,7 @@ PIDS+=("$NGX_PID")
 start_kitebridge() {
   local name=$1
   shift
-  local log="$DIR/$name.stderr"
-  env -i PATH="$PATH" $(cat "$DIR/env") SERVER_PORT=0 LOG_LEVEL=info \
-    RATE_LIMIT_PER_PIPELINE=off RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "$@" "${SERVER_CPU[@]}" "$BIN" >/dev/null 2>"$log" &
-  KB_PID=$!
-  PIDS+=("$KB_PID")
-  KB_URL=
-  for _ in $(seq 1 300); do
-    KB_URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$log" 2>/dev/null | head -1 || true)
-    if [ -n "$KB_URL" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$KB_URL/healthcheck")" = 200 ]; then
-      return
-    fi
-    sleep 0.1
-  done
-  echo "kitebridge $name did not get ready:" >&2
-  cat "$log" >&2
-  exit 1
+  start_server "$DIR/$name.stderr" 300 "$@" "${SERVER_CPU[@]}" "$BIN"
 }
 
 # run LABEL PID URL CONNECTIONS [wrk args...]: prints

@@ -32,20 +32,10 @@ BINS=("$@")
 start_world release 30000 10
 
 for BIN in "${BINS[@]}"; do
-  LOG=$DIR/instructions.stderr
   OUT=$DIR/callgrind.out
   rm -f "$OUT".*
-  env -i PATH="$PATH" $(cat "$DIR/env") SERVER_PORT=0 LOG_LEVEL=info RATE_LIMIT_PER_PIPELINE=off \
-    RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off \
-    valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" "$BIN" >/dev/null 2>"$LOG" &
-  KB_PID=$!
-  PIDS+=("$KB_PID")
-  URL=
-  for _ in $(seq 1 600); do
-    URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$LOG" | head -1)
-    [ -n "$URL" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthcheck")" = 200 ] && break
-    sleep 0.2
-  done
+  start_server "$DIR/instructions.stderr" 1200 valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" "$BIN"
+  URL=$KB_URL
   warm "$URL" "$DIR/repeated.txt" 1 2>/dev/null
   echo "== $BIN"
   for CASE in health repeated fresh; do

@@ -43,17 +43,8 @@ case $CASE in
     CACHE=(TOKEN_CACHE_MAX_ENTRIES=200000 JWT_CACHE_MAX_ENTRIES=200000) ;;
   *) echo "unknown case $CASE" >&2; exit 2 ;;
 esac
-LOG="$DIR/profile.stderr"
-env -i PATH="$PATH" $(cat "$DIR/env") SERVER_PORT=0 LOG_LEVEL=info RATE_LIMIT_PER_PIPELINE=off \
-  RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "${CACHE[@]}" "${SERVER_CPU[@]}" "$BIN" >/dev/null 2>"$LOG" &
-KB_PID=$!
-PIDS+=("$KB_PID")
-URL=
-for _ in $(seq 1 300); do
-  URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$LOG" | head -1)
-  [ -n "$URL" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthcheck")" = 200 ] && break
-  sleep 0.1
-done
+start_server "$DIR/profile.stderr" 300 "${CACHE[@]}" "${SERVER_CPU[@]}" "$BIN"
+URL=$KB_URL
 
 ARGS=()
 TARGET=$URL/healthcheck

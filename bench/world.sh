@@ -25,3 +25,27 @@ warm() {
   read -r line <&"${WORLD[0]}"
   echo "$line" >&2
 }
+
+# start_server LOG TRIES [VAR=VALUE ...] COMMAND...: COMMAND (kitebridge, or a wrapper running it)
+# with the stand-ins' environment, rate limits off and any VAR=VALUE given, stdout to /dev/null
+# (the audit records) and stderr to LOG; sets KB_PID and KB_URL once it answers /healthcheck,
+# looking every 0.1 s at most TRIES times.
+start_server() {
+  local log=$1 tries=$2
+  shift 2
+  env -i PATH="$PATH" $(cat "$DIR/env") SERVER_PORT=0 LOG_LEVEL=info \
+    RATE_LIMIT_PER_PIPELINE=off RATE_LIMIT_PER_SOURCE=off RATE_LIMIT_MINTS=off "$@" >/dev/null 2>"$log" &
+  KB_PID=$!
+  PIDS+=("$KB_PID")
+  KB_URL=
+  for _ in $(seq 1 "$tries"); do
+    KB_URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$log" 2>/dev/null | head -1 || true)
+    if [ -n "$KB_URL" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$KB_URL/healthcheck")" = 200 ]; then
+      return
+    fi
+    sleep 0.1
+  done
+  echo "kitebridge did not get ready ($log):" >&2
+  cat "$log" >&2
+  exit 1
+}
