@@ -133,9 +133,12 @@ fn a_full_filesystem_withholds_tokens_revokes_the_mint_and_loses_no_record() {
         sent.push((request_id(&r), r));
     }
     fill(&fs.0.join("filler"));
-    // Misses (each pipeline its own key) until the audit file is full too.
+    // Misses (each pipeline its own key) until the audit file is full too. What room the file's
+    // last page had left decides how it goes: a token's record (~1.2 KB) no longer fits, but a
+    // shorter record of a withheld answer may, and writing it ends the failure until the next
+    // token's record is cut. So: at least three withheld, and on until a write has failed last.
     let mut withheld = 0;
-    for i in 3..40 {
+    for i in 3..39 {
         let r = p.token("/token", &token_for(&up, &format!("p{i}")));
         match r.status {
             200 => assert!(
@@ -149,11 +152,11 @@ fn a_full_filesystem_withholds_tokens_revokes_the_mint_and_loses_no_record() {
             }
         }
         sent.push((request_id(&r), r));
-        if withheld == 3 {
+        if withheld >= 3 && p.get("/healthcheck").status == 503 {
             break;
         }
     }
-    assert_eq!(withheld, 3, "the audit file never filled up");
+    assert!(withheld >= 3, "the audit file never filled up");
     println!(
         "{} tokens sent after the filler, then {withheld} withheld",
         sent.len() - 3 - withheld
@@ -163,7 +166,8 @@ fn a_full_filesystem_withholds_tokens_revokes_the_mint_and_loses_no_record() {
     }
     let r = p.get("/healthcheck");
     assert_eq!((r.status, r.text().as_str()), (503, "audit unavailable"));
-    assert!(counter(&p, "kitebridge_audit_write_failures_total") >= 3);
+    // At least the first cut-off token record; the withheld answers' own records may have fit.
+    assert!(counter(&p, "kitebridge_audit_write_failures_total") >= 1);
     // Every token GitHub minted either went out in a 200 whose record is written, or was revoked.
     let delivered: BTreeSet<String> = sent
         .iter()
