@@ -74,6 +74,11 @@ impl Permits {
             state.waiting -= 1;
         }
         state.available -= 1;
+        // Several permits may have come free while this one waited (a handler taking its permit
+        // back wakes only one new request): pass the wake-up on while permits and waiters remain.
+        if state.available > 0 && state.returning == 0 && state.waiting > 0 {
+            self.freed.notify_one();
+        }
         drop(state);
         HELD.with(|held| *held.borrow_mut() = Some(Arc::clone(self)));
         Some(Holding(()))
@@ -88,8 +93,13 @@ impl Permits {
         }
         state.available -= 1;
         state.returning -= 1;
-        if state.returning == 0 && state.available > 0 && state.waiting > 0 {
-            self.freed.notify_one();
+        // Pass the wake-up on: first to other handlers taking theirs back, then to new requests.
+        if state.available > 0 {
+            if state.returning > 0 {
+                self.returned.notify_one();
+            } else if state.waiting > 0 {
+                self.freed.notify_one();
+            }
         }
     }
 
@@ -187,6 +197,60 @@ mod tests {
         assert_eq!(available(&permits), 1);
         assert_eq!(without_permit(|| 7), 7, "no permit held: just runs");
         assert_eq!(available(&permits), 1);
+    }
+
+    #[test]
+    fn permits_freed_together_reach_every_waiter() {
+        // Four permits out; one handler waits to take its permit back, three new requests wait
+        // for one. All four come back at once: every waiter gets one, none sleeps to its deadline
+        // with a permit free (the returning handler's wake-up once reached only one of them).
+        for _ in 0..20 {
+            let permits = Permits::new(4);
+            permits.lock().available = 0;
+            let back = {
+                let permits = Arc::clone(&permits);
+                std::thread::spawn(move || permits.take_back())
+            };
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let newcomers: Vec<_> = (0..3)
+                .map(|_| {
+                    let permits = Arc::clone(&permits);
+                    std::thread::spawn(move || {
+                        let holding = permits.hold_until(deadline);
+                        let got = holding.is_some();
+                        std::mem::forget(holding); // kept: dropped, it would give the permit back
+                        got
+                    })
+                })
+                .collect();
+            let all_waiting = || {
+                let state = permits.lock();
+                state.returning == 1 && state.waiting == 3
+            };
+            while !all_waiting() {
+                std::thread::yield_now();
+            }
+            for _ in 0..4 {
+                permits.give_back();
+            }
+            let served = Instant::now() + Duration::from_secs(10);
+            loop {
+                let state = permits.lock();
+                if state.available == 0 && state.waiting == 0 && state.returning == 0 {
+                    break;
+                }
+                drop(state);
+                assert!(
+                    Instant::now() < served,
+                    "a waiter sleeps with a permit free"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            back.join().unwrap();
+            for newcomer in newcomers {
+                assert!(newcomer.join().unwrap());
+            }
+        }
     }
 
     #[test]
