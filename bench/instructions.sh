@@ -13,7 +13,7 @@
 # extensions and hashes in software, so SHA-256 (the verified-token key) counts several times
 # what it costs on the real CPU; the same holds for both builds compared. Installs valgrind and
 # wrk from Debian when missing. BENCH_ANNOTATE=N also prints each case's N costliest functions
-# (self cost, by callgrind_annotate).
+# (self cost, by callgrind_annotate) and keeps the counts in $BENCH_DIR/callgrind.CASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +59,7 @@ for BIN in "${BINS[@]}"; do
     DUMP=$(ls -t "$OUT.$KB_PID".* | head -1)
     awk -v c="$CASE" -v n="$REQUESTS" '/^(summary|totals):/ { printf "%-9s %8.0f instructions per request (%d requests)\n", c, $2 / n, n; exit }' "$DUMP"
     if [ "${BENCH_ANNOTATE:-0}" -gt 0 ]; then
+      cp "$DUMP" "$DIR/callgrind.$CASE" # for callgrind_annotate --inclusive=yes, or by line
       callgrind_annotate --threshold=100 "$DUMP" 2>/dev/null | grep -E "^ *[0-9,]+ " | awk -v m="$BENCH_ANNOTATE" "NR <= m" |
         sed -E 's#/rustc/[0-9a-f]+/library/##; s#/[^ ]*/registry/src/[^/]+/##; s# \[[^]]*\]$##' |
         awk -v n="$REQUESTS" '{ c = $1; gsub(",", "", c); $1 = ""; printf "  %8.0f %s\n", c / n, $0 }'
