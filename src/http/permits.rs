@@ -74,11 +74,8 @@ impl Permits {
             state.waiting -= 1;
         }
         state.available -= 1;
-        // Several permits may have come free while this one waited (a handler taking its permit
-        // back wakes only one new request): pass the wake-up on while permits and waiters remain.
-        if state.available > 0 && state.returning == 0 && state.waiting > 0 {
-            self.freed.notify_one();
-        }
+        // Several permits may have come free while this one waited.
+        self.wake_next(&state);
         drop(state);
         HELD.with(|held| *held.borrow_mut() = Some(Arc::clone(self)));
         Some(Holding(()))
@@ -93,19 +90,22 @@ impl Permits {
         }
         state.available -= 1;
         state.returning -= 1;
-        // Pass the wake-up on: first to other handlers taking theirs back, then to new requests.
-        if state.available > 0 {
-            if state.returning > 0 {
-                self.returned.notify_one();
-            } else if state.waiting > 0 {
-                self.freed.notify_one();
-            }
-        }
+        self.wake_next(&state);
     }
 
     fn give_back(&self) {
         let mut state = self.lock();
         state.available += 1;
+        self.wake_next(&state);
+    }
+
+    /// While a permit is free, wakes the next in line: a handler taking its permit back first,
+    /// else a new request. Each taker calls it again, so permits freed together reach as many
+    /// waiters; nobody waiting, nobody is woken (no system call).
+    fn wake_next(&self, state: &State) {
+        if state.available == 0 {
+            return;
+        }
         if state.returning > 0 {
             self.returned.notify_one();
         } else if state.waiting > 0 {
