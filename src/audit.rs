@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 use crate::buffers;
+use crate::json;
 use crate::metrics::{self, Metrics};
 use crate::oidc::{Audience, Claims};
 use crate::profiles::RuleMatch;
@@ -621,8 +622,7 @@ impl AuditLog {
 fn line_of(record: &impl Serialize) -> Result<Vec<u8>, WriteError> {
     // A token's record is about 1.5 KiB: room for it at once, not a string of reallocations.
     let mut line = buffers::take(2048);
-    serde_json::to_writer(&mut line, record)
-        .map_err(|e| WriteError::Unserialisable(e.to_string()))?;
+    json::to_writer(&mut line, record).map_err(|e| WriteError::Unserialisable(e.to_string()))?;
     line.push(b'\n');
     Ok(line)
 }
@@ -769,6 +769,55 @@ mod tests {
             .filter_map(|k| k.rsplit("\"").next())
             .collect();
         assert_eq!(keys.first(), Some(&"type"));
+    }
+
+    #[test]
+    fn a_full_record_is_written_as_serde_json_writes_it() {
+        let payload = serde_json::json!({
+            "iss": "https://agent.buildkite.com", "aud": ["a", "b\u{0}"], "sub": "s\"ub\\",
+            "exp": 1_700_000_100u64, "nbf": 1_700_000_000u64, "iat": 1_700_000_000u64,
+            "jti": "j-1", "organization_slug": "acme", "organization_id": "o",
+            "pipeline_slug": "widgets", "pipeline_id": "p-1", "build_number": 7,
+            "build_branch": "feature/\u{7}é", "build_commit": "c", "job_id": "job-1",
+            "agent_id": "agent-1",
+        });
+        let claims = Arc::new(Claims::from_json(payload.to_string().as_bytes()).unwrap());
+        let mut r = Record::new("id", "POST", "/token\t", "::1".into(), Some(b"ua\x01"));
+        r.time = "2023-11-14T22:15:00.123Z".into();
+        r.status = 200;
+        r.duration_ms = 12.5;
+        r.authorized = true;
+        r.jwt = Some(JwtInfo {
+            kid: Some("kid".into()),
+            claims: Some(Arc::clone(&claims)),
+            now: 1_700_000_040,
+        });
+        r.pipeline = Some(PipelineInfo(claims));
+        r.profile = Some("repo:widgets".into());
+        r.profile_digest = Some("sha256:00ff".into());
+        r.requested_repository = Some("acme/widgets".into());
+        r.vended = Some(Vended {
+            repositories: vec!["widgets".into(), "gadgets".into()],
+            permissions: vec!["contents:read".into()],
+            expiry: "2023-11-14T23:15:00Z".into(),
+            hashed_token: "abc=".into(),
+            cache: "hit",
+            revoke_at: Some("2023-11-14T22:20:00Z".into()),
+        });
+        r.matches = vec![RuleMatch {
+            claim: "pipeline_slug".into(),
+            value: "wid\"gets".into(),
+        }];
+        r.error = Some("none\n".into());
+        for duration in [0.0, 0.1, 12.5, 1234.0, 99_999.9] {
+            r.duration_ms = duration;
+            let mut want = serde_json::to_vec(&r).unwrap();
+            want.push(b'\n');
+            assert_eq!(
+                String::from_utf8(line_of(&r).unwrap()).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -1188,6 +1188,34 @@ fn bearer_token_rules() {
     }
 }
 
+#[test]
+fn whitespace_anywhere_inside_the_token_is_refused() {
+    // Every ASCII whitespace byte, at every place of tokens around the 32-byte blocks the check
+    // reads at once; the same tokens without it pass. Other bytes pass this step untouched.
+    for len in [1usize, 2, 31, 32, 33, 63, 64, 65, 100] {
+        let token = "a".repeat(len);
+        let header = format!("Bearer {token}");
+        assert_eq!(
+            bearer_token(&[header.as_bytes()]).unwrap(),
+            token.as_bytes()
+        );
+        // Inside: leading and trailing whitespace is trimmed.
+        for at in 1..len.saturating_sub(1) {
+            for ws in [b' ', b'\t', b'\n', b'\x0c', b'\r'] {
+                let mut bytes = header.clone().into_bytes();
+                bytes[7 + at] = ws;
+                assert!(
+                    matches!(bearer_token(&[&bytes]), Err(Error::MalformedAuthorization)),
+                    "{ws:#x} at {at} of {len}"
+                );
+            }
+            let mut bytes = header.clone().into_bytes();
+            bytes[7 + at] = 0x0b; // vertical tab: not ASCII whitespace to Rust, nor here
+            assert_eq!(bearer_token(&[&bytes]).unwrap().len(), len);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Audit-safe messages
 

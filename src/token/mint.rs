@@ -31,6 +31,7 @@ use crate::buildkite::RepoRef;
 use crate::cache::Outcome;
 use crate::cidr::CidrSet;
 use crate::github::{self, MintRequest, Minted};
+use crate::json;
 use crate::metrics;
 use crate::oidc::Claims;
 use crate::profiles::Ttl;
@@ -340,7 +341,7 @@ pub(super) fn token_key(
     );
     let mut bytes = Vec::with_capacity(256);
     // Serialising strings and numbers into a vector cannot fail.
-    let _ = serde_json::to_writer(&mut bytes, &parts);
+    let _ = json::to_writer(&mut bytes, &parts);
     TokenKey(bytes)
 }
 

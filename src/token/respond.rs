@@ -11,6 +11,7 @@ use super::mint::Issued;
 use super::refusal::Refusal;
 use crate::buffers;
 use crate::http::{Response, json_string};
+use crate::json;
 use crate::time;
 
 /// A route's answer format.
@@ -165,7 +166,7 @@ fn serialized(body: &impl Serialize) -> Response {
     // and one that fails half-written is wiped on drop. The server wipes and keeps the buffer
     // once the answer is written.
     let mut bytes = buffers::Wiping::with_capacity(1024);
-    match serde_json::to_writer(&mut bytes, body) {
+    match json::to_writer(&mut bytes, body) {
         Ok(()) => Response::json(200, bytes.into_inner()),
         Err(_) => Response::json_error(500, "internal error"),
     }
