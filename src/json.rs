@@ -9,10 +9,10 @@
 //! three kinds of byte that need an escape (`"`, `\` and the control characters below 0x20) and
 //! written in runs. The
 //! escapes are serde_json's: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, else `\u00xx` in
-//! lowercase hex; nothing else (not DEL, not non-ASCII) is escaped. Numbers are written as
-//! serde_json writes them (integers in decimal; a finite float in its shortest round-trip form
-//! with `.0` when whole, a non-finite one as `null`). The tests compare the output with
-//! serde_json's for every shape kitebridge writes and for every single byte in a string.
+//! lowercase hex; nothing else (not DEL, not non-ASCII) is escaped. Integers are written in
+//! decimal; floats (one per record) by serde_json itself. The tests compare the output with
+//! serde_json's for every shape kitebridge writes and for every single byte in a string, and the
+//! `json_out` fuzz target for any string.
 //!
 //! Only what the records use is written; the rest of the data model is written the way
 //! serde_json writes it (enum variants as `"name"` or `{"name":…}`), with map keys limited to
@@ -145,32 +145,10 @@ fn write_int<W: Write>(out: &mut W, n: impl Into<i128>) -> io::Result<()> {
     out.write_all(digits.get(at..).unwrap_or_default())
 }
 
-/// A float as serde_json writes it: `null` if not finite, else the shortest form that reads
-/// back as the same value, with `.0` when it is whole and an exponent where ryu uses one.
-fn write_float<W: Write>(out: &mut W, f: f64, as_f32: Option<f32>) -> io::Result<()> {
-    if !f.is_finite() {
-        return out.write_all(b"null");
-    }
-    // Rust's `Display` is the shortest round-trip form too, but never uses an exponent; ryu
-    // (serde_json's formatter) switches to one outside 1e-5 ..= 1e16. Values in that window are
-    // written here; the rare others by serde_json itself.
-    let magnitude = f.abs();
-    if f != 0.0 && !(1e-5..1e16).contains(&magnitude) {
-        let text = match as_f32 {
-            Some(f) => serde_json::to_vec(&f),
-            None => serde_json::to_vec(&f),
-        };
-        return out.write_all(&text.map_err(io::Error::other)?);
-    }
-    let text = match as_f32 {
-        Some(f) => f.to_string(),
-        None => f.to_string(),
-    };
-    out.write_all(text.as_bytes())?;
-    if !text.contains(['.', 'e', 'E']) {
-        out.write_all(b".0")?;
-    }
-    Ok(())
+/// A float, written by serde_json itself: its shortest round-trip form with its own rules for
+/// when to use an exponent, `null` if not finite. (One per audit record, `durationMs`.)
+fn write_float<W: Write, F: Serialize>(out: &mut W, f: F) -> io::Result<()> {
+    serde_json::to_writer(out, &f).map_err(io::Error::other)
 }
 
 /// The serializer: what it writes goes straight to `out`.
@@ -272,10 +250,10 @@ impl<'a, 'w, W: Write> ser::Serializer for &'a mut Serializer<'w, W> {
         }
     }
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        Ok(write_float(self.out, f64::from(v), Some(v))?)
+        Ok(write_float(self.out, v)?)
     }
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        Ok(write_float(self.out, v, None)?)
+        Ok(write_float(self.out, v)?)
     }
     fn serialize_char(self, v: char) -> Result<(), Error> {
         Ok(write_str(self.out, v.encode_utf8(&mut [0u8; 4]))?)
@@ -483,12 +461,12 @@ impl<W: Write> KeySerializer<'_, W> {
         Ok(self.out.write_all(b"\"")?)
     }
 
-    fn quoted_float(self, f: f64, as_f32: Option<f32>) -> Result<(), Error> {
-        if !f.is_finite() {
+    fn quoted_float<F: Serialize>(self, f: F, finite: bool) -> Result<(), Error> {
+        if !finite {
             return Err(Error::FloatKeyMustBeFinite);
         }
         self.out.write_all(b"\"")?;
-        write_float(self.out, f, as_f32)?;
+        write_float(self.out, f)?;
         Ok(self.out.write_all(b"\"")?)
     }
 }
@@ -566,10 +544,10 @@ impl<W: Write> ser::Serializer for KeySerializer<'_, W> {
             .write_all(if v { b"\"true\"" } else { b"\"false\"" })?)
     }
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        self.quoted_float(f64::from(v), Some(v))
+        self.quoted_float(v, v.is_finite())
     }
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        self.quoted_float(v, None)
+        self.quoted_float(v, v.is_finite())
     }
     fn serialize_bytes(self, _v: &[u8]) -> Result<(), Error> {
         Err(Error::KeyMustBeAString)
@@ -747,7 +725,17 @@ mod tests {
         ] {
             same(&f);
         }
-        for f in [0.0f32, 1.5, 0.1, 1e20, 3.4e38, f32::NAN] {
+        for f in [
+            0.0f32,
+            1.5,
+            0.1,
+            1e20,
+            3.4e38,
+            f32::NAN,
+            -1.907_398_5e15,
+            1e13,
+            1e-6,
+        ] {
             same(&f);
         }
     }

@@ -134,6 +134,9 @@ pub use upstream::{
     Method as UpstreamMethod, Service, Settings as UpstreamSettings,
 };
 
+// The JSON writer of the audit line and the token answer (fuzzed against serde_json).
+pub use json::{Error as JsonError, to_writer as write_json};
+
 // The shared cache's reply parser (fuzzed).
 pub use shared::resp::{
     MAX_BULK as MAX_RESP_BULK, MAX_DEPTH as MAX_RESP_DEPTH, MAX_ELEMENTS as MAX_RESP_ELEMENTS,

@@ -58,6 +58,11 @@ fn http_head() {
 }
 
 #[test]
+fn json_out() {
+    replay("json_out", checks::json_out::check);
+}
+
+#[test]
 fn http_chunked() {
     replay("http_chunked", checks::http_chunked::check);
 }

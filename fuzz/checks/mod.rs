@@ -9,6 +9,7 @@ pub mod form_urlencoded;
 pub mod git_credential;
 pub mod http_chunked;
 pub mod http_head;
+pub mod json_out;
 pub mod jwks;
 pub mod jwt_verify;
 pub mod pem_key;
