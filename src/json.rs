@@ -88,6 +88,12 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// `s` as a JSON string literal, quotes included.
 fn write_str<W: Write>(out: &mut W, s: &str) -> io::Result<()> {
     out.write_all(b"\"")?;
+    write_str_contents(out, s)?;
+    out.write_all(b"\"")
+}
+
+/// `s` escaped, without the quotes.
+fn write_str_contents<W: Write>(out: &mut W, s: &str) -> io::Result<()> {
     let mut rest = s.as_bytes();
     loop {
         let plain = plain_prefix(rest);
@@ -115,6 +121,34 @@ fn write_str<W: Write>(out: &mut W, s: &str) -> io::Result<()> {
             }
         }
         rest = after;
+    }
+    Ok(())
+}
+
+/// A `Display` value as a JSON string, escaped as it is formatted (no string built first), as
+/// serde_json's `collect_str` writes it.
+fn write_display<W: Write, T: fmt::Display + ?Sized>(out: &mut W, value: &T) -> io::Result<()> {
+    struct Escaping<'a, W> {
+        out: &'a mut W,
+        error: Option<io::Error>,
+    }
+    impl<W: Write> fmt::Write for Escaping<'_, W> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            write_str_contents(self.out, s).map_err(|e| {
+                self.error = Some(e);
+                fmt::Error
+            })
+        }
+    }
+    out.write_all(b"\"")?;
+    let mut escaping = Escaping {
+        out: &mut *out,
+        error: None,
+    };
+    if fmt::write(&mut escaping, format_args!("{value}")).is_err() {
+        return Err(escaping
+            .error
+            .unwrap_or_else(|| io::Error::other("a Display implementation failed")));
     }
     out.write_all(b"\"")
 }
@@ -260,6 +294,9 @@ impl<'a, 'w, W: Write> ser::Serializer for &'a mut Serializer<'w, W> {
     }
     fn serialize_str(self, v: &str) -> Result<(), Error> {
         Ok(write_str(self.out, v)?)
+    }
+    fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Result<(), Error> {
+        Ok(write_display(self.out, value)?)
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
         use ser::SerializeSeq;
@@ -643,7 +680,7 @@ mod tests {
         for b in 0u8..=0x7f {
             let c = char::from(b);
             same(&c);
-            // At every position of a 16-byte block and across the block boundary.
+            // At every place of an 8-byte word and across word boundaries.
             for at in [0, 1, 15, 16, 17, 31, 32, 40] {
                 let mut s = "a".repeat(at);
                 s.push(c);
@@ -816,6 +853,26 @@ mod tests {
         fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
         }
+    }
+
+    #[test]
+    fn a_display_value_is_written_escaped_as_serde_json_writes_it() {
+        /// Formats in several pieces, one of them needing escapes.
+        #[derive(Debug)]
+        struct Pieces;
+        impl fmt::Display for Pieces {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let number = 42;
+                write!(f, "acme/widgets-{number}-{:?}", "q\"\n")
+            }
+        }
+        impl Serialize for Pieces {
+            fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        same(&Pieces);
+        same(&vec![Pieces, Pieces]);
     }
 
     #[test]

@@ -1190,7 +1190,7 @@ fn bearer_token_rules() {
 
 #[test]
 fn whitespace_anywhere_inside_the_token_is_refused() {
-    // Every ASCII whitespace byte, at every place of tokens around the 32-byte blocks the check
+    // Every ASCII whitespace byte, at every place of tokens around the 8-byte words the check
     // reads at once; the same tokens without it pass. Other bytes pass this step untouched.
     for len in [1usize, 2, 31, 32, 33, 63, 64, 65, 100] {
         let token = "a".repeat(len);
