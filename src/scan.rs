@@ -21,8 +21,9 @@ pub const fn any_equal(word: u64, b: u8) -> u64 {
 }
 
 /// The index of the first byte of `bytes` for which `is_match` holds. `may_match(word)` must be
-/// nonzero for every 8-byte word that holds such a byte (it may be nonzero for others too: they
-/// are then tested byte by byte, and the scan goes on).
+/// nonzero for every 8 bytes of `bytes` that hold such a byte, whatever the place of the match
+/// among them (it may be nonzero for others too: they are then tested byte by byte, and the scan
+/// goes on).
 pub fn position(
     bytes: &[u8],
     may_match: impl Fn(u64) -> u64,
@@ -39,6 +40,21 @@ pub fn position(
             }
         }
         at += 8;
+    }
+    if tail.is_empty() {
+        return None;
+    }
+    // The last 8 bytes as one word (overlapping the last whole word): if it cannot match, the
+    // tail cannot either.
+    let last = bytes
+        .len()
+        .checked_sub(8)
+        .and_then(|start| bytes.get(start..))
+        .and_then(|last| <[u8; 8]>::try_from(last).ok());
+    if let Some(last) = last {
+        if may_match(u64::from_le_bytes(last)) == 0 {
+            return None;
+        }
     }
     tail.iter().position(|&b| is_match(b)).map(|i| at + i)
 }
