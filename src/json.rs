@@ -156,9 +156,13 @@ fn write_display<W: Write, T: fmt::Display + ?Sized>(out: &mut W, value: &T) -> 
 /// An integer in decimal.
 fn write_int<W: Write>(out: &mut W, n: impl Into<i128>) -> io::Result<()> {
     let n: i128 = n.into();
-    let mut digits = [0u8; 40];
+    // 64-bit division for every integer kitebridge writes (128-bit division is a library call
+    // per digit); beyond 64 bits, the standard library's digits.
+    let Ok(mut rest) = u64::try_from(n.unsigned_abs()) else {
+        return out.write_all(n.to_string().as_bytes());
+    };
+    let mut digits = [0u8; 21];
     let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
     loop {
         at -= 1;
         if let Some(d) = digits.get_mut(at) {
@@ -277,7 +281,7 @@ impl<'a, 'w, W: Write> ser::Serializer for &'a mut Serializer<'w, W> {
         Ok(write_int(self.out, v)?)
     }
     fn serialize_u128(self, v: u128) -> Result<(), Error> {
-        // Above i128::MAX (never written by kitebridge): serde_json's own digits.
+        // Above i128::MAX (never written by kitebridge): the standard library's digits.
         match i128::try_from(v) {
             Ok(v) => Ok(write_int(self.out, v)?),
             Err(_) => Ok(self.out.write_all(v.to_string().as_bytes())?),
