@@ -33,8 +33,10 @@ pub fn position(
     let tail = words.remainder();
     let mut at = 0;
     for word in words {
-        let value = <[u8; 8]>::try_from(word).map_or(u64::MAX, u64::from_le_bytes);
-        if may_match(value) != 0 {
+        // (A word is always 8 bytes; were it not, it would be tested byte by byte, never skipped.)
+        let candidate =
+            <[u8; 8]>::try_from(word).map_or(true, |word| may_match(u64::from_le_bytes(word)) != 0);
+        if candidate {
             if let Some(i) = word.iter().position(|&b| is_match(b)) {
                 return Some(at + i);
             }
