@@ -125,7 +125,7 @@ impl Generation {
             }));
         }
         let (value, mut problems, positions) = read(bytes).map_err(alone)?;
-        let mut raw = schema::walk(&value, &mut problems);
+        let mut raw = schema::walk(value, &mut problems);
         let default = default_profile(raw.default_permissions.take(), raw.default_ttl.take());
         match default {
             Ok(default) if problems.is_empty() => {
