@@ -11,6 +11,7 @@ use super::compile::{Compiled, Quarantined, builtin_default, compile_family, def
 use super::json;
 use super::profile::{DEFAULT_PROFILE, Family, Profile, ProfileRef};
 use super::schema::{self, Positions, RawDocument, SchemaError};
+use super::tree::Node;
 use super::yaml::{self, YamlError};
 
 /// `PROFILES_MAX_BYTES`'s default: the largest profile file accepted, in bytes (8 MiB, about
@@ -213,7 +214,7 @@ pub fn is_json(bytes: &[u8]) -> bool {
 }
 
 /// The file as a tree, its duplicate keys as problems, and (YAML) where each path is.
-fn read(bytes: &[u8]) -> Result<(serde_json::Value, Vec<SchemaError>, Positions), FileError> {
+fn read(bytes: &[u8]) -> Result<(Node, Vec<SchemaError>, Positions), FileError> {
     if is_json(bytes) {
         let mut duplicates = Vec::new();
         let value = json::parse(bytes, &mut duplicates).map_err(|error| FileError::Syntax {
@@ -225,13 +226,13 @@ fn read(bytes: &[u8]) -> Result<(serde_json::Value, Vec<SchemaError>, Positions)
             .collect();
         return Ok((value, problems, Positions::default()));
     }
-    let document = yaml::parse(bytes).map_err(FileError::Yaml)?;
+    let (tree, document) = yaml::parse_tree(bytes).map_err(FileError::Yaml)?;
     let problems = document
         .duplicates
         .into_iter()
         .map(|(path, at)| SchemaError::DuplicateKey { path, at: Some(at) })
         .collect();
-    Ok((document.value, problems, Positions(document.positions)))
+    Ok((tree, problems, Positions(document.positions)))
 }
 
 fn find<'a>(family: &'a Compiled, name: &str) -> Lookup<'a> {

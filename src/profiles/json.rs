@@ -3,7 +3,7 @@
 //!
 //! Why a custom seed: `serde_json::Value` silently keeps the last of two equal keys, so
 //! `{"name": "a", "name": "b"}` would quietly mean `b`. A [`DeserializeSeed`] that builds the
-//! `Value` itself sees every key, and because a seed carries state it also knows *where* it is, so
+//! tree ([`Node`]) itself sees every key, and because a seed carries state it also knows *where* it is, so
 //! a duplicate is reported as `$.organization.profiles[0].name: duplicate key` — the same form as
 //! every other whole-file problem — and parsing goes on, so every duplicate is reported at once.
 //! Depth stays bounded by `serde_json`'s recursion limit (128), which the seed does not bypass.
@@ -14,7 +14,9 @@ use std::fmt;
 use std::fmt::Write as _;
 
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Number;
+
+use super::tree::{Node, ObjectBuilder};
 
 /// A place in the document, as a JSONPath-like string: `$`, `$.pipeline.profiles[1].name`.
 /// Keys that are not plain identifiers are shown quoted: `$["a b"]`.
@@ -76,13 +78,10 @@ impl fmt::Display for Path<'_> {
 
 /// Parses JSON, pushing the path of every duplicate key (the first occurrence is kept) to
 /// `duplicates`. A syntax error stops the parse and is returned.
-pub(crate) fn parse(
-    bytes: &[u8],
-    duplicates: &mut Vec<String>,
-) -> Result<Value, serde_json::Error> {
+pub(crate) fn parse(bytes: &[u8], duplicates: &mut Vec<String>) -> Result<Node, serde_json::Error> {
     let found = RefCell::new(Vec::new());
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = ValueSeed {
+    let value = NodeSeed {
         path: Path::Root,
         duplicates: &found,
     }
@@ -92,75 +91,76 @@ pub(crate) fn parse(
     Ok(value)
 }
 
-/// Builds a `Value` at `path`, recording duplicate keys.
-struct ValueSeed<'a> {
+/// Builds a [`Node`] at `path`, recording duplicate keys.
+struct NodeSeed<'a> {
     path: Path<'a>,
     duplicates: &'a RefCell<Vec<String>>,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = Value;
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = Node;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = Value;
+impl<'de> Visitor<'de> for NodeSeed<'_> {
+    type Value = Node;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Number(Number::from(v)))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Number(Number::from(v)))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+        // Like `serde_json::Value::from`: a float JSON cannot hold (never read from text) is null.
+        Ok(Number::from_f64(v).map_or(Node::Null, Node::Number))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_string<E>(self, v: String) -> Result<Node, E> {
+        Ok(Node::String(v))
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let mut items = Vec::new();
         loop {
             let path = self.path.index(items.len());
-            let seed = ValueSeed {
+            let seed = NodeSeed {
                 path,
                 duplicates: self.duplicates,
             };
             match seq.next_element_seed(seed)? {
                 Some(item) => items.push(item),
-                None => return Ok(Value::Array(items)),
+                None => return Ok(Node::Array(items)),
             }
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut object = ObjectBuilder::new();
         while let Some(key) = map.next_key::<String>()? {
             let path = self.path.key(&key);
-            let value = map.next_value_seed(ValueSeed {
+            let value = map.next_value_seed(NodeSeed {
                 path,
                 duplicates: self.duplicates,
             })?;
@@ -170,7 +170,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 object.insert(key, value);
             }
         }
-        Ok(Value::Object(object))
+        Ok(Node::Object(object.finish()))
     }
 }
 
@@ -196,7 +196,7 @@ mod tests {
         let text = r#"{"k": [null, true, -1, 18446744073709551615, 1.5, "s"], "k": 0}"#;
         let value = parse(text.as_bytes(), &mut duplicates).unwrap();
         assert_eq!(
-            value,
+            value.into_value(),
             serde_json::json!({"k": [null, true, -1, 18446744073709551615u64, 1.5, "s"]})
         );
     }

@@ -25,6 +25,7 @@ pub mod rules;
 mod schema;
 pub mod store;
 mod tools;
+mod tree;
 mod ttl;
 mod yaml;
 

@@ -1,4 +1,4 @@
-//! The profile file's shape, checked by hand over a parsed `serde_json::Value`: every key known,
+//! The profile file's shape, checked by hand over the parsed tree ([`Node`]): every key known,
 //! every required key present, every value of the right JSON type. Any departure is a whole-file
 //! problem naming its JSON path; the walk goes on past each one so that every problem is reported.
 //!
@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde_json::{Map, Value};
+use super::tree::{Node, Object};
 
 use super::json::Path;
 use super::permissions::PermissionError;
@@ -217,7 +217,7 @@ enum Section {
 /// Walks a parsed document, pushing every shape problem to `problems`. The tree is consumed:
 /// its strings move into the raw profiles instead of being copied (for a large file, copying and
 /// then freeing every string was a quarter of the load).
-pub(crate) fn walk(root: Value, problems: &mut Vec<SchemaError>) -> RawDocument {
+pub(crate) fn walk(root: Node, problems: &mut Vec<SchemaError>) -> RawDocument {
     let mut walker = Walker { problems };
     let mut document = RawDocument::default();
     let path = Path::Root;
@@ -262,12 +262,7 @@ struct Walker<'p> {
 
 impl Walker<'_> {
     /// The optional `profiles` list of a section.
-    fn profiles(
-        &mut self,
-        section: &mut Map<String, Value>,
-        path: &Path,
-        kind: Section,
-    ) -> Vec<RawProfile> {
+    fn profiles(&mut self, section: &mut Object, path: &Path, kind: Section) -> Vec<RawProfile> {
         let Some(list) = section.remove("profiles") else {
             return Vec::new();
         };
@@ -282,7 +277,7 @@ impl Walker<'_> {
         profiles
     }
 
-    fn profile(&mut self, value: Value, path: &Path, kind: Section) -> Option<RawProfile> {
+    fn profile(&mut self, value: Node, path: &Path, kind: Section) -> Option<RawProfile> {
         let keys: &[&str] = match kind {
             Section::Pipeline => &["name", "match", "permissions", "ttl", "sources"],
             Section::Organization => &[
@@ -318,14 +313,14 @@ impl Walker<'_> {
     }
 
     /// The optional `match` list of a profile; `None` when it or any rule is malformed.
-    fn rules(&mut self, profile: &mut Map<String, Value>, path: &Path) -> Option<Vec<RawRule>> {
+    fn rules(&mut self, profile: &mut Object, path: &Path) -> Option<Vec<RawRule>> {
         let Some(list) = profile.remove("match") else {
             return Some(Vec::new());
         };
         self.each(list, &path.key("match"), Self::rule)
     }
 
-    fn rule(&mut self, value: Value, path: &Path) -> Option<RawRule> {
+    fn rule(&mut self, value: Node, path: &Path) -> Option<RawRule> {
         let keys = ["claim", "value", "valueIn", "valueGlob", "valuePattern"];
         let mut object = self.object(value, path, &keys)?;
         let claim = self.required_string(&mut object, &path.key("claim"));
@@ -346,10 +341,10 @@ impl Walker<'_> {
     /// `Some(None)` when `key` is absent, `Some(Some(_))` when well-typed, `None` when not.
     fn optional<T>(
         &mut self,
-        object: &mut Map<String, Value>,
+        object: &mut Object,
         path: &Path,
         key: &str,
-        read: fn(&mut Self, Value, &Path) -> Option<T>,
+        read: fn(&mut Self, Node, &Path) -> Option<T>,
     ) -> Option<Option<T>> {
         match object.remove(key) {
             None => Some(None),
@@ -357,26 +352,22 @@ impl Walker<'_> {
         }
     }
 
-    fn required_string(&mut self, object: &mut Map<String, Value>, path: &Path) -> Option<String> {
+    fn required_string(&mut self, object: &mut Object, path: &Path) -> Option<String> {
         self.required(object, path)
             .and_then(|value| self.string(value, path))
     }
 
-    fn required_strings(
-        &mut self,
-        object: &mut Map<String, Value>,
-        path: &Path,
-    ) -> Option<Vec<String>> {
+    fn required_strings(&mut self, object: &mut Object, path: &Path) -> Option<Vec<String>> {
         self.required(object, path)
             .and_then(|value| self.strings(value, path))
     }
 
     /// The value at `path`, whose last step is a key of `object`, taken out of it.
-    fn required(&mut self, object: &mut Map<String, Value>, path: &Path) -> Option<Value> {
+    fn required(&mut self, object: &mut Object, path: &Path) -> Option<Node> {
         let Path::Key(_, key) = path else {
             return None;
         };
-        let value = object.remove(*key);
+        let value = object.remove(key);
         if value.is_none() {
             self.problems.push(SchemaError::MissingKey {
                 path: path.render(),
@@ -387,12 +378,15 @@ impl Walker<'_> {
     }
 
     /// An object whose keys are all in `keys`; unknown keys are reported, the object still returned.
-    fn object(&mut self, value: Value, path: &Path, keys: &[&str]) -> Option<Map<String, Value>> {
-        let Value::Object(object) = value else {
+    fn object(&mut self, value: Node, path: &Path, keys: &[&str]) -> Option<Object> {
+        let Node::Object(object) = value else {
             self.wrong_type(&value, path, "an object");
             return None;
         };
-        for key in object.keys().filter(|key| !keys.contains(&key.as_str())) {
+        // Reported in key order (as a sorted map would list them), not document order.
+        let mut unknown: Vec<&str> = object.keys().filter(|key| !keys.contains(key)).collect();
+        unknown.sort_unstable();
+        for key in unknown {
             self.problems.push(SchemaError::UnknownKey {
                 path: path.key(key).render(),
                 at: None,
@@ -401,16 +395,16 @@ impl Walker<'_> {
         Some(object)
     }
 
-    fn array(&mut self, value: Value, path: &Path) -> Option<Vec<Value>> {
-        let Value::Array(items) = value else {
+    fn array(&mut self, value: Node, path: &Path) -> Option<Vec<Node>> {
+        let Node::Array(items) = value else {
             self.wrong_type(&value, path, "an array");
             return None;
         };
         Some(items)
     }
 
-    fn string(&mut self, value: Value, path: &Path) -> Option<String> {
-        let Value::String(s) = value else {
+    fn string(&mut self, value: Node, path: &Path) -> Option<String> {
+        let Node::String(s) = value else {
             self.wrong_type(&value, path, "a string");
             return None;
         };
@@ -418,7 +412,7 @@ impl Walker<'_> {
     }
 
     /// An array of strings; every non-string element is reported.
-    fn strings(&mut self, value: Value, path: &Path) -> Option<Vec<String>> {
+    fn strings(&mut self, value: Node, path: &Path) -> Option<Vec<String>> {
         self.each(value, path, Self::string)
     }
 
@@ -426,9 +420,9 @@ impl Walker<'_> {
     /// `None` when it is no array or any item is malformed.
     fn each<T>(
         &mut self,
-        value: Value,
+        value: Node,
         path: &Path,
-        mut read: impl FnMut(&mut Self, Value, &Path) -> Option<T>,
+        mut read: impl FnMut(&mut Self, Node, &Path) -> Option<T>,
     ) -> Option<Vec<T>> {
         let items = self.array(value, path)?;
         let read: Vec<Option<T>> = items
@@ -439,14 +433,14 @@ impl Walker<'_> {
         read.into_iter().collect()
     }
 
-    fn wrong_type(&mut self, value: &Value, path: &Path, expected: &'static str) {
+    fn wrong_type(&mut self, value: &Node, path: &Path, expected: &'static str) {
         let found = match value {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "an array",
-            Value::Object(_) => "an object",
+            Node::Null => "null",
+            Node::Bool(_) => "a boolean",
+            Node::Number(_) => "a number",
+            Node::String(_) => "a string",
+            Node::Array(_) => "an array",
+            Node::Object(_) => "an object",
         };
         self.problems.push(SchemaError::WrongType {
             path: path.render(),
@@ -462,9 +456,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn problems(value: Value) -> Vec<String> {
+    fn problems(value: serde_json::Value) -> Vec<String> {
         let mut problems = Vec::new();
-        walk(value, &mut problems);
+        walk(Node::from(value), &mut problems);
         problems.iter().map(ToString::to_string).collect()
     }
 
@@ -497,11 +491,11 @@ mod tests {
     fn walks_a_good_document_in_file_order() {
         let mut problems = Vec::new();
         let document = walk(
-            json!({"organization": {"profiles": [
+            Node::from(json!({"organization": {"profiles": [
                 {"name": "b", "repositories": ["r"], "permissions": ["contents:read"],
                  "match": [{"claim": "build_branch", "valueIn": ["main"]}]},
                 {"name": "a", "repositories": [], "permissions": []}
-            ]}}),
+            ]}})),
             &mut problems,
         );
         assert!(problems.is_empty(), "{problems:?}");

@@ -1,5 +1,6 @@
-//! A strict reader for the YAML subset profile files are written in, producing the same
-//! `serde_json::Value` tree the JSON reader produces, so one schema walk checks both.
+//! A strict reader for the YAML subset profile files are written in, producing the same tree
+//! ([`Node`]) the JSON reader produces, so one schema walk checks both ([`parse`], public, gives
+//! it as a `serde_json::Value`).
 //!
 //! Read: block mappings and sequences (a sequence may sit at its key's indentation), flow
 //! sequences and mappings (`[a, b]`, `{claim: x, value: y}`, possibly over several lines),
@@ -26,7 +27,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::tree::{Node, ObjectBuilder};
 
 use super::json::Path;
 
@@ -211,6 +214,15 @@ pub struct YamlDocument {
 
 /// Reads one YAML document.
 pub fn parse(bytes: &[u8]) -> Result<YamlDocument> {
+    let (tree, document) = parse_tree(bytes)?;
+    Ok(YamlDocument {
+        value: tree.into_value(),
+        ..document
+    })
+}
+
+/// [`parse`], the tree as the schema walk reads it (the document's `value` left `null`).
+pub(crate) fn parse_tree(bytes: &[u8]) -> Result<(Node, YamlDocument)> {
     let src = text(bytes)?;
     let mut parser = Parser {
         src,
@@ -221,12 +233,13 @@ pub fn parse(bytes: &[u8]) -> Result<YamlDocument> {
         position_text: 0,
         duplicates: Vec::new(),
     };
-    let value = parser.document()?;
-    Ok(YamlDocument {
-        value,
+    let tree = parser.document()?;
+    let document = YamlDocument {
+        value: Value::Null,
         positions: parser.positions,
         duplicates: parser.duplicates,
-    })
+    };
+    Ok((tree, document))
 }
 
 /// The bytes as text, refusing what YAML does not allow in a stream (or this reader does not).
@@ -485,7 +498,7 @@ impl Parser<'_> {
 
     // ---------------------------------------------------------------- document
 
-    fn document(&mut self) -> Result<Value> {
+    fn document(&mut self) -> Result<Node> {
         self.skip_blank_lines()?;
         if self.peek() == Some('%') {
             return self.error(YamlProblem::Directive);
@@ -537,7 +550,7 @@ impl Parser<'_> {
         path: &Path,
         depth: usize,
         context: Context,
-    ) -> Result<Value> {
+    ) -> Result<Node> {
         self.note(path);
         let c = self.peek();
         let blank_after = Self::is_blank(self.peek_second());
@@ -570,13 +583,13 @@ impl Parser<'_> {
                     return self.error(YamlProblem::EmptyKey);
                 }
                 self.end_of_line()?;
-                Ok(Value::String(scalar.text))
+                Ok(Node::String(scalar.text))
             }
         }
     }
 
     /// A block sequence whose first `-` is at the cursor, at column `indent`.
-    fn sequence(&mut self, indent: usize, path: &Path, depth: usize) -> Result<Value> {
+    fn sequence(&mut self, indent: usize, path: &Path, depth: usize) -> Result<Node> {
         if depth > MAX_DEPTH {
             return self.error(YamlProblem::TooDeep { max: MAX_DEPTH });
         }
@@ -600,7 +613,7 @@ impl Parser<'_> {
             items.push(item);
             // The next entry is a `-` at this indentation; anything else there is the caller's.
             if !self.continues(indent)? || !self.at_dash(self.indentation()) {
-                return Ok(Value::Array(items));
+                return Ok(Node::Array(items));
             }
             self.skip_ascii(indent);
         }
@@ -608,17 +621,11 @@ impl Parser<'_> {
 
     /// A block mapping whose first key (already read) started at column `indent`; the cursor
     /// is after the key and its spaces, at the `:`.
-    fn mapping(
-        &mut self,
-        indent: usize,
-        path: &Path,
-        depth: usize,
-        first: Scalar,
-    ) -> Result<Value> {
+    fn mapping(&mut self, indent: usize, path: &Path, depth: usize, first: Scalar) -> Result<Node> {
         if depth > MAX_DEPTH {
             return self.error_at(first.at, YamlProblem::TooDeep { max: MAX_DEPTH });
         }
-        let mut object = Map::new();
+        let mut object = ObjectBuilder::new();
         let mut key = first;
         loop {
             self.check_key(&key)?;
@@ -628,7 +635,7 @@ impl Parser<'_> {
             let key_path = key_path.render();
             self.insert(&mut object, key_path, key, value)?;
             if !self.continues(indent)? {
-                return Ok(Value::Object(object));
+                return Ok(Node::Object(object.finish()));
             }
             self.skip_ascii(indent);
             key = self.block_key()?;
@@ -694,10 +701,10 @@ impl Parser<'_> {
     /// Puts `key: value` into `object` (the key's path is `path`), or reports a duplicate.
     fn insert(
         &mut self,
-        object: &mut Map<String, Value>,
+        object: &mut ObjectBuilder,
         path: String,
         key: Scalar,
-        value: Value,
+        value: Node,
     ) -> Result<()> {
         if object.contains_key(&key.text) {
             if self.duplicates.len() >= MAX_DUPLICATES {
@@ -737,7 +744,7 @@ impl Parser<'_> {
     }
 
     /// The value after `key:` (the cursor after the `:`) of a mapping at column `indent`.
-    fn mapping_value(&mut self, indent: usize, path: &Path, depth: usize) -> Result<Value> {
+    fn mapping_value(&mut self, indent: usize, path: &Path, depth: usize) -> Result<Node> {
         self.spaces()?;
         match self.peek() {
             Some('#') => self.comment(),
@@ -761,16 +768,16 @@ impl Parser<'_> {
         path: &Path,
         depth: usize,
         compact: bool,
-    ) -> Result<Value> {
+    ) -> Result<Node> {
         if self.at_eof() || self.is_marker_line() {
-            return Ok(Value::Null);
+            return Ok(Node::Null);
         }
         let found = self.indentation();
         if found > indent || (compact && found == indent && self.at_dash(found)) {
             self.skip_ascii(found);
             return self.node(found, found, path, depth, Context::LineStart);
         }
-        Ok(Value::Null)
+        Ok(Node::Null)
     }
 
     // ---------------------------------------------------------------- scalars
@@ -958,7 +965,7 @@ impl Parser<'_> {
 
     /// A flow collection at the cursor (`[` or `{`), inside a block node at column `indent`:
     /// its later lines must be indented deeper than that. Ends after the closing bracket.
-    fn flow(&mut self, indent: usize, path: &Path, depth: usize) -> Result<Value> {
+    fn flow(&mut self, indent: usize, path: &Path, depth: usize) -> Result<Node> {
         if depth > MAX_DEPTH {
             return self.error(YamlProblem::TooDeep { max: MAX_DEPTH });
         }
@@ -970,7 +977,7 @@ impl Parser<'_> {
         let close = if sequence { ']' } else { '}' };
         self.bump();
         let mut items = Vec::new();
-        let mut object = Map::new();
+        let mut object = ObjectBuilder::new();
         loop {
             self.flow_space(indent, opened, close)?;
             if self.peek() == Some(close) {
@@ -997,9 +1004,9 @@ impl Parser<'_> {
             }
         }
         Ok(if sequence {
-            Value::Array(items)
+            Node::Array(items)
         } else {
-            Value::Object(object)
+            Node::Object(object.finish())
         })
     }
 
@@ -1009,7 +1016,7 @@ impl Parser<'_> {
         indent: usize,
         path: &Path,
         depth: usize,
-        object: &mut Map<String, Value>,
+        object: &mut ObjectBuilder,
         opened: Position,
     ) -> Result<()> {
         match self.peek() {
@@ -1034,7 +1041,7 @@ impl Parser<'_> {
         let key_path = path.key(&key.text);
         self.flow_space(indent, opened, '}')?;
         let value = match self.peek() {
-            Some(',' | '}') => Value::Null,
+            Some(',' | '}') => Node::Null,
             _ => self.flow_node(indent, &key_path, depth)?,
         };
         let key_path = key_path.render();
@@ -1042,13 +1049,13 @@ impl Parser<'_> {
     }
 
     /// A node inside a flow collection.
-    fn flow_node(&mut self, indent: usize, path: &Path, depth: usize) -> Result<Value> {
+    fn flow_node(&mut self, indent: usize, path: &Path, depth: usize) -> Result<Node> {
         self.note(path);
         if matches!(self.peek(), Some('[' | '{')) {
             return self.flow(indent, path, depth + 1);
         }
         let scalar = self.key_or_scalar(true)?;
-        Ok(Value::String(scalar.text))
+        Ok(Node::String(scalar.text))
     }
 
     /// Skips spaces, line breaks and comments inside a flow collection opened at `opened`;
